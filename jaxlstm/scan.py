@@ -1,0 +1,146 @@
+"""A whole sequence: the LSTM step composed over time with `jax.lax.scan`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxlstm import gates
+from jaxlstm.cell import LSTMGates, LSTMState, lstm_pointwise, zero_state_like
+from jaxlstm.params import LSTMParams
+from jaxlstm.validation import (
+    check_features,
+    check_floating,
+    check_params,
+    check_seq_lengths,
+    check_state,
+)
+
+Array = jax.Array
+
+
+def _check_unroll(unroll: Any) -> int | bool:
+    if isinstance(unroll, bool):
+        return unroll
+    if not isinstance(unroll, int) or unroll < 1:
+        raise ValueError(f"unroll must be a positive int or a bool, got {unroll!r}.")
+    return unroll
+
+
+def _computation_dtype(xs: Array, params: LSTMParams) -> jnp.dtype:
+    return jnp.result_type(xs.dtype, params.w_x.dtype, params.w_h.dtype, params.b.dtype)
+
+
+def lstm(
+    params: LSTMParams,
+    xs: Array,
+    *,
+    initial_state: LSTMState | None = None,
+    seq_lengths: Array | None = None,
+    reverse: bool = False,
+    time_major: bool = False,
+    unroll: int | bool = 1,
+    return_gates: bool = False,
+) -> tuple[Array, LSTMState] | tuple[Array, LSTMState, LSTMGates]:
+    """Runs an LSTM layer over a sequence.
+
+    Equivalent to this Python loop over `lstm_cell` (batch-major, no `seq_lengths`)::
+
+        state = initial_state
+        hs = []
+        for t in (reversed(range(T)) if reverse else range(T)):
+            state, h_t = lstm_cell(params, state, xs[..., t, :])
+            hs.append(h_t)           # written back at position t
+        return stack(hs in time order, axis=-2), state
+
+    It is a `jax.lax.scan` over the same gate functions, with the affine map
+    z = x_t @ W_x + h_{t-1} @ W_h + b kept apart from the elementwise update, and is safe under
+    `jit`, `vmap` (over inputs or params), `grad` and `jax.checkpoint`.
+
+    Variable length follows PyTorch's packed sequences: the batch is right-padded, and sequence
+    b has `seq_lengths[b]` valid steps. Outputs (and gates) at padded steps are exactly zero;
+    `final_state` is the state after the last valid step (the initial state if the length is 0).
+    With `reverse=True` each sequence's valid prefix is read backwards, from its last valid step
+    to step 0, and outputs stay at their original positions. Under `jit` the lengths cannot be
+    checked, and values outside [0, T] act as if clamped to [0, T]; outside `jit` they raise.
+
+    Dtype policy: the computation dtype is the promoted dtype of `xs` and `params` (float32
+    params with bfloat16 inputs compute in float32; all-bfloat16 computes in bfloat16). Inputs,
+    params and the initial state are cast to it, and every output has it.
+
+    Args:
+        params: `LSTMParams` with w_x (I, 4H), w_h (H, 4H), b (4H,).
+        xs: inputs, (batch..., T, I), or (T, batch..., I) if `time_major`; any number of batch
+            dimensions, including none.
+        initial_state: `LSTMState` with h, c of shape (batch..., H); zeros if None.
+        seq_lengths: integer array of the batch shape: valid steps per sequence.
+        reverse: run from the last step to the first.
+        time_major: whether time is the leading axis of `xs` (and of the outputs).
+        unroll: steps per scan iteration (`lax.scan`'s unroll); 1-2 is fastest on CPU.
+        return_gates: also return the per-step `LSTMGates`.
+
+    Returns:
+        `(hs, final_state)`, or `(hs, final_state, gates)` if `return_gates`. `hs` has the
+        layout of `xs` with H features: (batch..., T, H), or (T, batch..., H) if `time_major`;
+        each field of `gates` has the same shape as `hs`.
+
+    Example:
+        >>> params = jaxlstm.init_lstm(jax.random.key(0), input_size=3, hidden_size=8)
+        >>> xs = jnp.ones((4, 10, 3))                    # batch 4, 10 steps, 3 features
+        >>> hs, final = jaxlstm.lstm(params, xs)
+        >>> hs.shape, final.h.shape
+        ((4, 10, 8), (4, 8))
+    """
+    input_size, hidden_size = check_params(params)
+    xs = check_floating(xs, "xs")
+    if xs.ndim < 2:
+        layout = "(T, batch..., I)" if time_major else "(batch..., T, I)"
+        raise ValueError(
+            f"xs must have rank >= 2, {layout} with I={input_size}, got shape {xs.shape}."
+        )
+    check_features(xs, input_size, "xs")
+    unroll = _check_unroll(unroll)
+
+    xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
+    num_steps, batch_shape = xs_tm.shape[0], xs_tm.shape[1:-1]
+    dtype = _computation_dtype(xs, params)
+    w_x, w_h, b = (p.astype(dtype) for p in params)
+    xs_tm = xs_tm.astype(dtype)
+
+    if initial_state is None:
+        template = xs_tm[0] if num_steps else jnp.zeros(batch_shape + (1,), dtype)
+        initial_state = zero_state_like(template, hidden_size)
+    else:
+        check_state(initial_state, batch_shape, hidden_size, "initial_state")
+        initial_state = LSTMState(*(jnp.asarray(s).astype(dtype) for s in initial_state))
+    if seq_lengths is not None:
+        seq_lengths = check_seq_lengths(seq_lengths, batch_shape, num_steps)
+
+    def step(state: LSTMState, inputs: tuple[Array, Array]):
+        x_t, t = inputs
+        z = gates.input_projection(x_t, w_x, b) + gates.recurrent_projection(state.h, w_h)
+        new_state, step_gates = lstm_pointwise(z, state.c)
+        out = (new_state.h, step_gates) if return_gates else new_state.h
+        if seq_lengths is not None:
+            # t < length is false for every padded step, in either direction, so the state
+            # holds (the initial state until a reversed sequence reaches its last valid step)
+            # and the outputs there are zero. Lengths outside [0, T] act as clamped.
+            valid = (t < seq_lengths)[..., None]
+            new_state = LSTMState(*(jnp.where(valid, n, o) for n, o in zip(new_state, state)))
+            out = jax.tree.map(lambda a: jnp.where(valid, a, jnp.zeros_like(a)), out)
+        return new_state, out
+
+    steps = jnp.arange(num_steps, dtype=jnp.int32)
+    final_state, out = jax.lax.scan(
+        step, initial_state, (xs_tm, steps), reverse=reverse, unroll=unroll
+    )
+
+    def to_layout(a: Array) -> Array:
+        return a if time_major else jnp.moveaxis(a, 0, -2)
+
+    if return_gates:
+        hs, step_gates = out
+        return to_layout(hs), final_state, jax.tree.map(to_layout, step_gates)
+    return to_layout(out), final_state
