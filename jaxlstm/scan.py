@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from jaxlstm import gates
-from jaxlstm.cell import LSTMGates, LSTMState, lstm_pointwise, zero_state_like
+from jaxlstm.cell import LSTMGates, LSTMState, zero_state_like
 from jaxlstm.params import LSTMParams
+from jaxlstm.recurrence import LoopOptions, lstm_loop, lstm_loop_autodiff
 from jaxlstm.validation import (
     check_features,
     check_floating,
@@ -21,12 +22,22 @@ from jaxlstm.validation import (
 Array = jax.Array
 
 
-def _check_unroll(unroll: Any) -> int | bool:
-    if isinstance(unroll, bool):
-        return unroll
+def _steps_per_iteration(unroll: Any, num_steps: int) -> int:
+    if unroll is True:
+        return max(1, num_steps)
+    if unroll is False:
+        return 1
     if not isinstance(unroll, int) or unroll < 1:
         raise ValueError(f"unroll must be a positive int or a bool, got {unroll!r}.")
     return unroll
+
+
+def _check_remat_chunk(remat_chunk: Any) -> int | None:
+    if remat_chunk is None:
+        return None
+    if isinstance(remat_chunk, bool) or not isinstance(remat_chunk, int) or remat_chunk < 1:
+        raise ValueError(f"remat_chunk must be None or a positive int, got {remat_chunk!r}.")
+    return remat_chunk
 
 
 def _computation_dtype(xs: Array, params: LSTMParams) -> jnp.dtype:
@@ -41,8 +52,10 @@ def lstm(
     seq_lengths: Array | None = None,
     reverse: bool = False,
     time_major: bool = False,
-    unroll: int | bool = 1,
+    unroll: int | bool = 4,
     return_gates: bool = False,
+    fused_backward: bool = True,
+    remat_chunk: int | None = None,
 ) -> tuple[Array, LSTMState] | tuple[Array, LSTMState, LSTMGates]:
     """Runs an LSTM layer over a sequence.
 
@@ -78,8 +91,18 @@ def lstm(
         seq_lengths: integer array of the batch shape: valid steps per sequence.
         reverse: run from the last step to the first.
         time_major: whether time is the leading axis of `xs` (and of the outputs).
-        unroll: steps per scan iteration (`lax.scan`'s unroll); 1-2 is fastest on CPU.
+        unroll: steps per scan iteration; their input projections x_t @ W_x are computed
+            together as one matmul. `True` unrolls the whole sequence.
         return_gates: also return the per-step `LSTMGates`.
+        fused_backward: differentiate with the hand-scheduled backward pass (a custom VJP that
+            computes the weight and input gradients after the reverse loop as a few large
+            matmuls), which is faster than autodiff through the scan. Set False to let JAX
+            differentiate the scan itself, e.g. for forward-mode `jax.jvp` / `jax.jacfwd`,
+            which custom VJPs do not support. The forward computation is the same either way.
+        remat_chunk: if set, the backward pass stores only the state at the start of each
+            segment of `remat_chunk` steps and recomputes the rest segment by segment: memory
+            for the stored activations falls from O(T) to O(T / remat_chunk + remat_chunk) at
+            the cost of a second forward pass. For very long sequences.
 
     Returns:
         `(hs, final_state)`, or `(hs, final_state, gates)` if `return_gates`. `hs` has the
@@ -101,10 +124,11 @@ def lstm(
             f"xs must have rank >= 2, {layout} with I={input_size}, got shape {xs.shape}."
         )
     check_features(xs, input_size, "xs")
-    unroll = _check_unroll(unroll)
+    remat_chunk = _check_remat_chunk(remat_chunk)
 
     xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
     num_steps, batch_shape = xs_tm.shape[0], xs_tm.shape[1:-1]
+    chunk = _steps_per_iteration(unroll, num_steps)
     dtype = _computation_dtype(xs, params)
     w_x, w_h, b = (p.astype(dtype) for p in params)
     xs_tm = xs_tm.astype(dtype)
@@ -118,24 +142,25 @@ def lstm(
     if seq_lengths is not None:
         seq_lengths = check_seq_lengths(seq_lengths, batch_shape, num_steps)
 
-    def step(state: LSTMState, inputs: tuple[Array, Array]):
-        x_t, t = inputs
-        z = gates.input_projection(x_t, w_x, b) + gates.recurrent_projection(state.h, w_h)
-        new_state, step_gates = lstm_pointwise(z, state.c)
-        out = (new_state.h, step_gates) if return_gates else new_state.h
-        if seq_lengths is not None:
-            # t < length is false for every padded step, in either direction, so the state
-            # holds (the initial state until a reversed sequence reaches its last valid step)
-            # and the outputs there are zero. Lengths outside [0, T] act as clamped.
-            valid = (t < seq_lengths)[..., None]
-            new_state = LSTMState(*(jnp.where(valid, n, o) for n, o in zip(new_state, state)))
-            out = jax.tree.map(lambda a: jnp.where(valid, a, jnp.zeros_like(a)), out)
-        return new_state, out
-
-    steps = jnp.arange(num_steps, dtype=jnp.int32)
-    final_state, out = jax.lax.scan(
-        step, initial_state, (xs_tm, steps), reverse=reverse, unroll=unroll
+    # The loop works on one flat batch axis: (T, N, I) and (N, H).
+    batch_size = math.prod(batch_shape)
+    flat_xs = xs_tm.reshape((num_steps, batch_size, input_size))
+    flat_state = LSTMState(*(s.reshape((batch_size, hidden_size)) for s in initial_state))
+    flat_lengths = None if seq_lengths is None else seq_lengths.reshape(batch_size)
+    options = LoopOptions(
+        reverse=bool(reverse),
+        chunk=chunk,
+        return_gates=bool(return_gates),
+        remat_chunk=remat_chunk,
     )
+    loop = lstm_loop if fused_backward else lstm_loop_autodiff
+    final_state, out = loop(w_x, w_h, b, flat_xs, flat_state, flat_lengths, options)
+
+    def unflatten(a: Array) -> Array:
+        return a.reshape(a.shape[:-2] + batch_shape + a.shape[-1:])
+
+    final_state = LSTMState(*(unflatten(s) for s in final_state))
+    out = jax.tree.map(unflatten, out)
 
     def to_layout(a: Array) -> Array:
         return a if time_major else jnp.moveaxis(a, 0, -2)

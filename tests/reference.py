@@ -8,6 +8,7 @@ than against the masking that `jaxlstm.lstm` uses.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -59,3 +60,29 @@ def loop_lstm(params, xs, initial_state=None, seq_lengths=None, reverse=False):
         h=jnp.stack(final_h).reshape(shape), c=jnp.stack(final_c).reshape(shape)
     )
     return hs.reshape(tuple(batch_shape) + (num_steps, hidden_size)), final
+
+
+def differentiable_loop_lstm(params, xs, initial_state, seq_lengths, reverse):
+    """Like `loop_lstm` but pure jnp, so JAX can differentiate it: (hs, final, gates).
+
+    xs (N, T, I), one batch axis; `seq_lengths` a tuple of Python ints. Uses the gate functions
+    step by step, one sequence at a time over its valid prefix; padded outputs are zero.
+    """
+    num_steps = xs.shape[1]
+    hs, finals, all_gates = [], [], []
+    for row, length in enumerate(seq_lengths):
+        state = jaxlstm.LSTMState(h=initial_state.h[row], c=initial_state.c[row])
+        outs = [None] * num_steps
+        order = range(length)
+        for t in reversed(order) if reverse else order:
+            z = (jaxlstm.gates.input_projection(xs[row, t], params.w_x, params.b)
+                 + jaxlstm.gates.recurrent_projection(state.h, params.w_h))
+            state, step_gates = jaxlstm.lstm_pointwise(z, state.c)
+            outs[t] = (state.h, step_gates)
+        zero = (jnp.zeros_like(state.h), jaxlstm.LSTMGates(*([jnp.zeros_like(state.h)] * 5)))
+        outs = [zero if o is None else o for o in outs]
+        hs.append(jnp.stack([o[0] for o in outs]))
+        all_gates.append(jax.tree.map(lambda *a: jnp.stack(a), *[o[1] for o in outs]))
+        finals.append(state)
+    stack = lambda *a: jnp.stack(a)  # noqa: E731
+    return jnp.stack(hs), jax.tree.map(stack, *finals), jax.tree.map(stack, *all_gates)
