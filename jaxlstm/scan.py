@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from jaxlstm.cell import LSTMGates, LSTMState, zero_state_like
 from jaxlstm.params import LSTMParams
-from jaxlstm.recurrence import LoopOptions, lstm_loop, lstm_loop_autodiff
+from jaxlstm.recurrence import LoopOptions, auto_chunks, lstm_loop, lstm_loop_autodiff
 from jaxlstm.validation import (
     check_features,
     check_floating,
@@ -22,14 +22,18 @@ from jaxlstm.validation import (
 Array = jax.Array
 
 
-def _steps_per_iteration(unroll: Any, num_steps: int) -> int:
+def _steps_per_iteration(unroll: Any, num_steps: int, batch_size: int,
+                         hidden_size: int) -> tuple[int, int]:
+    """(forward, backward) steps per scan iteration."""
+    if unroll is None:
+        return auto_chunks(num_steps, batch_size, hidden_size)
     if unroll is True:
-        return max(1, num_steps)
+        return max(1, num_steps), max(1, num_steps)
     if unroll is False:
-        return 1
+        return 1, 1
     if not isinstance(unroll, int) or unroll < 1:
-        raise ValueError(f"unroll must be a positive int or a bool, got {unroll!r}.")
-    return unroll
+        raise ValueError(f"unroll must be None, a positive int or a bool, got {unroll!r}.")
+    return unroll, unroll
 
 
 def _check_remat_chunk(remat_chunk: Any) -> int | None:
@@ -52,7 +56,7 @@ def lstm(
     seq_lengths: Array | None = None,
     reverse: bool = False,
     time_major: bool = False,
-    unroll: int | bool = 4,
+    unroll: int | bool | None = None,
     return_gates: bool = False,
     fused_backward: bool = True,
     remat_chunk: int | None = None,
@@ -92,7 +96,8 @@ def lstm(
         reverse: run from the last step to the first.
         time_major: whether time is the leading axis of `xs` (and of the outputs).
         unroll: steps per scan iteration; their input projections x_t @ W_x are computed
-            together as one matmul. `True` unrolls the whole sequence.
+            together as one matmul. None (default) chooses by problem size (more steps per
+            iteration when a step is small), `True` unrolls the whole sequence.
         return_gates: also return the per-step `LSTMGates`.
         fused_backward: differentiate with the hand-scheduled backward pass (a custom VJP that
             computes the weight and input gradients after the reverse loop as a few large
@@ -128,7 +133,6 @@ def lstm(
 
     xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
     num_steps, batch_shape = xs_tm.shape[0], xs_tm.shape[1:-1]
-    chunk = _steps_per_iteration(unroll, num_steps)
     dtype = _computation_dtype(xs, params)
     w_x, w_h, b = (p.astype(dtype) for p in params)
     xs_tm = xs_tm.astype(dtype)
@@ -144,6 +148,7 @@ def lstm(
 
     # The loop works on one flat batch axis: (T, N, I) and (N, H).
     batch_size = math.prod(batch_shape)
+    chunk, backward_chunk = _steps_per_iteration(unroll, num_steps, batch_size, hidden_size)
     flat_xs = xs_tm.reshape((num_steps, batch_size, input_size))
     flat_state = LSTMState(*(s.reshape((batch_size, hidden_size)) for s in initial_state))
     flat_lengths = None if seq_lengths is None else seq_lengths.reshape(batch_size)
@@ -152,6 +157,7 @@ def lstm(
         chunk=chunk,
         return_gates=bool(return_gates),
         remat_chunk=remat_chunk,
+        backward_chunk=backward_chunk,
     )
     loop = lstm_loop if fused_backward else lstm_loop_autodiff
     final_state, out = loop(w_x, w_h, b, flat_xs, flat_state, flat_lengths, options)

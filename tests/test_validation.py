@@ -61,7 +61,7 @@ CASES = {
                          r"seq_lengths must lie in \[0, 5\] .*got values from 2 to 9"),
     "lengths_negative": (bad_call(seq_lengths=jnp.array([-1, 2])), ValueError,
                          r"seq_lengths must lie in \[0, 5\]"),
-    "unroll_zero": (bad_call(unroll=0), ValueError, "unroll must be a positive int"),
+    "unroll_zero": (bad_call(unroll=0), ValueError, "unroll must be None, a positive int or a bool"),
     "cell_features": (lambda: jaxlstm.lstm_cell(PARAMS, STATE, jnp.ones((2, 7))), ValueError,
                       "x_t must have 3 features"),
     "cell_state_batch": (lambda: jaxlstm.lstm_cell(PARAMS, STATE, jnp.ones((5, INPUT))),
