@@ -1,0 +1,248 @@
+"""What the benchmark times: jaxlstm, and the anchors it is compared against.
+
+Every implementation computes the same thing at a `Size`: the outputs (B, T, H) of one LSTM layer
+for a batch-major input (forward), or the gradient of sum(outputs) w.r.t. all its parameters and
+the input (fwd_bwd). `Impl.prepare(size, pass_name)` builds parameters and input, compiles (JAX),
+and returns a zero-argument call that returns only once its result is ready.
+
+JAX anchors are an `apply(params, xs) -> hs` function; one code path (`_prepare_jax`) jits and
+differentiates all of them, so they differ only in the model they call. Optional packages are
+imported inside their builders, so a missing one skips its rows instead of breaking the import.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+import jaxlstm
+from experiments.bench_sizes import Size
+
+Apply = Callable[[Any, jax.Array], jax.Array]
+"""`apply(params, xs) -> hs`: (B, T, I) -> (B, T, H), differentiable in params and xs."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A ready-to-time pass: `call()` runs it to completion; compile time where there is one."""
+
+    call: Callable[[], object]
+    compile_s: float | None
+
+
+@dataclass(frozen=True)
+class Impl:
+    """One row of the benchmark.
+
+    Attributes:
+        key: the name `--only` selects it by.
+        label: the row's name in tables and plots.
+        prepare: `prepare(size, pass_name) -> Prepared`.
+        unavailable: the reason it cannot run here (missing package, no GPU), or None.
+        sizes: the size names it runs at; None for all.
+    """
+
+    key: str
+    label: str
+    prepare: Callable[[Size, str], Prepared]
+    unavailable: Callable[[], str | None]
+    sizes: tuple[str, ...] | None = None
+
+    def runs_at(self, size: Size) -> bool:
+        """Whether this row is measured at `size`."""
+        return self.sizes is None or size.name in self.sizes
+
+
+def unsupported_lstm_kwargs(kwargs: dict[str, Any]) -> list[str]:
+    """The keys of `kwargs` that `jaxlstm.lstm` does not accept, from its signature."""
+    parameters = inspect.signature(jaxlstm.lstm).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return []
+    return sorted(set(kwargs) - set(parameters))
+
+
+def _inputs(size: Size) -> jax.Array:
+    return jax.random.normal(jax.random.key(1), (size.batch, size.steps, size.input_size))
+
+
+def _prepare_jax(apply: Apply, params: Any, size: Size, pass_name: str) -> Prepared:
+    """Compiles one pass of `apply` ahead of time (timed apart) and returns the compiled call."""
+    xs = _inputs(size)
+    expected = (size.batch, size.steps, size.hidden_size)
+    got = jax.eval_shape(apply, params, xs).shape
+    if got != expected:
+        raise ValueError(f"apply must return outputs of shape {expected}, got {got}.")
+    if pass_name == "forward":
+        fn = apply
+    else:
+        fn = jax.grad(lambda p, x: jnp.sum(apply(p, x)), argnums=(0, 1))
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(params, xs).compile()
+    compile_s = time.perf_counter() - start
+    return Prepared(lambda: jax.block_until_ready(compiled(params, xs)), compile_s)
+
+
+def _jax_impl(key: str, label: str, setup: Callable[[Size], tuple[Apply, Any]],
+              needs: str | None = None, backend: str | None = None) -> Impl:
+    """A JAX row from `setup(size) -> (apply, params)`; `needs` a package, or a jax `backend`."""
+
+    def prepare(size: Size, pass_name: str) -> Prepared:
+        apply, params = setup(size)
+        return _prepare_jax(apply, params, size, pass_name)
+
+    def unavailable() -> str | None:
+        if needs is not None and importlib.util.find_spec(needs) is None:
+            return f"{needs} is not installed"
+        if backend is not None and jax.default_backend() != backend:
+            return f"needs jax on {backend}, jax runs on {jax.default_backend()}"
+        return None
+
+    return Impl(key, label, prepare, unavailable)
+
+
+def _jaxlstm_setup(kwargs: dict[str, Any]) -> Callable[[Size], tuple[Apply, Any]]:
+    def setup(size: Size) -> tuple[Apply, Any]:
+        params = jaxlstm.init_lstm(jax.random.key(0), size.input_size, size.hidden_size)
+        return (lambda p, xs: jaxlstm.lstm(p, xs, **kwargs)[0]), params
+
+    return setup
+
+
+def _flax_linen_setup(size: Size) -> tuple[Apply, Any]:
+    import flax.linen as nn
+
+    model = nn.RNN(nn.OptimizedLSTMCell(size.hidden_size))
+    # Parameters do not depend on the sequence length: initialise on one step.
+    variables = jax.jit(model.init)(jax.random.key(0), _inputs(size)[:, :1])
+    return model.apply, variables
+
+
+def _flax_nnx_setup(size: Size) -> tuple[Apply, Any]:
+    from flax import nnx
+
+    # No rng stream and an explicit zero carry: the RNN would otherwise draw its initial carry
+    # from an rng counter it mutates, which plain jax.jit cannot do.
+    model = nnx.RNN(
+        nnx.OptimizedLSTMCell(size.input_size, size.hidden_size, rngs=nnx.Rngs(0)), rngs=False
+    )
+    # nnx.split + plain jax.jit: nnx.jit adds ~0.3 ms per call (PERFORMANCE.md).
+    graphdef, params = nnx.split(model)
+
+    def apply(params: nnx.State, xs: jax.Array) -> jax.Array:
+        zeros = jnp.zeros((xs.shape[0], size.hidden_size), xs.dtype)
+        return nnx.merge(graphdef, params)(xs, initial_carry=(zeros, zeros))
+
+    return apply, params
+
+
+def _equinox_setup(size: Size) -> tuple[Apply, Any]:
+    import equinox as eqx
+
+    cell = eqx.nn.LSTMCell(size.input_size, size.hidden_size, key=jax.random.key(0))
+
+    def apply(cell: eqx.nn.LSTMCell, xs: jax.Array) -> jax.Array:
+        def one_sequence(xs_t: jax.Array) -> jax.Array:
+            zeros = jnp.zeros(size.hidden_size, xs_t.dtype)
+
+            def step(state, x_t):
+                h, c = cell(x_t, state)  # equinox's carry is (h, c)
+                return (h, c), h
+
+            return jax.lax.scan(step, (zeros, zeros), xs_t)[1]
+
+        return jax.vmap(one_sequence)(xs)
+
+    return apply, cell
+
+
+def _jax_cudnn_setup(size: Size) -> tuple[Apply, Any]:
+    from jax.experimental import rnn
+
+    weights = rnn.init_lstm_weight(
+        jax.random.key(0), size.input_size, size.hidden_size, num_layers=1, bidirectional=False
+    )
+
+    def apply(weights: jax.Array, xs: jax.Array) -> jax.Array:
+        zeros = jnp.zeros((1, xs.shape[0], size.hidden_size), xs.dtype)  # (layers, B, H)
+        lengths = jnp.full((xs.shape[0],), xs.shape[1], jnp.int32)  # cuDNN wants int32
+        hs, _, _ = rnn.lstm(
+            xs, zeros, zeros, weights, lengths, input_size=size.input_size,
+            hidden_size=size.hidden_size, num_layers=1, dropout=0.0, bidirectional=False,
+        )
+        return hs
+
+    return apply, weights
+
+
+def _torch_impl(key: str, label: str, device: str, threads: int | None,
+                sizes: tuple[str, ...] | None = None) -> Impl:
+    """A `torch.nn.LSTM(batch_first=True)` row; `threads` None means all cores."""
+
+    def prepare(size: Size, pass_name: str) -> Prepared:
+        import torch
+
+        # Rows are prepared right before they are timed, so the setting holds while they run.
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+        # float32 means float32: cuDNN's LSTM would otherwise use TF32 tensor cores.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.manual_seed(0)
+        lstm = torch.nn.LSTM(size.input_size, size.hidden_size, batch_first=True).to(device)
+        xs = torch.randn(size.batch, size.steps, size.input_size, device=device)
+        # Timing reads the wall clock on the host; a GPU must have finished by then.
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        if pass_name == "forward":
+            def call() -> None:
+                with torch.no_grad():
+                    lstm(xs)
+                sync()
+        else:
+            xs.requires_grad_(True)
+
+            def call() -> None:
+                # A training step clears the gradients; accumulating would add work.
+                lstm.zero_grad(set_to_none=True)
+                xs.grad = None
+                hs, _ = lstm(xs)
+                hs.sum().backward()
+                sync()
+
+        return Prepared(call, None)
+
+    def unavailable() -> str | None:
+        if importlib.util.find_spec("torch") is None:
+            return "torch is not installed"
+        if device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                return "torch has no CUDA device here"
+        return None
+
+    return Impl(key, label, prepare, unavailable, sizes)
+
+
+def implementations(jaxlstm_kwargs: dict[str, Any]) -> list[Impl]:
+    """All rows, jaxlstm first; `jaxlstm_kwargs` are passed to every `jaxlstm.lstm` call."""
+    return [
+        _jax_impl("jaxlstm", "jaxlstm", _jaxlstm_setup(jaxlstm_kwargs)),
+        _jax_impl("flax_linen", "flax linen RNN(OptimizedLSTMCell)", _flax_linen_setup, "flax"),
+        _jax_impl("flax_nnx", "flax nnx RNN(OptimizedLSTMCell)", _flax_nnx_setup, "flax"),
+        _jax_impl("equinox", "equinox LSTMCell+scan+vmap", _equinox_setup, "equinox"),
+        _torch_impl("torch", "torch nn.LSTM", "cpu", threads=None),
+        # Batch 1 is latency-bound: one thread beats two there (PERFORMANCE.md).
+        _torch_impl("torch_1thread", "torch nn.LSTM (1 thread)", "cpu", threads=1, sizes=("S1",)),
+        _jax_impl("jax_cudnn", "jax.experimental.rnn (cuDNN)", _jax_cudnn_setup,
+                  backend="gpu"),
+        _torch_impl("torch_cuda", "torch nn.LSTM (cuda)", "cuda", threads=None),
+    ]
+
+
+IMPL_KEYS = tuple(impl.key for impl in implementations({}))

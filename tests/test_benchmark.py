@@ -1,0 +1,77 @@
+"""The benchmark harness runs end to end and writes its results; nothing about speed.
+
+The end-to-end tests run `python -m experiments.benchmark` in a subprocess, as a user would, so
+the harness gets a fresh jax (no test-wide config) and its command line is what is tested.
+"""
+
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from experiments.bench_timing import Budget, time_call
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_benchmark(out: Path, *args: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.benchmark", "--quick", "--out", str(out), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((out / "results.json").read_text())
+
+
+def test_quick_run_times_jaxlstm_and_anchors_and_writes_reports(tmp_path):
+    results = run_benchmark(tmp_path, "--only", "jaxlstm,flax_linen,torch,jax_cudnn")
+
+    rows = results["rows"]
+    for impl in ("jaxlstm", "flax_linen"):
+        measured = {r["pass"] for r in rows if r["impl"] == impl}
+        assert measured == {"forward", "fwd_bwd"}, impl
+    assert all(r["median_ms"] > 0 and r["min_ms"] > 0 and r["repeats"] >= 3 for r in rows)
+    assert all(r["compile_ms"] > 0 for r in rows if r["impl"] in ("jaxlstm", "flax_linen"))
+    assert {c["pass"] for c in results["comparisons"]} == {"forward", "fwd_bwd"}
+    torch_ran = any(r["impl"] == "torch" for r in rows)
+    for comparison in results["comparisons"]:
+        assert comparison["fastest_anchor"] and comparison["vs_fastest_anchor"] > 0
+        assert not torch_ran or comparison["vs_torch"] > 0
+    assert results["peak"]["gflops"] > 0
+    # On a CPU machine the cuDNN row is skipped with a reason, not dropped silently.
+    if results["machine"]["jax_backend"] == "cpu":
+        assert "jax_cudnn" in [s["impl"] for s in results["skipped"]]
+    report = (tmp_path / "results.md").read_text()
+    assert "| jaxlstm |" in report and "fastest anchor" in report
+    assert (tmp_path / "results.png").exists() == bool(importlib.util.find_spec("matplotlib"))
+
+
+def test_memory_experiment_measures_plain_and_skips_unknown_kwargs(tmp_path):
+    results = run_benchmark(tmp_path, "--only", "jaxlstm", "--memory", "--memory-steps", "200")
+
+    plain, *others = results["memory"]
+    assert plain["kwargs"] == {} and plain["steps"] == 200
+    assert plain["peak_rss_mb"] > 0 and plain["step_s"] > 0 and plain["first_call_s"] > 0
+    for config in others:
+        # A configuration runs, or is skipped because jaxlstm.lstm lacks the option; never fails.
+        assert "error" not in config, config
+        assert "peak_rss_mb" in config or "does not accept" in config["skipped"]
+    assert "Long sequences" in (tmp_path / "results.md").read_text()
+
+
+def test_timing_of_a_very_slow_call_stops_at_the_time_cap():
+    calls = []
+
+    def slow_call():
+        calls.append(None)
+        time.sleep(0.05)
+
+    budget = Budget(min_repeats=10, target_s=0.01, max_s=0.2, warmup=5)
+    timing = time_call(slow_call, budget)
+
+    # About 0.1 s of warm-up, then two timed calls: not 5 + 10 calls.
+    assert timing.repeats == 2
+    assert len(calls) <= 2 + 2
+    assert timing.min_ms <= timing.median_ms
