@@ -12,11 +12,15 @@ elementwise part of a step:
   h_{t-1} @ W_h remains. Projecting all T steps up front is slower on XLA:CPU (slicing one step
   out of a large buffer defeats the step's fusions), and per-step projection wastes the matmul.
 * **Backward.** Autodiff through scan differentiates every matmul inside the loop. The custom
-  VJP here runs a reverse scan that carries only the recurrent gradients (dh, dc) and differen-
-  tiates just the elementwise step with `jax.vjp`; the weight and input gradients are then four
-  large matmuls over all steps at once:
+  VJP here runs a reverse loop that carries only the recurrent gradients (dh, dc) and differen-
+  tiates just the elementwise step with `jax.vjp`; the one matmul left in the loop is
+  dz_t @ W_h^T. The weight and input gradients are then large matmuls over a segment of steps
+  at a time (a few hundred rows of steps x batch, where XLA:CPU's matmuls run fastest):
 
-      dW_x = X^T dZ,   dW_h = H_prev^T dZ,   db = sum(dZ),   dX = dZ W_x^T
+      dW_x += X^T dZ,   dW_h += H_prev^T dZ,   db += sum(dZ),   dX = dZ W_x^T
+
+  With `remat_chunk`, the forward keeps only each segment's start state and the backward
+  recomputes the segment before differentiating it.
 
 The forward pass of the custom VJP is the same code as the plain forward: one code path.
 """
@@ -44,6 +48,7 @@ class LoopOptions(NamedTuple):
     return_gates: bool
     remat_chunk: int | None = None
     backward_chunk: int = 1
+    grad_segment: int = 2**31 - 1
 
 
 # Steps per scan iteration, chosen by the work in one step (batch rows N times hidden size H).
@@ -52,6 +57,14 @@ class LoopOptions(NamedTuple):
 # forward with 8); when a step is large they do not, and the reverse loop, which differentiates
 # each step with jax.vjp, is fastest one step per iteration except for the tiniest steps.
 _SMALL_STEP, _MEDIUM_STEP = 1024, 8192
+# The backward computes weight gradients per segment of about this many rows (steps x batch):
+# at S3 (N=64) 8-step segments took 136-156 ms against 167 ms for one matmul over all steps.
+_GRAD_SEGMENT_ROWS = 512
+
+
+def auto_grad_segment(batch_size: int) -> int:
+    """Steps per weight-gradient segment of the backward pass."""
+    return max(1, _GRAD_SEGMENT_ROWS // max(1, batch_size))
 
 
 def auto_chunks(num_steps: int, batch_size: int, hidden_size: int) -> tuple[int, int]:
@@ -279,31 +292,32 @@ def _lstm_loop_bwd(options, residuals, cotangents):
     w_x, w_h, b, xs, lengths, saved = residuals
     d_final_state, d_outs = cotangents
     steps = jnp.arange(xs.shape[0], dtype=jnp.int32)
-
-    if not options.remat_chunk:
-        d_state0, dzs = _backward(w_h, saved, d_outs, steps, d_final_state, lengths, options)
-        d_w_x, d_w_h, d_b = _weight_grads(xs, saved[1].h, dzs)
-        d_xs = dzs @ w_x.T
+    if options.remat_chunk:
+        segment, per_step, per_segment = options.remat_chunk, None, saved
     else:
-        # Segment by segment, last first: recompute the segment's forward from its saved start
-        # state, run its reverse loop, and add its share of the weight gradients.
-        def segment_fn(carry, inputs):
-            d_state, grads = carry
-            (x_seg, t_seg, d_out_seg), start = inputs
+        segment, per_step, per_segment = options.grad_segment, saved, None
+
+    # Segment by segment, last first: take the segment's residuals (or, with remat, recompute
+    # them from its saved start state), run its reverse loop, and add its share of the weight
+    # gradients. Segments of a few thousand rows keep every matmul in XLA's efficient range;
+    # one matmul over all T * N rows is slower, and storing dZ for all steps costs memory.
+    def segment_fn(carry, inputs):
+        d_state, grads = carry
+        (x_seg, t_seg, d_out_seg, seg_residuals), start = inputs
+        if seg_residuals is None:
             _, _, seg_residuals = _forward(
                 w_x, w_h, b, x_seg, t_seg, start, lengths, options, True
             )
-            d_state, dzs = _backward(w_h, seg_residuals, d_out_seg, t_seg, d_state, lengths,
-                                     options)
-            seg_grads = _weight_grads(x_seg, seg_residuals[1].h, dzs)
-            grads = jax.tree.map(jnp.add, grads, seg_grads)
-            return (d_state, grads), (dzs @ w_x.T, None)
+        d_state, dzs = _backward(w_h, seg_residuals, d_out_seg, t_seg, d_state, lengths,
+                                 options)
+        grads = jax.tree.map(jnp.add, grads, _weight_grads(x_seg, seg_residuals[1].h, dzs))
+        return (d_state, grads), (dzs @ w_x.T, None)
 
-        zero_grads = tuple(jnp.zeros(a.shape, _accumulate(a).dtype) for a in (w_x, w_h, b))
-        (d_state0, (d_w_x, d_w_h, d_b)), d_xs, _ = scan_in_chunks(
-            segment_fn, (d_final_state, zero_grads), (xs, steps, d_outs), saved,
-            chunk=options.remat_chunk, reverse=not options.reverse,
-        )
+    zero_grads = tuple(jnp.zeros(a.shape, _accumulate(a).dtype) for a in (w_x, w_h, b))
+    (d_state0, (d_w_x, d_w_h, d_b)), d_xs, _ = scan_in_chunks(
+        segment_fn, (d_final_state, zero_grads), (xs, steps, d_outs, per_step), per_segment,
+        chunk=segment, reverse=not options.reverse,
+    )
     return (d_w_x.astype(w_x.dtype), d_w_h.astype(w_h.dtype), d_b.astype(b.dtype),
             d_xs, d_state0, None)
 

@@ -10,7 +10,13 @@ import jax.numpy as jnp
 
 from jaxlstm.cell import LSTMGates, LSTMState, zero_state_like
 from jaxlstm.params import LSTMParams
-from jaxlstm.recurrence import LoopOptions, auto_chunks, lstm_loop, lstm_loop_autodiff
+from jaxlstm.recurrence import (
+    LoopOptions,
+    auto_chunks,
+    auto_grad_segment,
+    lstm_loop,
+    lstm_loop_autodiff,
+)
 from jaxlstm.validation import (
     check_features,
     check_floating,
@@ -158,6 +164,7 @@ def lstm(
         return_gates=bool(return_gates),
         remat_chunk=remat_chunk,
         backward_chunk=backward_chunk,
+        grad_segment=auto_grad_segment(batch_size),
     )
     loop = lstm_loop if fused_backward else lstm_loop_autodiff
     final_state, out = loop(w_x, w_h, b, flat_xs, flat_state, flat_lengths, options)

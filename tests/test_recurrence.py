@@ -139,3 +139,22 @@ def test_bad_remat_chunk(bad):
     params, xs, _, _ = problem()
     with pytest.raises(ValueError, match="remat_chunk must be None or a positive int"):
         jaxlstm.lstm(params, xs, remat_chunk=bad)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("segment", [1, 3])
+def test_weight_gradients_in_several_segments(reverse, segment):
+    """The backward sums weight gradients over segments (several here, with a shorter last)."""
+    from jaxlstm.recurrence import LoopOptions, lstm_loop
+
+    params, xs, state, weights = problem()
+    lengths = jnp.array(LENGTHS)
+    options = LoopOptions(reverse=reverse, chunk=2, return_gates=False, grad_segment=segment)
+
+    def loss(params, xs, state):
+        final, hs = lstm_loop(*params, jnp.swapaxes(xs, 0, 1), state, lengths, options)
+        return loss_of(jnp.swapaxes(hs, 0, 1), final, None, weights)
+
+    got = jax.grad(loss, argnums=(0, 1, 2))(params, xs, state)
+    chex.assert_trees_all_close(got, float32_reference_grads(LENGTHS, reverse, False),
+                                atol=1e-5, rtol=1e-5)
