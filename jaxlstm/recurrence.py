@@ -52,36 +52,44 @@ class LoopOptions(NamedTuple):
 
 
 # Steps per scan iteration, chosen by the work in one step (batch rows N times hidden size H).
-# Measured on a 2-core AVX-512 CPU (see README, Performance): when a step is tiny, the fixed cost
-# of a scan iteration dominates and several steps per iteration win (S1: 1.26 -> 0.95 ms
-# forward with 8); when a step is large they do not, and the reverse loop, which differentiates
-# each step with jax.vjp, is fastest one step per iteration except for the tiniest steps.
+# Measured on a 2-core AVX-512 CPU (see README, Performance): when a step is tiny, the fixed
+# cost of a scan iteration dominates and several steps per iteration win (S1 forward: 1.22 ms
+# at 1, 0.99 at 4); when steps are larger the runtime is flat while compile time grows with
+# every unrolled step (S2 forward+backward compiles in 0.51 s at 1, 0.59 at 4), so they stay 1-2.
 _SMALL_STEP, _MEDIUM_STEP = 1024, 8192
 # The backward computes weight gradients per segment of about this many rows (steps x batch):
 # at S3 (N=64) 8-step segments took 136-156 ms against 167 ms for one matmul over all steps.
 _GRAD_SEGMENT_ROWS = 512
 
 
-def auto_grad_segment(batch_size: int) -> int:
-    """Steps per weight-gradient segment of the backward pass."""
-    return max(1, _GRAD_SEGMENT_ROWS // max(1, batch_size))
+def _divisor_near(num_steps: int, target: int) -> int:
+    """A divisor of T in (target / 2, target] if there is one, else `target` (capped at T).
 
-
-def auto_chunks(num_steps: int, batch_size: int, hidden_size: int) -> tuple[int, int]:
-    """Forward and backward steps per iteration for a problem of this size.
-
-    The forward chunk prefers a divisor of T near its target, since a shorter last chunk
-    costs a copy of every stacked output.
+    Chunks that divide T avoid a shorter last chunk, which costs a copy of every stacked
+    output and compiles the chunk's body a second time.
     """
+    target = max(1, min(target, num_steps))
+    for size in range(target, target // 2, -1):
+        if num_steps % size == 0:
+            return size
+    return target
+
+
+def auto_chunks(num_steps: int, batch_size: int, hidden_size: int) -> tuple[int, int, int]:
+    """(forward chunk, backward chunk, gradient segment) in steps, for a problem of this size."""
     work = batch_size * hidden_size
-    target = 8 if work <= _SMALL_STEP else 4 if work <= _MEDIUM_STEP else 2
-    backward = 4 if work <= _SMALL_STEP else 1
-    if num_steps <= target:
-        return max(1, num_steps), min(backward, max(1, num_steps))
-    for chunk in range(target, target // 2, -1):
-        if num_steps % chunk == 0:
-            return chunk, backward
-    return target, backward
+    if work <= _SMALL_STEP:
+        forward, backward = 4, 2
+    elif work <= _MEDIUM_STEP:
+        forward, backward = 2, 1
+    else:
+        forward, backward = 1, 1
+    segment = _GRAD_SEGMENT_ROWS // max(1, batch_size)
+    return (
+        _divisor_near(num_steps, forward),
+        _divisor_near(num_steps, backward),
+        _divisor_near(num_steps, max(1, segment)),
+    )
 
 
 def masked_lstm_step(lengths: Array | None, return_gates: bool) -> Step:

@@ -13,7 +13,6 @@ from jaxlstm.params import LSTMParams
 from jaxlstm.recurrence import (
     LoopOptions,
     auto_chunks,
-    auto_grad_segment,
     lstm_loop,
     lstm_loop_autodiff,
 )
@@ -28,18 +27,19 @@ from jaxlstm.validation import (
 Array = jax.Array
 
 
-def _steps_per_iteration(unroll: Any, num_steps: int, batch_size: int,
-                         hidden_size: int) -> tuple[int, int]:
-    """(forward, backward) steps per scan iteration."""
+def _loop_sizes(unroll: Any, num_steps: int, batch_size: int,
+                hidden_size: int) -> tuple[int, int, int]:
+    """(forward chunk, backward chunk, gradient segment): steps per scan iteration."""
+    chunk, backward_chunk, segment = auto_chunks(num_steps, batch_size, hidden_size)
     if unroll is None:
-        return auto_chunks(num_steps, batch_size, hidden_size)
+        return chunk, backward_chunk, segment
     if unroll is True:
-        return max(1, num_steps), max(1, num_steps)
+        return max(1, num_steps), max(1, num_steps), segment
     if unroll is False:
-        return 1, 1
+        return 1, 1, segment
     if not isinstance(unroll, int) or unroll < 1:
         raise ValueError(f"unroll must be None, a positive int or a bool, got {unroll!r}.")
-    return unroll, unroll
+    return unroll, unroll, segment
 
 
 def _check_remat_chunk(remat_chunk: Any) -> int | None:
@@ -154,7 +154,7 @@ def lstm(
 
     # The loop works on one flat batch axis: (T, N, I) and (N, H).
     batch_size = math.prod(batch_shape)
-    chunk, backward_chunk = _steps_per_iteration(unroll, num_steps, batch_size, hidden_size)
+    chunk, backward_chunk, segment = _loop_sizes(unroll, num_steps, batch_size, hidden_size)
     flat_xs = xs_tm.reshape((num_steps, batch_size, input_size))
     flat_state = LSTMState(*(s.reshape((batch_size, hidden_size)) for s in initial_state))
     flat_lengths = None if seq_lengths is None else seq_lengths.reshape(batch_size)
@@ -164,7 +164,7 @@ def lstm(
         return_gates=bool(return_gates),
         remat_chunk=remat_chunk,
         backward_chunk=backward_chunk,
-        grad_segment=auto_grad_segment(batch_size),
+        grad_segment=segment,
     )
     loop = lstm_loop if fused_backward else lstm_loop_autodiff
     final_state, out = loop(w_x, w_h, b, flat_xs, flat_state, flat_lengths, options)
