@@ -1,0 +1,172 @@
+"""PyTorch `nn.LSTM` weights in and out of jaxlstm's stack params.
+
+PyTorch keeps, per layer k and direction (suffix `_reverse` for the backward one),
+`weight_ih_l{k}` (4H, I_k), `weight_hh_l{k}` (4H, H), `bias_ih_l{k}` and `bias_hh_l{k}` (4H,),
+gate order i, f, g, o. jaxlstm's layout is their transpose, with the two biases summed:
+w_x = weight_ih.T, w_h = weight_hh.T, b = bias_ih + bias_hh. Exported biases are
+`bias_ih = b`, `bias_hh = 0`, which PyTorch computes identically.
+
+torch is imported only inside the functions that need it; `from_torch` also accepts a plain
+mapping of NumPy arrays (as `safetensors.numpy.load_file` returns).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlstm.params import LSTMParams
+from jaxlstm.stack import Directions, StackParams
+
+_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)(_reverse)?$")
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor, without importing torch
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()
+        return value.numpy()
+    return np.asarray(value)
+
+
+def _state_dict(module_or_state_dict: Any) -> Mapping[str, Any]:
+    if isinstance(module_or_state_dict, Mapping):
+        return module_or_state_dict
+    name = type(module_or_state_dict).__name__
+    if not hasattr(module_or_state_dict, "state_dict"):
+        raise TypeError(
+            f"module_or_state_dict must be a torch.nn.LSTM or its state_dict, got {name}."
+        )
+    if getattr(module_or_state_dict, "mode", None) != "LSTM":
+        raise TypeError(f"module_or_state_dict must be a torch.nn.LSTM, got {name}.")
+    return module_or_state_dict.state_dict()
+
+
+def from_torch(module_or_state_dict: Any, *, prefix: str = "") -> StackParams:
+    """Converts a `torch.nn.LSTM` (or its `state_dict`) into params for `jaxlstm.lstm_stack`.
+
+    Any `num_layers` and `bidirectional` are read from the keys; `batch_first` does not matter
+    (it changes no weights). `proj_size` (LSTMP) is not supported yet and raises.
+
+    Args:
+        module_or_state_dict: an `nn.LSTM`, or a mapping of its parameter names to tensors or
+            arrays.
+        prefix: the prefix of the LSTM's keys in a larger model's state_dict, e.g. "encoder.".
+
+    Returns:
+        A tuple (one per layer) of `Directions(forward, backward)` of `LSTMParams`, float dtype
+        as stored.
+
+    Example:
+        >>> params = jaxlstm.interop.from_torch(torch.nn.LSTM(3, 16, num_layers=2))
+        >>> outputs, _ = jaxlstm.lstm_stack(params, xs)
+    """
+    state_dict = _state_dict(module_or_state_dict)
+    found: dict[tuple[int, bool], dict[str, np.ndarray]] = {}
+    for full_key, value in state_dict.items():
+        if not full_key.startswith(prefix):
+            continue
+        key = full_key[len(prefix):]
+        if key.startswith("weight_hr_l"):
+            raise ValueError(
+                f"{full_key}: LSTMs with proj_size (LSTMP) are not supported by from_torch yet."
+            )
+        match = _KEY.match(key)
+        if match is None:
+            raise ValueError(
+                f"Unexpected key {full_key!r}: an nn.LSTM state_dict has only weight_ih_l<k>, "
+                "weight_hh_l<k>, bias_ih_l<k> and bias_hh_l<k> (with _reverse for the backward "
+                "direction)."
+            )
+        name, layer, reverse = match.group(1), int(match.group(2)), bool(match.group(3))
+        found.setdefault((layer, reverse), {})[name] = _to_numpy(value)
+    if not found:
+        raise ValueError(f"No nn.LSTM weights found under prefix {prefix!r}.")
+
+    num_layers = max(layer for layer, _ in found) + 1
+    bidirectional = any(reverse for _, reverse in found)
+    layers = []
+    input_size = None
+    for layer in range(num_layers):
+        directions = []
+        for reverse in ((False, True) if bidirectional else (False,)):
+            where = f"layer {layer}" + (" (reverse)" if reverse else "")
+            weights = found.get((layer, reverse))
+            if weights is None or "weight_ih" not in weights or "weight_hh" not in weights:
+                raise ValueError(f"Missing weight_ih or weight_hh for {where}.")
+            w_ih, w_hh = weights["weight_ih"], weights["weight_hh"]
+            hidden = w_hh.shape[1]
+            if w_hh.shape != (4 * hidden, hidden) or w_ih.ndim != 2 or w_ih.shape[0] != 4 * hidden:
+                raise ValueError(
+                    f"{where}: weight_hh must be (4H, H) and weight_ih (4H, I), got "
+                    f"{w_hh.shape} and {w_ih.shape}."
+                )
+            if input_size is not None and w_ih.shape[1] != input_size:
+                raise ValueError(
+                    f"{where}: weight_ih reads {w_ih.shape[1]} features, but the previous "
+                    f"layer outputs {input_size}."
+                )
+            zeros = np.zeros(4 * hidden, w_hh.dtype)  # an nn.LSTM with bias=False
+            b = weights.get("bias_ih", zeros) + weights.get("bias_hh", zeros)
+            directions.append(LSTMParams(w_x=jnp.asarray(w_ih.T), w_h=jnp.asarray(w_hh.T),
+                                         b=jnp.asarray(b)))
+        layers.append(Directions(*directions))
+        input_size = hidden * len(directions)
+    return tuple(layers)
+
+
+def to_torch(params: StackParams | LSTMParams) -> dict[str, Any]:
+    """A `state_dict` that `torch.nn.LSTM.load_state_dict` accepts, for the same model.
+
+    Build the module with `input_size`, `hidden_size`, `num_layers` and `bidirectional`
+    matching `params` (and `bias=True`). `bias_ih` holds b and `bias_hh` zeros.
+
+    Args:
+        params: stack params from `init_lstm_stack` / `from_torch`, or a single `LSTMParams`.
+
+    Returns:
+        An ordered dict of float32 (or the params' dtype) torch tensors.
+    """
+    import torch
+
+    if isinstance(params, LSTMParams):
+        params = (Directions(params),)
+    state_dict: dict[str, Any] = {}
+    for layer, directions in enumerate(params):
+        for p, suffix in zip(directions, ("", "_reverse")):
+            if p is None:
+                continue
+            arrays = {
+                "weight_ih": np.asarray(p.w_x).T, "weight_hh": np.asarray(p.w_h).T,
+                "bias_ih": np.asarray(p.b), "bias_hh": np.zeros_like(np.asarray(p.b)),
+            }
+            for name, array in arrays.items():
+                # np.array copies: torch wants a writable buffer, and a jax array's is not.
+                state_dict[f"{name}_l{layer}{suffix}"] = torch.from_numpy(np.array(array))
+    return state_dict
+
+
+def load_torch(path: str | os.PathLike, *, prefix: str = "") -> StackParams:
+    """Loads `nn.LSTM` weights from a file without executing pickled code.
+
+    `.safetensors` files are read with `safetensors.numpy` (no torch needed); anything else
+    with `torch.load(weights_only=True)`, which refuses arbitrary pickled objects.
+
+    Args:
+        path: a `.safetensors` file, or a file written by `torch.save(module.state_dict())`.
+        prefix: as in `from_torch`.
+    """
+    path = os.fspath(path)
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        return from_torch(load_file(path), prefix=prefix)
+    import torch
+
+    return from_torch(torch.load(path, weights_only=True, map_location="cpu"), prefix=prefix)

@@ -1,0 +1,260 @@
+"""Stacked and bidirectional LSTMs, with dropout and residual connections, as pure functions."""
+
+from __future__ import annotations
+
+from typing import Any, Generic, NamedTuple, TypeVar
+
+import jax
+import jax.numpy as jnp
+
+from jaxlstm.cell import LSTMGates, LSTMState
+from jaxlstm.params import Initializer, LSTMParams, init_lstm
+from jaxlstm.scan import lstm
+from jaxlstm.validation import check_floating, check_params
+
+Array = jax.Array
+T = TypeVar("T")
+
+MERGE_MODES = ("concat", "sum", "none")
+
+
+class Directions(NamedTuple, Generic[T]):
+    """One value per direction of a layer; `backward` is None in a unidirectional layer.
+
+    Used for a layer's params (`LSTMParams`), states (`LSTMState`), gates and, with
+    `merge="none"`, outputs.
+    """
+
+    forward: T
+    backward: T | None = None
+
+
+StackParams = tuple[Directions[LSTMParams], ...]
+StackState = tuple[Directions[LSTMState], ...]
+
+
+def init_lstm_stack(
+    key: Array,
+    input_size: int,
+    hidden_size: int,
+    *,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    dtype: jnp.dtype = jnp.float32,
+    forget_bias: float = 1.0,
+    input_init: Initializer | None = None,
+    recurrent_init: Initializer | None = None,
+) -> StackParams:
+    """Initialises a stack of `num_layers` LSTM layers, each one- or two-directional.
+
+    Layer 0 reads `input_size` features; every later layer reads the previous layer's output,
+    `hidden_size` features, or `2 * hidden_size` when bidirectional (the directions are
+    concatenated between layers, as in PyTorch). Each direction is `init_lstm(...)` with the
+    given options and its own key.
+
+    Returns:
+        A tuple of `num_layers` `Directions(forward, backward)` of `LSTMParams`.
+
+    Example:
+        >>> params = jaxlstm.init_lstm_stack(key, 3, 16, num_layers=2, bidirectional=True)
+        >>> params[1].backward.w_x.shape      # layer 1 reads 2 * 16 features
+        (32, 64)
+    """
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+        raise ValueError(f"num_layers must be a positive int, got {num_layers!r}.")
+    directions = 2 if bidirectional else 1
+    keys = jax.random.split(key, (num_layers, directions))
+    layers = []
+    for layer in range(num_layers):
+        layer_input = input_size if layer == 0 else directions * hidden_size
+        per_direction = [
+            init_lstm(keys[layer, d], layer_input, hidden_size, dtype=dtype,
+                      forget_bias=forget_bias, input_init=input_init,
+                      recurrent_init=recurrent_init)
+            for d in range(directions)
+        ]
+        layers.append(Directions(*per_direction))
+    return tuple(layers)
+
+
+def _check_stack(params: Any, xs: Array) -> tuple[bool, int]:
+    """Checks the layers chain up; returns (bidirectional, hidden_size)."""
+    if isinstance(params, (Directions, LSTMParams)):
+        raise TypeError(
+            "params must be a non-empty tuple of Directions(forward, backward), one per layer, "
+            f"got a single {type(params).__name__}: wrap it as (params,)."
+        )
+    if not isinstance(params, (tuple, list)) or not params:
+        raise TypeError(
+            "params must be a non-empty tuple of Directions(forward, backward), as returned by "
+            f"init_lstm_stack, got {type(params).__name__}."
+        )
+    bidirectional = None
+    features = xs.shape[-1]
+    for n, layer in enumerate(params):
+        if not isinstance(layer, Directions):
+            raise TypeError(
+                f"params[{n}] must be Directions(forward, backward), got {type(layer).__name__}."
+            )
+        if bidirectional is None:
+            bidirectional = layer.backward is not None
+        elif bidirectional != (layer.backward is not None):
+            raise ValueError(
+                f"params[{n}] has {1 + (layer.backward is not None)} directions but params[0] "
+                f"has {1 + bidirectional}: every layer needs the same number."
+            )
+        sizes = {check_params(p, f"params[{n}].{name}")
+                 for name, p in layer._asdict().items() if p is not None}
+        if len(sizes) > 1:
+            raise ValueError(f"params[{n}]'s directions differ in shape: {sorted(sizes)}.")
+        (input_size, hidden_size), = sizes
+        if input_size != features:
+            source = "xs has" if n == 0 else f"params[{n - 1}] outputs"
+            raise ValueError(
+                f"params[{n}] reads {input_size} features but {source} {features}."
+            )
+        features = hidden_size * (2 if bidirectional else 1)
+    return bool(bidirectional), hidden_size
+
+
+def _check_rate(name: str, rate: float) -> float:
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {rate}.")
+    return float(rate)
+
+
+def dropout(key: Array, x: Array, rate: float) -> Array:
+    """Inverted dropout: zeroes each element with probability `rate`, scales the rest by
+    1 / (1 - rate), so the expectation is unchanged. Identity when `rate` is 0."""
+    if rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+def lstm_stack(
+    params: StackParams,
+    xs: Array,
+    *,
+    initial_state: StackState | None = None,
+    seq_lengths: Array | None = None,
+    time_major: bool = False,
+    merge: str = "concat",
+    dropout_rate: float = 0.0,
+    input_dropout: float = 0.0,
+    output_dropout: float = 0.0,
+    residual: bool = False,
+    key: Array | None = None,
+    deterministic: bool = True,
+    return_gates: bool = False,
+    **lstm_options: Any,
+) -> tuple[Any, StackState] | tuple[Any, StackState, tuple[Directions[LSTMGates], ...]]:
+    """Runs a stack of (bidirectional) LSTM layers over a sequence.
+
+    Layer l runs `jaxlstm.lstm` forwards and, if it has a backward direction, backwards
+    (`reverse=True`) over the previous layer's output; the directions' outputs are concatenated
+    before the next layer. Variable length follows PyTorch's packed sequences in every layer
+    and in the backward direction: each sequence's valid prefix is read backwards, and outputs
+    at padded steps are exactly zero throughout.
+
+    Regularisation (only when `deterministic=False`, drawing from `key`): `input_dropout` on
+    xs, `dropout_rate` on each layer's output except the last (as PyTorch's `dropout`), and
+    `output_dropout` on the final output. All are inverted dropout, so evaluation needs no
+    rescaling. With `residual=True`, each layer after the first whose input and output widths
+    are equal adds its input to its output (after dropout on that input).
+
+    Args:
+        params: from `init_lstm_stack`: a tuple of `Directions` of `LSTMParams`.
+        xs: inputs, (batch..., T, I), or (T, batch..., I) if `time_major`.
+        initial_state: a tuple (one per layer) of `Directions` of `LSTMState`; zeros if None.
+        seq_lengths: integer array of the batch shape, valid steps per sequence.
+        time_major: whether time is the leading axis of `xs` and the outputs.
+        merge: how the last layer's directions are returned: "concat" (2H features), "sum"
+            (H) or "none" (`Directions(forward, backward)` of H each). Between layers the
+            directions are always concatenated.
+        dropout_rate: dropout on the output of every layer but the last.
+        input_dropout: dropout on the inputs.
+        output_dropout: dropout on the final output.
+        residual: add each later layer's input to its output where their widths are equal.
+        key: PRNG key for dropout; required when `deterministic` is False and a rate is set.
+        deterministic: no dropout at all (evaluation). True by default.
+        return_gates: also return each layer's and direction's `LSTMGates`.
+        **lstm_options: passed to every `jaxlstm.lstm` call (`unroll`, `fused_backward`,
+            `remat_chunk`).
+
+    Returns:
+        `(outputs, final_states)`, or `(outputs, final_states, gates)` with `return_gates`.
+        `final_states` is a tuple (one per layer) of `Directions` of `LSTMState`; `gates`
+        likewise of `LSTMGates`.
+
+    Example:
+        >>> params = jaxlstm.init_lstm_stack(key, 3, 16, num_layers=2, bidirectional=True)
+        >>> outputs, states = jaxlstm.lstm_stack(params, xs)       # xs: (batch, T, 3)
+        >>> outputs.shape, states[1].backward.h.shape               # (batch, T, 32), (batch, 16)
+    """
+    xs = check_floating(xs, "xs")
+    if xs.ndim < 2:
+        raise ValueError(f"xs must have rank >= 2, got shape {xs.shape}.")
+    bidirectional, _ = _check_stack(params, xs)
+    if merge not in MERGE_MODES:
+        raise ValueError(f"merge must be one of {list(MERGE_MODES)}, got {merge!r}.")
+    rates = {name: _check_rate(name, rate) for name, rate in
+             (("dropout_rate", dropout_rate), ("input_dropout", input_dropout),
+              ("output_dropout", output_dropout))}
+    regularise = not deterministic and any(rates.values())
+    if regularise and key is None:
+        raise ValueError("key is required when deterministic=False and a dropout rate is set.")
+    if initial_state is not None and (
+        not isinstance(initial_state, (tuple, list)) or len(initial_state) != len(params)
+    ):
+        raise ValueError(
+            f"initial_state must be a tuple of {len(params)} Directions of LSTMState (one per "
+            f"layer), got {type(initial_state).__name__}"
+            + (f" of length {len(initial_state)}." if isinstance(initial_state, (tuple, list))
+               else ".")
+        )
+    keys = iter(jax.random.split(key, len(params) + 2)) if regularise else None
+
+    def maybe_dropout(x: Array, rate: float) -> Array:
+        return dropout(next(keys), x, rate) if regularise else x
+
+    def run(p: LSTMParams, x: Array, state: LSTMState | None, reverse: bool):
+        out = lstm(p, x, initial_state=state, seq_lengths=seq_lengths, reverse=reverse,
+                   time_major=time_major, return_gates=return_gates, **lstm_options)
+        return out if return_gates else (*out, None)
+
+    layer_input = maybe_dropout(xs, rates["input_dropout"])
+    final_states, all_gates = [], []
+    for n, layer in enumerate(params):
+        states = initial_state[n] if initial_state is not None else Directions(None, None)
+        hs_f, state_f, gates_f = run(layer.forward, layer_input, states.forward, False)
+        if bidirectional:
+            hs_b, state_b, gates_b = run(layer.backward, layer_input, states.backward, True)
+            outputs = Directions(hs_f, hs_b)
+            final_states.append(Directions(state_f, state_b))
+            all_gates.append(Directions(gates_f, gates_b))
+        else:
+            outputs = Directions(hs_f)
+            final_states.append(Directions(state_f))
+            all_gates.append(Directions(gates_f))
+        if n == len(params) - 1:
+            break
+        layer_output = jnp.concatenate([o for o in outputs if o is not None], axis=-1)
+        layer_output = maybe_dropout(layer_output, rates["dropout_rate"])
+        if residual and n > 0 and layer_output.shape[-1] == layer_input.shape[-1]:
+            layer_output = layer_output + layer_input
+        layer_input = layer_output
+
+    if merge == "none":
+        result = outputs
+    elif merge == "sum" and bidirectional:
+        result = outputs.forward + outputs.backward
+    else:
+        result = jnp.concatenate([o for o in outputs if o is not None], axis=-1)
+    last_has_input_width = merge != "none" and result.shape[-1] == layer_input.shape[-1]
+    if residual and len(params) > 1 and last_has_input_width:
+        result = result + layer_input
+    result = jax.tree.map(lambda o: maybe_dropout(o, rates["output_dropout"]), result)
+    if return_gates:
+        return result, tuple(final_states), tuple(all_gates)
+    return result, tuple(final_states)
