@@ -8,6 +8,7 @@ from jaxlstm.cell import LSTMGates, LSTMState, lstm_cell, lstm_pointwise
 from jaxlstm.params import LSTMParams, init_lstm
 from jaxlstm.scan import lstm
 from jaxlstm.stack import Directions, dropout, init_lstm_stack, lstm_stack
+from jaxlstm.tbptt import truncated_lstm
 
 __version__ = "0.1.0"
 
@@ -16,6 +17,7 @@ __all__ = [
     "dropout",
     "init_lstm_stack",
     "lstm_stack",
+    "truncated_lstm",
     "LSTMGates",
     "LSTMParams",
     "LSTMState",
