@@ -1,6 +1,7 @@
 """The project's promises about itself: layering, the README's commands and example."""
 
 import ast
+import importlib.util
 import os
 import re
 import subprocess
@@ -56,11 +57,23 @@ def test_ci_runs_the_readme_test_command():
     assert test_command in ci, f".ci/run must run the README's test command: {test_command}"
 
 
-def test_readme_example_runs_as_written():
-    (example,) = code_blocks("python")
-    result = run_python(example)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "(8, 20, 16) (8, 16)"
+README_OUTPUTS = [
+    "(8, 20, 16) (8, 16)",
+    "(4, 12, 32) (4, 16)",
+    "(8, 32)",
+    "True",
+]
+
+
+def test_readme_examples_run_as_written():
+    blocks = code_blocks("python")
+    assert len(blocks) == len(README_OUTPUTS), "add the new README example's output here"
+    for block, expected in zip(blocks, README_OUTPUTS):
+        if "import torch" in block and importlib.util.find_spec("torch") is None:
+            continue  # the torch extra is optional
+        result = run_python(block)
+        assert result.returncode == 0, f"{block}\n{result.stderr}"
+        assert result.stdout.strip() == expected, block
 
 
 def test_example_job_runs_and_reports():
