@@ -17,10 +17,10 @@ def code_blocks(language):
     return re.findall(rf"```{language}\n(.*?)```", README, flags=re.DOTALL)
 
 
-def run_python(code, timeout=300):
+def run_python(code, cwd=ROOT, timeout=300):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
         timeout=timeout,
     )
 
@@ -57,21 +57,24 @@ def test_ci_runs_the_readme_test_command():
     assert test_command in ci, f".ci/run must run the README's test command: {test_command}"
 
 
-README_OUTPUTS = [
+README_OUTPUTS = [  # what each ```python block of the README prints, in order
     "(8, 20, 16) (8, 16)",
     "(4, 12, 32) (4, 16)",
+    "10",
     "(8, 32)",
     "True",
 ]
 
 
-def test_readme_examples_run_as_written():
+def test_readme_examples_run_as_written(tmp_path):
     blocks = code_blocks("python")
     assert len(blocks) == len(README_OUTPUTS), "add the new README example's output here"
     for block, expected in zip(blocks, README_OUTPUTS):
-        if "import torch" in block and importlib.util.find_spec("torch") is None:
-            continue  # the torch extra is optional
-        result = run_python(block)
+        optional = [m for m in ("torch", "matplotlib") if f"import {m}" in block
+                    or (m == "matplotlib" and "plot_gates" in block)]
+        if any(importlib.util.find_spec(m) is None for m in optional):
+            continue  # the torch and plot extras are optional
+        result = run_python(block, cwd=tmp_path)
         assert result.returncode == 0, f"{block}\n{result.stderr}"
         assert result.stdout.strip() == expected, block
 

@@ -1,0 +1,34 @@
+"""plot_gates draws one readable panel per gate and saves a PNG."""
+
+import jax
+import numpy as np
+import pytest
+
+import jaxlstm
+
+pytest.importorskip("matplotlib")
+from jaxlstm.plotting import plot_gates  # noqa: E402
+
+
+def test_plot_gates_saves_a_labelled_png(tmp_path):
+    params = jaxlstm.init_lstm(jax.random.key(0), 2, 6)
+    xs = jax.random.normal(jax.random.key(1), (3, 20, 2))
+    _, _, gates = jaxlstm.lstm(params, xs, return_gates=True)
+    path = tmp_path / "gates.png"
+    figure = plot_gates(gates, sequence=1, path=path, title="test")
+    assert path.stat().st_size > 10_000
+    panels = [ax for ax in figure.axes if ax.get_ylabel() == "unit"]
+    assert [ax.get_title(loc="left").split()[0] for ax in panels] == [
+        "input", "forget", "candidate", "output", "cell"]
+    assert panels[-1].get_xlabel() == "time step t"
+    assert len(figure.axes) == 10  # five panels, five colour bars
+    # The image drawn is the requested sequence's, units along y and time along x.
+    np.testing.assert_allclose(panels[1].images[0].get_array(), np.asarray(gates.f[1]).T,
+                               rtol=1e-6)
+
+
+def test_bad_sequence_index():
+    params = jaxlstm.init_lstm(jax.random.key(0), 2, 4)
+    _, _, gates = jaxlstm.lstm(params, np.ones((2, 5, 2), np.float32), return_gates=True)
+    with pytest.raises(ValueError, match=r"sequence must be in \[0, 2\), got 5"):
+        plot_gates(gates, sequence=5)
