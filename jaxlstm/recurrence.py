@@ -285,14 +285,23 @@ def lstm_loop(w_x, w_h, b, xs, state0, lengths, options: LoopOptions):
     return lstm_loop_autodiff(w_x, w_h, b, xs, state0, lengths, options._replace(remat_chunk=None))
 
 
-def _lstm_loop_fwd(w_x, w_h, b, xs, state0, lengths, options):
+def _run_forward(w_x, w_h, b, xs, state0, lengths, options: LoopOptions, *, fused: bool):
+    """The forward over all steps; returns `(final_state, outs, saved)`.
+
+    For the fused backward (`fused`), `saved` is what it needs: every step's residuals, or
+    with remat each segment's start state. For autodiff nothing is saved by hand, and with
+    remat each segment is a `jax.checkpoint` instead.
+    """
     steps = jnp.arange(xs.shape[0], dtype=jnp.int32)
     if options.remat_chunk:
-        final_state, outs, saved = _forward_in_segments(
-            w_x, w_h, b, xs, steps, state0, lengths, options, checkpoint=False
-        )
-    else:
-        final_state, outs, saved = _forward(w_x, w_h, b, xs, steps, state0, lengths, options, True)
+        return _forward_in_segments(w_x, w_h, b, xs, steps, state0, lengths, options,
+                                    checkpoint=not fused)
+    return _forward(w_x, w_h, b, xs, steps, state0, lengths, options, fused)
+
+
+def _lstm_loop_fwd(w_x, w_h, b, xs, state0, lengths, options):
+    final_state, outs, saved = _run_forward(w_x, w_h, b, xs, state0, lengths, options,
+                                            fused=True)
     return (final_state, outs), (w_x, w_h, b, xs, lengths, saved)
 
 
@@ -339,11 +348,5 @@ def lstm_loop_autodiff(w_x, w_h, b, xs, state0, lengths, options: LoopOptions):
     Slower backward, but it supports forward-mode differentiation (`jax.jvp`, `jax.jacfwd`),
     which a custom VJP does not. With `options.remat_chunk`, segments are `jax.checkpoint`ed.
     """
-    steps = jnp.arange(xs.shape[0], dtype=jnp.int32)
-    if options.remat_chunk:
-        final_state, outs, _ = _forward_in_segments(
-            w_x, w_h, b, xs, steps, state0, lengths, options, checkpoint=True
-        )
-    else:
-        final_state, outs, _ = _forward(w_x, w_h, b, xs, steps, state0, lengths, options, False)
+    final_state, outs, _ = _run_forward(w_x, w_h, b, xs, state0, lengths, options, fused=False)
     return final_state, outs
