@@ -241,9 +241,9 @@ def _backward(w_h, residuals, d_outs, steps, d_state, lengths, options: LoopOpti
         k = z_chunk.shape[0]
         dzs = [None] * k
         for j in range(k) if options.reverse else reversed(range(k)):
-            prev = jax.tree.map(lambda a: a[j], prev_chunk)
-            _, step_vjp = jax.vjp(lambda z, s: step(z, s, t_chunk[j]), z_chunk[j], prev)
-            dzs[j], d_prev = step_vjp((d_state, jax.tree.map(lambda a: a[j], d_out_chunk)))
+            prev, d_out = jax.tree.map(lambda a, j=j: a[j], (prev_chunk, d_out_chunk))
+            _, step_vjp = jax.vjp(lambda z, s, t=t_chunk[j]: step(z, s, t), z_chunk[j], prev)
+            dzs[j], d_prev = step_vjp((d_state, d_out))
             d_state = LSTMState(h=d_prev.h + dzs[j] @ w_h_t, c=d_prev.c)
         return d_state, (jnp.stack(dzs), None)
 

@@ -117,9 +117,9 @@ class FusedBackwardTest(parameterized.TestCase):
         loss = lambda p: jnp.sum(jaxlstm.lstm(p, xs)[0] ** 2)  # noqa: E731
         grads = jax.vmap(jax.grad(loss))(stacked)
         for n in range(2):
-            one = jax.tree.map(lambda a: a[n], stacked)
-            chex.assert_trees_all_close(jax.tree.map(lambda a: a[n], grads), jax.grad(loss)(one),
-                                        atol=1e-5, rtol=1e-5)
+            one = jax.tree.map(lambda a, n=n: a[n], stacked)
+            one_grads = jax.tree.map(lambda a, n=n: a[n], grads)
+            chex.assert_trees_all_close(one_grads, jax.grad(loss)(one), atol=1e-5, rtol=1e-5)
 
     def test_forward_mode_needs_the_autodiff_backward(self):
         params, xs, _, _ = problem()

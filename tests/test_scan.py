@@ -4,7 +4,6 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from absl.testing import parameterized
 
 import jaxlstm
@@ -212,7 +211,7 @@ class TransformationsTest(parameterized.TestCase):
         hs = jax.vmap(lambda p: jaxlstm.lstm(p, xs)[0])(stacked)
         assert hs.shape == (4, 2, STEPS, HIDDEN)
         for n in range(4):
-            one = jax.tree.map(lambda a: a[n], stacked)
+            one = jax.tree.map(lambda a, n=n: a[n], stacked)
             np.testing.assert_allclose(hs[n], jaxlstm.lstm(one, xs)[0], **TOL)
 
     def test_vmap_over_inputs_and_lengths(self):
