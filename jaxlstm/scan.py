@@ -20,6 +20,7 @@ from jaxlstm.validation import (
     check_features,
     check_floating,
     check_params,
+    check_positive_int,
     check_seq_lengths,
     check_state,
 )
@@ -40,14 +41,6 @@ def _loop_sizes(unroll: Any, num_steps: int, batch_size: int,
     if not isinstance(unroll, int) or unroll < 1:
         raise ValueError(f"unroll must be None, a positive int or a bool, got {unroll!r}.")
     return unroll, unroll, segment
-
-
-def _check_remat_chunk(remat_chunk: Any) -> int | None:
-    if remat_chunk is None:
-        return None
-    if isinstance(remat_chunk, bool) or not isinstance(remat_chunk, int) or remat_chunk < 1:
-        raise ValueError(f"remat_chunk must be None or a positive int, got {remat_chunk!r}.")
-    return remat_chunk
 
 
 def _computation_dtype(xs: Array, params: LSTMParams) -> jnp.dtype:
@@ -105,9 +98,10 @@ def lstm(
             together as one matmul. None (default) chooses by problem size (more steps per
             iteration when a step is small), `True` unrolls the whole sequence.
         return_gates: also return the per-step `LSTMGates`.
-        fused_backward: differentiate with the hand-scheduled backward pass (a custom VJP that
-            computes the weight and input gradients after the reverse loop as a few large
-            matmuls), which is faster than autodiff through the scan. Set False to let JAX
+        fused_backward: differentiate with the hand-scheduled backward pass (a custom VJP whose
+            reverse loop carries only the recurrent gradients, and which computes the weight
+            and input gradients as large matmuls over segments of steps), which is faster than
+            autodiff through the scan. Set False to let JAX
             differentiate the scan itself, e.g. for forward-mode `jax.jvp` / `jax.jacfwd`,
             which custom VJPs do not support. The forward computation is the same either way.
         remat_chunk: if set, the backward pass stores only the state at the start of each
@@ -135,7 +129,7 @@ def lstm(
             f"xs must have rank >= 2, {layout} with I={input_size}, got shape {xs.shape}."
         )
     check_features(xs, input_size, "xs")
-    remat_chunk = _check_remat_chunk(remat_chunk)
+    remat_chunk = check_positive_int(remat_chunk, "remat_chunk", allow_none=True)
 
     xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
     num_steps, batch_shape = xs_tm.shape[0], xs_tm.shape[1:-1]

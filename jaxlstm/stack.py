@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jaxlstm.cell import LSTMGates, LSTMState
 from jaxlstm.params import Initializer, LSTMParams, init_lstm
 from jaxlstm.scan import lstm
-from jaxlstm.validation import check_floating, check_params
+from jaxlstm.validation import check_floating, check_params, check_positive_int
 
 Array = jax.Array
 T = TypeVar("T")
@@ -60,8 +60,7 @@ def init_lstm_stack(
         >>> params[1].backward.w_x.shape      # layer 1 reads 2 * 16 features
         (32, 64)
     """
-    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-        raise ValueError(f"num_layers must be a positive int, got {num_layers!r}.")
+    num_layers = check_positive_int(num_layers, "num_layers")
     directions = 2 if bidirectional else 1
     keys = jax.random.split(key, (num_layers, directions))
     layers = []

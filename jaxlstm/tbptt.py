@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jaxlstm.cell import LSTMState, zero_state_like
 from jaxlstm.params import LSTMParams
 from jaxlstm.scan import lstm
-from jaxlstm.validation import check_floating, check_params
+from jaxlstm.validation import check_floating, check_params, check_positive_int
 
 Array = jax.Array
 
@@ -49,8 +49,7 @@ def truncated_lstm(
         >>> loss = lambda p: jnp.mean(jaxlstm.truncated_lstm(p, xs, truncation=50)[0] ** 2)
         >>> grads = jax.grad(loss)(params)   # gradients reach back at most 50 steps
     """
-    if isinstance(truncation, bool) or not isinstance(truncation, int) or truncation < 1:
-        raise ValueError(f"truncation must be a positive int, got {truncation!r}.")
+    truncation = check_positive_int(truncation, "truncation")
     if "reverse" in lstm_options or "return_gates" in lstm_options:
         raise ValueError("truncated_lstm runs forwards and returns no gates; use lstm for those.")
     check_params(params)

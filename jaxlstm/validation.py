@@ -28,6 +28,16 @@ def _as_array(value: Any, name: str) -> jax.Array:
     return value
 
 
+def check_positive_int(value: Any, name: str, *, allow_none: bool = False) -> int | None:
+    """Returns `value` if it is a positive int (or None, if allowed); else ValueError."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        expected = "None or a positive int" if allow_none else "a positive int"
+        raise ValueError(f"{name} must be {expected}, got {value!r}.")
+    return int(value)
+
+
 def check_floating(value: Any, name: str) -> jax.Array:
     """Returns `value` as an array; raises TypeError unless its dtype is floating."""
     value = _as_array(value, name)
