@@ -72,7 +72,8 @@ def main() -> None:
     test_xs, test_targets = adding_batch(key_test, 1000, args.seq_len)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; jaxlstm {jaxlstm.__version__}")
     print(f"adding problem: T={args.seq_len}, inputs {test_xs.shape[1:]} per sequence")
-    print("params:", {k: tuple(v.shape) for k, v in model["lstm"]._asdict().items()})
+    print("params:", {k: tuple(v.shape) for k, v in model["lstm"]._asdict().items()
+                      if v is not None})
 
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(args.learning_rate))
     opt_state = optimizer.init(model)

@@ -1,4 +1,4 @@
-"""One LSTM step: the affine map followed by the elementwise gate and state updates."""
+"""The state and gate records of an LSTM, and the standard cell's elementwise step."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import jax
 import jax.numpy as jnp
 
 from jaxlstm import gates
-from jaxlstm.params import LSTMParams
-from jaxlstm.validation import check_features, check_floating, check_params, check_state
 
 Array = jax.Array
 
@@ -70,43 +68,16 @@ def lstm_pointwise(z: Array, c_prev: Array) -> tuple[LSTMState, LSTMGates]:
     return LSTMState(h=h_t, c=c_t), LSTMGates(i=i_t, f=f_t, g=g_t, o=o_t, c=c_t)
 
 
-def lstm_cell(params: LSTMParams, state: LSTMState, x_t: Array) -> tuple[LSTMState, Array]:
-    """One LSTM step: z = x_t @ W_x + h_{t-1} @ W_h + b, then the gate and state updates.
-
-    Any number of leading batch dimensions (including none) is supported.
-
-    Args:
-        params: `LSTMParams` with w_x (I, 4H), w_h (H, 4H), b (4H,).
-        state: `LSTMState` with h and c of shape (..., H), the batch shape of `x_t`.
-        x_t: the step's input, shape (..., I).
-
-    Returns:
-        `(new_state, h_t)`: the new `LSTMState` and the output h_t, shape (..., H).
-
-    Example:
-        >>> params = jaxlstm.init_lstm(jax.random.key(0), input_size=3, hidden_size=8)
-        >>> state = jaxlstm.LSTMState(h=jnp.zeros((2, 8)), c=jnp.zeros((2, 8)))
-        >>> state, h = jaxlstm.lstm_cell(params, state, jnp.ones((2, 3)))
-    """
-    input_size, hidden_size = check_params(params)
-    x_t = check_floating(x_t, "x_t")
-    if x_t.ndim < 1:
-        raise ValueError(f"x_t must have shape (..., {input_size}), got a scalar.")
-    check_features(x_t, input_size, "x_t")
-    check_state(state, x_t.shape[:-1], hidden_size, "state")
-    z = gates.input_projection(x_t, params.w_x, params.b) + gates.recurrent_projection(
-        state.h, params.w_h
-    )
-    new_state, _ = lstm_pointwise(z, state.c)
-    return new_state, new_state.h
-
-
-def zero_state_like(x_t: Array, hidden_size: int) -> LSTMState:
+def zero_state_like(x_t: Array, hidden_size: int, output_size: int | None = None) -> LSTMState:
     """A zero `LSTMState` for inputs shaped like `x_t` (..., I), built from `x_t` itself.
 
-    Built with `zeros_like` from the input rather than a bare `jnp.zeros`, so the state carries
-    the input's sharding along its batch axes; a bare `jnp.zeros` carry breaks `lax.scan` under
-    an explicit mesh or `shard_map`, where the carry's sharding must match the body's output.
+    h has `output_size` features (proj_size with a projection; default hidden_size), c has
+    `hidden_size`. Built with `zeros_like` from the input rather than a bare `jnp.zeros`, so
+    the state carries the input's sharding along its batch axes; a bare `jnp.zeros` carry
+    breaks `lax.scan` under an explicit mesh or `shard_map`, where the carry's sharding must
+    match the body's output.
     """
-    zeros = jnp.broadcast_to(jnp.zeros_like(x_t[..., :1]), x_t.shape[:-1] + (hidden_size,))
-    return LSTMState(h=zeros, c=zeros)
+    zero = jnp.zeros_like(x_t[..., :1])
+    batch = x_t.shape[:-1]
+    return LSTMState(h=jnp.broadcast_to(zero, batch + (output_size or hidden_size,)),
+                     c=jnp.broadcast_to(zero, batch + (hidden_size,)))

@@ -26,8 +26,8 @@ The same pieces under another vocabulary (the Udacity "learn / forget / remember
         remember gate (new LTM)        = their sum = c_t      (`cell_update`)
         use gate      (new STM)        = o_t * tanh(...) = h_t  (`output_gate`, `hidden_update`)
 
-(That formulation's use gate squashes W_u (f_t * c_{t-1}) rather than c_t, which makes it a
-different cell; the standard cell is the one implemented here.)
+That formulation's use gate squashes W_u (f_t * c_{t-1}) + b_u rather than c_t, which makes it a
+different cell; it is implemented as the "retained_readout" variant in `jaxlstm.variants`.
 
 The affine map is kept apart from the elementwise part on purpose: the matrix products are
 where the time goes, and keeping them separate lets the sequence code batch them (for example
@@ -161,3 +161,86 @@ def hidden_update(o_t: Array, c_t: Array) -> Array:
     All arguments and the result have shape (..., H).
     """
     return o_t * jnp.tanh(c_t)
+
+
+def coupled_input_gate(f_t: Array) -> Array:
+    """i_t = 1 - f_t: the coupled input and forget gate (CIFG) writes what it forgets.
+
+    Greff et al. (2017) found this removes a gate's parameters at no measurable cost in accuracy.
+    All arguments and the result have shape (..., H).
+    """
+    return 1.0 - f_t
+
+
+def peephole_gate(z: Array, w_c: Array, c: Array) -> Array:
+    """sigmoid(z + w_c * c): a gate that also sees the cell state (Gers & Schmidhuber 2000).
+
+    The peephole weights w_c are diagonal, one per unit, as in the paper.
+
+    Args:
+        z: the gate's pre-activation from x_t and h_{t-1}, shape (..., H).
+        w_c: peephole weights, shape (H,).
+        c: the cell state the gate looks at (c_{t-1} for i and f, c_t for o), shape (..., H).
+
+    Returns:
+        The gate's activation in (0, 1), shape (..., H).
+    """
+    return jax.nn.sigmoid(z + _broadcast_units(w_c, z) * c)
+
+
+LAYER_NORM_EPSILON = 1e-5
+"""Added to the variance in `layer_norm`, as in PyTorch's LayerNorm."""
+
+
+def layer_norm(a: Array, gain: Array, bias: Array | None = None) -> Array:
+    """LN(a) = gain * (a - mean(a)) / sqrt(var(a) + eps) + bias, over the last axis.
+
+    Ba et al. (2016) normalise each step's summed inputs to a layer over all its units.
+    Statistics are computed in at least float32, so bfloat16 inputs normalise accurately.
+
+    Args:
+        a: shape (..., D).
+        gain: shape (D,).
+        bias: shape (D,), or None for no bias.
+
+    Returns:
+        Shape (..., D), the dtype of `a`.
+    """
+    x = a.astype(jnp.promote_types(a.dtype, jnp.float32))
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    normed = ((x - mean) * jax.lax.rsqrt(var + LAYER_NORM_EPSILON)).astype(a.dtype)
+    out = normed * _broadcast_units(gain, normed)
+    return out if bias is None else out + _broadcast_units(bias, out)
+
+
+def retained_memory(f_t: Array, c_prev: Array) -> Array:
+    """f_t * c_{t-1}: what the forget gate keeps of the long-term memory (seed 003's forget gate).
+
+    All arguments and the result have shape (..., H).
+    """
+    return f_t * c_prev
+
+
+def retained_readout(retained: Array, w_u: Array, b_u: Array) -> Array:
+    """u_t = tanh(W_u (f_t * c_{t-1}) + b_u): what seed 003's use gate reads.
+
+    The use gate's output is h_t = u_t * v_t with v_t = sigmoid(W_v [h_{t-1}, x_t] + b_v): it
+    reads the retained memory through its own affine map instead of the new cell state.
+
+    Args:
+        retained: f_t * c_{t-1}, shape (..., H).
+        w_u: (H, H).
+        b_u: (H,).
+
+    Returns:
+        u_t in (-1, 1), shape (..., H).
+    """
+    u = retained @ w_u
+    return jnp.tanh(u + _broadcast_units(b_u, u))
+
+
+def _broadcast_units(w: Array, like: Array) -> Array:
+    """Reshapes a per-unit vector (D,) to broadcast against `like` (..., D) explicitly
+    (the library runs under jax_numpy_rank_promotion="raise")."""
+    return jnp.reshape(w, (1,) * (like.ndim - 1) + w.shape)

@@ -22,26 +22,38 @@ elementwise part of a step:
   With `remat_chunk`, the forward keeps only each segment's start state and the backward
   recomputes the segment before differentiating it.
 
+Cell variants (`jaxlstm.variants`), the projection, recurrent dropout and zoneout all live in
+the elementwise step, so every one of them gets the same fast backward. The step's own weights
+(peepholes, layer-norm gains, W_u, the projection W_p) get their gradients inside the reverse
+loop from the same `jax.vjp`, accumulated in its carry; those are vectors or one (H, H)-sized
+product per step. A variant whose pre-activations are not the plain sum z_x + z_h + b (layer
+norm) hands the loop separate gradients for z_x and z_h.
+
 The forward pass of the custom VJP is the same code as the plain forward: one code path.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxlstm import gates
-from jaxlstm.cell import LSTMState, lstm_pointwise
+from jaxlstm.cell import LSTMState
+from jaxlstm.variants import VARIANTS, CellVariant
 
 Array = jax.Array
-Step = Callable[[Array, LSTMState, Array], tuple[LSTMState, Any]]
 
 
 class LoopOptions(NamedTuple):
-    """Static options of the time loop (hashable, so they can be `nondiff_argnums`)."""
+    """Static options of the time loop (hashable, so they can be `nondiff_argnums`).
+
+    `zoneout` holds the evaluation-time zoneout rates (h, c), applied as their expectation;
+    training-time zoneout comes as per-step keep masks instead.
+    """
 
     reverse: bool
     chunk: int
@@ -49,6 +61,27 @@ class LoopOptions(NamedTuple):
     remat_chunk: int | None = None
     backward_chunk: int = 1
     grad_segment: int = 2**31 - 1
+    cell: CellVariant = VARIANTS["lstm"]
+    zoneout: tuple[float, float] = (0.0, 0.0)
+
+
+class StepWeights(NamedTuple):
+    """The weights the elementwise step uses: the variant's (with b, for a variant that is not
+    additive) and the projection W_p (None without one)."""
+
+    cell: Any
+    w_p: Array | None
+
+
+class StepInputs(NamedTuple):
+    """Per-step inputs besides x_t: the time index and zoneout keep masks (or None)."""
+
+    t: Array
+    keep_h: Array | None = None
+    keep_c: Array | None = None
+
+
+Step = Callable[[StepWeights, Any, LSTMState, StepInputs], tuple[LSTMState, Any]]
 
 
 # Steps per scan iteration, chosen by the work in one step (batch rows N times hidden size H).
@@ -92,20 +125,40 @@ def auto_chunks(num_steps: int, batch_size: int, hidden_size: int) -> tuple[int,
     )
 
 
-def masked_lstm_step(lengths: Array | None, return_gates: bool) -> Step:
-    """The elementwise part of one step, with variable-length masking.
+def _zoneout(new: Array, old: Array, keep: Array | None, rate: float) -> Array:
+    """k * old + (1 - k) * new: k the training mask if given, else the rate (its expectation)."""
+    if keep is not None:
+        return jnp.where(keep, old, new)
+    if rate:
+        return rate * old + (1.0 - rate) * new
+    return new
 
-    Returns `step(z, state, t) -> (new_state, out)` where `z` is the step's pre-activation
-    (N, 4H), `out` is h_t (and the gates if `return_gates`). At padded steps (t >= length) the
+
+def masked_lstm_step(lengths: Array | None, options: LoopOptions) -> Step:
+    """The elementwise part of one step, with projection, zoneout and variable-length masking.
+
+    Returns `step(weights, z, state, inputs) -> (new_state, out)`. `z` is the step's
+    pre-activation: z_x + z_h + b (N, G*H) for an additive variant, else the pair (z_x, z_h).
+    `out` is h_t (and the gates if `options.return_gates`). At padded steps (t >= length) the
     state holds and `out` is zero. In a reversed loop this also reads each sequence's valid
     prefix backwards: its padded steps come first and leave the initial state untouched.
     """
+    variant = options.cell
+    rate_h, rate_c = options.zoneout
 
-    def step(z: Array, state: LSTMState, t: Array) -> tuple[LSTMState, Any]:
-        new_state, step_gates = lstm_pointwise(z, state.c)
-        out = (new_state.h, step_gates) if return_gates else new_state.h
+    def step(weights: StepWeights, z: Any, state: LSTMState,
+             inputs: StepInputs) -> tuple[LSTMState, Any]:
+        h_t, c_t, step_gates = variant.pointwise(weights.cell, z, state.c)
+        if weights.w_p is not None:
+            h_t = h_t @ weights.w_p  # LSTMP: the projected h is the output and is fed back
+        new_state = LSTMState(h=_zoneout(h_t, state.h, inputs.keep_h, rate_h),
+                              c=_zoneout(c_t, state.c, inputs.keep_c, rate_c))
+        if options.return_gates:
+            out = (new_state.h, step_gates._replace(c=new_state.c))
+        else:
+            out = new_state.h
         if lengths is not None:
-            valid = (t < lengths)[:, None]
+            valid = (inputs.t < lengths)[:, None]
             new_state = LSTMState(*(jnp.where(valid, n, o) for n, o in zip(new_state, state)))
             out = jax.tree.map(lambda a: jnp.where(valid, a, jnp.zeros_like(a)), out)
         return new_state, out
@@ -181,33 +234,46 @@ def scan_in_chunks(
     return carry, join(ys_main, ys_tail), join(chunk_ys_main, chunk_ys_tail)
 
 
-def _forward(w_x, w_h, b, xs, steps, state0, lengths, options: LoopOptions, keep_residuals: bool):
-    """Runs the loop over xs (T, N, I) at time indices `steps` (T,).
+def _at(tree: Any, j: int) -> Any:
+    return jax.tree.map(lambda a: a[j], tree)
+
+
+def _recurrent_input(h: Array, rec_mask: Array | None) -> Array:
+    """r_t = h_{t-1} * m: the variational dropout mask (one per sequence) on the recurrence."""
+    return h if rec_mask is None else h * rec_mask
+
+
+def _forward(w_x, w_h, b, weights, xs, per_step, state0, lengths, rec_mask,
+             options: LoopOptions, keep_residuals: bool):
+    """Runs the loop over xs (T, N, I) with per-step `StepInputs` (leading axis T).
 
     Returns `(final_state, outs, residuals)`; residuals (for the backward pass) are the
-    pre-activations z (T, N, 4H) and the states before each step, or None.
+    pre-activations z of every step and the states before each step, or None.
     """
-    step = masked_lstm_step(lengths, options.return_gates)
+    step = masked_lstm_step(lengths, options)
+    additive = options.cell.additive
 
     def chunk_fn(state, inputs):
-        (x_chunk, t_chunk), _ = inputs
-        zx = gates.input_projection(x_chunk, w_x, b)  # all k input projections: one matmul
+        (x_chunk, in_chunk), _ = inputs
+        # All k input projections: one matmul. Additive cells take the bias here as well.
+        zx = gates.input_projection(x_chunk, w_x, b) if additive else x_chunk @ w_x
         k = x_chunk.shape[0]
         outs, residuals = [None] * k, [None] * k
         for j in reversed(range(k)) if options.reverse else range(k):
-            z = zx[j] + gates.recurrent_projection(state.h, w_h)
+            zh = gates.recurrent_projection(_recurrent_input(state.h, rec_mask), w_h)
+            z = zx[j] + zh if additive else (zx[j], zh)
             residuals[j] = (z, state)
-            state, outs[j] = step(z, state, t_chunk[j])
+            state, outs[j] = step(weights, z, state, _at(in_chunk, j))
         return state, ((_stack(outs), _stack(residuals) if keep_residuals else None), None)
 
     final_state, (outs, residuals), _ = scan_in_chunks(
-        chunk_fn, state0, (xs, steps), chunk=options.chunk, reverse=options.reverse
+        chunk_fn, state0, (xs, per_step), chunk=options.chunk, reverse=options.reverse
     )
     return final_state, outs, residuals
 
 
-def _forward_in_segments(w_x, w_h, b, xs, steps, state0, lengths, options: LoopOptions,
-                         checkpoint: bool):
+def _forward_in_segments(w_x, w_h, b, weights, xs, per_step, state0, lengths, rec_mask,
+                         options: LoopOptions, checkpoint: bool):
     """The forward in segments of `options.remat_chunk` steps, keeping each segment's start.
 
     Returns `(final_state, outs, starts)`, `starts` the state entering each segment (in time
@@ -216,137 +282,182 @@ def _forward_in_segments(w_x, w_h, b, xs, steps, state0, lengths, options: LoopO
     """
 
     def segment_fn(state, inputs):
-        (x_seg, t_seg), _ = inputs
-        new_state, outs, _ = _forward(w_x, w_h, b, x_seg, t_seg, state, lengths, options, False)
+        (x_seg, in_seg), _ = inputs
+        new_state, outs, _ = _forward(w_x, w_h, b, weights, x_seg, in_seg, state, lengths,
+                                      rec_mask, options, False)
         return new_state, (outs, state)
 
     if checkpoint:
         segment_fn = jax.checkpoint(segment_fn)
     return scan_in_chunks(
-        segment_fn, state0, (xs, steps), chunk=options.remat_chunk, reverse=options.reverse
+        segment_fn, state0, (xs, per_step), chunk=options.remat_chunk, reverse=options.reverse
     )
 
 
-def _backward(w_h, residuals, d_outs, steps, d_state, lengths, options: LoopOptions):
-    """The reverse loop: carries (dh, dc) and returns `(d_state0, dzs)`, dzs (T, N, 4H).
+def _backward(w_h, weights, residuals, d_outs, per_step, carry, lengths, rec_mask,
+              options: LoopOptions):
+    """The reverse loop over one segment.
 
-    Only the elementwise step is differentiated (with `jax.vjp`); the one matmul left in the
-    loop is the recurrent gradient dz @ W_h^T. `residuals` are `_forward`'s.
+    Carries the recurrent gradients (dh, dc) and the step weights' gradients; returns
+    `((d_state0, d_weights), dzs)`, dzs the pre-activations' gradients (T, N, G*H) (a pair
+    for z_x and z_h if the variant is not additive). Only the elementwise step is
+    differentiated (with `jax.vjp`); the one matmul left in the loop is dz_h @ W_h^T.
     """
-    step = masked_lstm_step(lengths, options.return_gates)
+    step = masked_lstm_step(lengths, options)
+    additive = options.cell.additive
     w_h_t = w_h.T
 
-    def chunk_fn(d_state, inputs):
-        ((z_chunk, prev_chunk), d_out_chunk, t_chunk), _ = inputs
-        k = z_chunk.shape[0]
+    def chunk_fn(carry, inputs):
+        d_state, d_weights = carry
+        ((z_chunk, prev_chunk), d_out_chunk, in_chunk), _ = inputs
+        k = jax.tree.leaves(prev_chunk)[0].shape[0]
         dzs = [None] * k
         for j in range(k) if options.reverse else reversed(range(k)):
-            prev, d_out = jax.tree.map(lambda a, j=j: a[j], (prev_chunk, d_out_chunk))
-            _, step_vjp = jax.vjp(lambda z, s, t=t_chunk[j]: step(z, s, t), z_chunk[j], prev)
-            dzs[j], d_prev = step_vjp((d_state, d_out))
-            d_state = LSTMState(h=d_prev.h + dzs[j] @ w_h_t, c=d_prev.c)
-        return d_state, (jnp.stack(dzs), None)
+            z, prev, d_out, step_in = _at((z_chunk, prev_chunk, d_out_chunk, in_chunk), j)
+            _, step_vjp = jax.vjp(lambda w, z, s, i=step_in: step(w, z, s, i), weights, z, prev)
+            d_w, dzs[j], d_prev = step_vjp((d_state, d_out))
+            d_weights = jax.tree.map(lambda acc, g: acc + _accumulate(g), d_weights, d_w)
+            d_zh = dzs[j] if additive else dzs[j][1]
+            d_state = LSTMState(h=d_prev.h + _recurrent_input(d_zh @ w_h_t, rec_mask),
+                                c=d_prev.c)
+        return (d_state, d_weights), (_stack(dzs), None)
 
-    d_state0, dzs, _ = scan_in_chunks(
-        chunk_fn, d_state, (residuals, d_outs, steps),
+    carry, dzs, _ = scan_in_chunks(
+        chunk_fn, carry, (residuals, d_outs, per_step),
         chunk=options.backward_chunk, reverse=not options.reverse,
     )
-    return d_state0, dzs
+    return carry, dzs
 
 
 def _accumulate(x: Array) -> Array:
     return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
-def _weight_grads(xs, prev_h, dzs):
-    """dW_x = X^T dZ, dW_h = H_prev^T dZ, db = sum dZ over all steps; at least float32."""
-    acc = jnp.promote_types(dzs.dtype, jnp.float32)
+def _weight_grads(xs, prev_h, dzs, rec_mask, additive: bool):
+    """dW_x = X^T dZ_x, dW_h = R^T dZ_h (R the recurrent inputs h_{t-1} * m) and, for an
+    additive variant, db = sum dZ, over the segment's steps; all in at least float32."""
+    d_zx, d_zh = (dzs, dzs) if additive else dzs
+    acc = jnp.promote_types(d_zx.dtype, jnp.float32)
+    if rec_mask is not None:
+        prev_h = prev_h * rec_mask[None]
     return (
-        jnp.einsum("tni,tng->ig", xs, dzs, preferred_element_type=acc),
-        jnp.einsum("tnh,tng->hg", prev_h, dzs, preferred_element_type=acc),
-        jnp.sum(_accumulate(dzs), axis=(0, 1)),
+        jnp.einsum("tni,tng->ig", xs, d_zx, preferred_element_type=acc),
+        jnp.einsum("tnh,tng->hg", prev_h, d_zh, preferred_element_type=acc),
+        jnp.sum(_accumulate(d_zx), axis=(0, 1)) if additive else None,
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
-def lstm_loop(w_x, w_h, b, xs, state0, lengths, options: LoopOptions):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(10,))
+def lstm_loop(w_x, w_h, b, cell_weights, w_p, xs, state0, lengths, rec_mask, keeps,
+              options: LoopOptions):
     """The LSTM over a sequence, time-major with one batch axis, with the fast backward.
 
     Args:
-        w_x, w_h, b: `LSTMParams` fields, (I, 4H), (H, 4H), (4H,).
+        w_x, w_h, b, cell_weights, w_p: `LSTMParams` fields, (I, G*H), (R, G*H), (G*H,), the
+            variant's weights (or None) and the projection (H, R) or None.
         xs: inputs, (T, N, I).
-        state0: initial `LSTMState`, h and c of shape (N, H).
+        state0: initial `LSTMState`, h (N, R) and c (N, H).
         lengths: int array (N,) of valid steps, or None.
-        options: `LoopOptions`.
+        rec_mask: recurrent dropout mask (N, R), or None.
+        keeps: `(keep_h, keep_c)`, zoneout keep masks (T, N, R) and (T, N, H), each or None.
+        options: `LoopOptions` (with the variant).
 
     Returns:
-        `(final_state, outs)`: outs is hs (T, N, H), or `(hs, LSTMGates)` with return_gates.
+        `(final_state, outs)`: outs is hs (T, N, R), or `(hs, gates)` with return_gates.
     """
-    return lstm_loop_autodiff(w_x, w_h, b, xs, state0, lengths, options._replace(remat_chunk=None))
+    return lstm_loop_autodiff(w_x, w_h, b, cell_weights, w_p, xs, state0, lengths, rec_mask,
+                              keeps, options._replace(remat_chunk=None))
 
 
-def _run_forward(w_x, w_h, b, xs, state0, lengths, options: LoopOptions, *, fused: bool):
+def step_weights(b, cell_weights, w_p, options: LoopOptions) -> StepWeights:
+    """The step's weights; a variant that is not additive also gets the bias b."""
+    return StepWeights(cell_weights if options.cell.additive else (cell_weights, b), w_p)
+
+
+def _run_forward(w_x, w_h, b, cell_weights, w_p, xs, state0, lengths, rec_mask, keeps,
+                 options: LoopOptions, *, fused: bool):
     """The forward over all steps; returns `(final_state, outs, saved)`.
 
     For the fused backward (`fused`), `saved` is what it needs: every step's residuals, or
     with remat each segment's start state. For autodiff nothing is saved by hand, and with
     remat each segment is a `jax.checkpoint` instead.
     """
-    steps = jnp.arange(xs.shape[0], dtype=jnp.int32)
+    weights = step_weights(b, cell_weights, w_p, options)
+    per_step = StepInputs(jnp.arange(xs.shape[0], dtype=jnp.int32), *keeps)
+    args = (w_x, w_h, b, weights, xs, per_step, state0, lengths, rec_mask, options)
     if options.remat_chunk:
-        return _forward_in_segments(w_x, w_h, b, xs, steps, state0, lengths, options,
-                                    checkpoint=not fused)
-    return _forward(w_x, w_h, b, xs, steps, state0, lengths, options, fused)
+        return _forward_in_segments(*args, checkpoint=not fused)
+    return _forward(*args, fused)
 
 
-def _lstm_loop_fwd(w_x, w_h, b, xs, state0, lengths, options):
-    final_state, outs, saved = _run_forward(w_x, w_h, b, xs, state0, lengths, options,
-                                            fused=True)
-    return (final_state, outs), (w_x, w_h, b, xs, lengths, saved)
+def _lstm_loop_fwd(w_x, w_h, b, cell_weights, w_p, xs, state0, lengths, rec_mask, keeps,
+                   options):
+    final_state, outs, saved = _run_forward(w_x, w_h, b, cell_weights, w_p, xs, state0,
+                                            lengths, rec_mask, keeps, options, fused=True)
+    residuals = (w_x, w_h, b, cell_weights, w_p, xs, lengths, rec_mask, keeps, saved)
+    return (final_state, outs), residuals
+
+
+def _zeros_accumulator(tree: Any) -> Any:
+    return jax.tree.map(lambda a: jnp.zeros(a.shape, _accumulate(a).dtype), tree)
 
 
 def _lstm_loop_bwd(options, residuals, cotangents):
-    w_x, w_h, b, xs, lengths, saved = residuals
+    w_x, w_h, b, cell_weights, w_p, xs, lengths, rec_mask, keeps, saved = residuals
     d_final_state, d_outs = cotangents
-    steps = jnp.arange(xs.shape[0], dtype=jnp.int32)
+    additive = options.cell.additive
+    weights = step_weights(b, cell_weights, w_p, options)
+    per_step = StepInputs(jnp.arange(xs.shape[0], dtype=jnp.int32), *keeps)
     if options.remat_chunk:
-        segment, per_step, per_segment = options.remat_chunk, None, saved
+        segment, per_step_saved, per_segment = options.remat_chunk, None, saved
     else:
-        segment, per_step, per_segment = options.grad_segment, saved, None
+        segment, per_step_saved, per_segment = options.grad_segment, saved, None
 
     # Segment by segment, last first: take the segment's residuals (or, with remat, recompute
     # them from its saved start state), run its reverse loop, and add its share of the weight
     # gradients. Segments of a few thousand rows keep every matmul in XLA's efficient range;
     # one matmul over all T * N rows is slower, and storing dZ for all steps costs memory.
     def segment_fn(carry, inputs):
-        d_state, grads = carry
-        (x_seg, t_seg, d_out_seg, seg_residuals), start = inputs
+        d_state, d_weights, grads = carry
+        (x_seg, in_seg, d_out_seg, seg_residuals), start = inputs
         if seg_residuals is None:
-            _, _, seg_residuals = _forward(
-                w_x, w_h, b, x_seg, t_seg, start, lengths, options, True
-            )
-        d_state, dzs = _backward(w_h, seg_residuals, d_out_seg, t_seg, d_state, lengths,
-                                 options)
-        grads = jax.tree.map(jnp.add, grads, _weight_grads(x_seg, seg_residuals[1].h, dzs))
-        return (d_state, grads), (dzs @ w_x.T, None)
+            _, _, seg_residuals = _forward(w_x, w_h, b, weights, x_seg, in_seg, start, lengths,
+                                           rec_mask, options, True)
+        (d_state, d_weights), dzs = _backward(w_h, weights, seg_residuals, d_out_seg, in_seg,
+                                              (d_state, d_weights), lengths, rec_mask, options)
+        seg_grads = _weight_grads(x_seg, seg_residuals[1].h, dzs, rec_mask, additive)
+        grads = jax.tree.map(jnp.add, grads, seg_grads)
+        d_zx = dzs if additive else dzs[0]
+        return (d_state, d_weights, grads), (d_zx @ w_x.T, None)
 
-    zero_grads = tuple(jnp.zeros(a.shape, _accumulate(a).dtype) for a in (w_x, w_h, b))
-    (d_state0, (d_w_x, d_w_h, d_b)), d_xs, _ = scan_in_chunks(
-        segment_fn, (d_final_state, zero_grads), (xs, steps, d_outs, per_step), per_segment,
+    zero_grads = _zeros_accumulator((w_x, w_h, b if additive else None))
+    carry = (d_final_state, _zeros_accumulator(weights), zero_grads)
+    (d_state0, d_weights, (d_w_x, d_w_h, d_b)), d_xs, _ = scan_in_chunks(
+        segment_fn, carry, (xs, per_step, d_outs, per_step_saved), per_segment,
         chunk=segment, reverse=not options.reverse,
     )
-    return (d_w_x.astype(w_x.dtype), d_w_h.astype(w_h.dtype), d_b.astype(b.dtype),
-            d_xs, d_state0, None)
+    d_cell_weights = d_weights.cell
+    if not additive:
+        d_cell_weights, d_b = d_cell_weights
+    grads = (d_w_x, d_w_h, d_b, d_cell_weights, d_weights.w_p)
+    d_w_x, d_w_h, d_b, d_cell_weights, d_w_p = jax.tree.map(
+        lambda g, p: g.astype(p.dtype), grads, (w_x, w_h, b, cell_weights, w_p)
+    )
+    return (d_w_x, d_w_h, d_b, d_cell_weights, d_w_p, d_xs, d_state0, None,
+            None if rec_mask is None else jnp.zeros_like(rec_mask),
+            jax.tree.map(lambda _: None, keeps))
 
 
 lstm_loop.defvjp(_lstm_loop_fwd, _lstm_loop_bwd)
 
 
-def lstm_loop_autodiff(w_x, w_h, b, xs, state0, lengths, options: LoopOptions):
+def lstm_loop_autodiff(w_x, w_h, b, cell_weights, w_p, xs, state0, lengths, rec_mask, keeps,
+                       options: LoopOptions):
     """`lstm_loop` without the custom VJP: JAX differentiates the scan itself.
 
     Slower backward, but it supports forward-mode differentiation (`jax.jvp`, `jax.jacfwd`),
     which a custom VJP does not. With `options.remat_chunk`, segments are `jax.checkpoint`ed.
     """
-    final_state, outs, _ = _run_forward(w_x, w_h, b, xs, state0, lengths, options, fused=False)
+    final_state, outs, _ = _run_forward(w_x, w_h, b, cell_weights, w_p, xs, state0, lengths,
+                                        rec_mask, keeps, options, fused=False)
     return final_state, outs

@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxlstm.cell import LSTMGates, LSTMState, zero_state_like
+from jaxlstm.cell import LSTMState, zero_state_like
 from jaxlstm.params import LSTMParams
 from jaxlstm.recurrence import (
     LoopOptions,
@@ -16,11 +16,13 @@ from jaxlstm.recurrence import (
     lstm_loop,
     lstm_loop_autodiff,
 )
+from jaxlstm.regularisation import draw_recurrent_masks
 from jaxlstm.validation import (
     check_features,
     check_floating,
     check_params,
     check_positive_int,
+    check_rate,
     check_seq_lengths,
     check_state,
 )
@@ -44,7 +46,7 @@ def _loop_sizes(unroll: Any, num_steps: int, batch_size: int,
 
 
 def _computation_dtype(xs: Array, params: LSTMParams) -> jnp.dtype:
-    return jnp.result_type(xs.dtype, params.w_x.dtype, params.w_h.dtype, params.b.dtype)
+    return jnp.result_type(xs.dtype, *jax.tree.leaves(params))
 
 
 def lstm(
@@ -59,7 +61,12 @@ def lstm(
     return_gates: bool = False,
     fused_backward: bool = True,
     remat_chunk: int | None = None,
-) -> tuple[Array, LSTMState] | tuple[Array, LSTMState, LSTMGates]:
+    recurrent_dropout: float = 0.0,
+    zoneout_h: float = 0.0,
+    zoneout_c: float = 0.0,
+    key: Array | None = None,
+    deterministic: bool = True,
+) -> tuple[Array, LSTMState] | tuple[Array, LSTMState, Any]:
     """Runs an LSTM layer over a sequence.
 
     Equivalent to this Python loop over `lstm_cell` (batch-major, no `seq_lengths`)::
@@ -71,7 +78,9 @@ def lstm(
             hs.append(h_t)           # written back at position t
         return stack(hs in time order, axis=-2), state
 
-    It is a `jax.lax.scan` over the same gate functions, with the affine map
+    The cell variant is the one `params.cell` holds (see `jaxlstm.variants`), and
+    `params.w_p` projects h_t (LSTMP). It is a `jax.lax.scan` over the same gate functions,
+    with the affine map
     z = x_t @ W_x + h_{t-1} @ W_h + b kept apart from the elementwise update, and is safe under
     `jit`, `vmap` (over inputs or params), `grad` and `jax.checkpoint`.
 
@@ -86,18 +95,28 @@ def lstm(
     params with bfloat16 inputs compute in float32; all-bfloat16 computes in bfloat16). Inputs,
     params and the initial state are cast to it, and every output has it.
 
+    Regularisation, only with `deterministic=False` and a `key` (see
+    `jaxlstm.regularisation`): `recurrent_dropout` drops units of h_{t-1} before W_h with one
+    mask per sequence (Gal & Ghahramani 2016); `zoneout_h` and `zoneout_c` make each unit of h
+    and c keep its previous value with that probability at each step (Krueger et al. 2017).
+    The masks are `jaxlstm.draw_recurrent_masks(key, ...)`. With `deterministic=True` (the
+    default) recurrent dropout is off and zoneout uses its expectation,
+    h_t = p h_{t-1} + (1 - p) h~_t.
+
     Args:
-        params: `LSTMParams` with w_x (I, 4H), w_h (H, 4H), b (4H,).
+        params: `LSTMParams` with w_x (I, G*H), w_h (R, G*H), b (G*H,), the variant's weights
+            in `cell` and the projection `w_p` (H, R) or None; R = proj_size or H.
         xs: inputs, (batch..., T, I), or (T, batch..., I) if `time_major`; any number of batch
             dimensions, including none.
-        initial_state: `LSTMState` with h, c of shape (batch..., H); zeros if None.
+        initial_state: `LSTMState` with h (batch..., R) and c (batch..., H); zeros if None.
         seq_lengths: integer array of the batch shape: valid steps per sequence.
         reverse: run from the last step to the first.
         time_major: whether time is the leading axis of `xs` (and of the outputs).
         unroll: steps per scan iteration; their input projections x_t @ W_x are computed
             together as one matmul. None (default) chooses by problem size (more steps per
             iteration when a step is small), `True` unrolls the whole sequence.
-        return_gates: also return the per-step `LSTMGates`.
+        return_gates: also return the per-step gates: `LSTMGates`, or the variant's record
+            (`RetainedReadoutGates`); their c is the cell state after the step.
         fused_backward: differentiate with the hand-scheduled backward pass (a custom VJP whose
             reverse loop carries only the recurrent gradients, and which computes the weight
             and input gradients as large matmuls over segments of steps), which is faster than
@@ -108,10 +127,15 @@ def lstm(
             segment of `remat_chunk` steps and recomputes the rest segment by segment: memory
             for the stored activations falls from O(T) to O(T / remat_chunk + remat_chunk) at
             the cost of a second forward pass. For very long sequences.
+        recurrent_dropout: rate of variational dropout on h_{t-1}, in [0, 1).
+        zoneout_h: zoneout rate on h, in [0, 1).
+        zoneout_c: zoneout rate on c, in [0, 1).
+        key: PRNG key for the masks; required when `deterministic` is False and a rate is set.
+        deterministic: evaluation mode: no random masks (the default).
 
     Returns:
         `(hs, final_state)`, or `(hs, final_state, gates)` if `return_gates`. `hs` has the
-        layout of `xs` with H features: (batch..., T, H), or (T, batch..., H) if `time_major`;
+        layout of `xs` with R features: (batch..., T, H), or (T, batch..., H) if `time_major`;
         each field of `gates` has the same shape as `hs`.
 
     Example:
@@ -121,7 +145,7 @@ def lstm(
         >>> hs.shape, final.h.shape
         ((4, 10, 8), (4, 8))
     """
-    input_size, hidden_size = check_params(params)
+    input_size, hidden_size, output_size, variant = check_params(params)
     xs = check_floating(xs, "xs")
     if xs.ndim < 2:
         layout = "(T, batch..., I)" if time_major else "(batch..., T, I)"
@@ -130,18 +154,26 @@ def lstm(
         )
     check_features(xs, input_size, "xs")
     remat_chunk = check_positive_int(remat_chunk, "remat_chunk", allow_none=True)
+    rates = (check_rate(recurrent_dropout, "recurrent_dropout"),
+             check_rate(zoneout_h, "zoneout_h"), check_rate(zoneout_c, "zoneout_c"))
+    training = not deterministic and any(rates)
+    if training and key is None:
+        raise ValueError(
+            "key is required when deterministic=False and recurrent_dropout, zoneout_h or "
+            "zoneout_c is set."
+        )
 
     xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
     num_steps, batch_shape = xs_tm.shape[0], xs_tm.shape[1:-1]
     dtype = _computation_dtype(xs, params)
-    w_x, w_h, b = (p.astype(dtype) for p in params)
+    params = jax.tree.map(lambda a: a.astype(dtype), params)
     xs_tm = xs_tm.astype(dtype)
 
     if initial_state is None:
         template = xs_tm[0] if num_steps else jnp.zeros(batch_shape + (1,), dtype)
-        initial_state = zero_state_like(template, hidden_size)
+        initial_state = zero_state_like(template, hidden_size, output_size)
     else:
-        check_state(initial_state, batch_shape, hidden_size, "initial_state")
+        check_state(initial_state, batch_shape, hidden_size, "initial_state", output_size)
         initial_state = LSTMState(*(jnp.asarray(s).astype(dtype) for s in initial_state))
     if seq_lengths is not None:
         seq_lengths = check_seq_lengths(seq_lengths, batch_shape, num_steps)
@@ -150,8 +182,17 @@ def lstm(
     batch_size = math.prod(batch_shape)
     chunk, backward_chunk, segment = _loop_sizes(unroll, num_steps, batch_size, hidden_size)
     flat_xs = xs_tm.reshape((num_steps, batch_size, input_size))
-    flat_state = LSTMState(*(s.reshape((batch_size, hidden_size)) for s in initial_state))
+    flat_state = LSTMState(*(s.reshape((batch_size, s.shape[-1])) for s in initial_state))
     flat_lengths = None if seq_lengths is None else seq_lengths.reshape(batch_size)
+    rec_mask, keep_h, keep_c = None, None, None
+    if training:
+        masks = draw_recurrent_masks(key, num_steps, batch_shape, hidden_size, output_size,
+                                     *rates, dtype=dtype)
+        rec_mask, keep_h, keep_c = (
+            None if m is None else m.reshape(m.shape[:-1 - len(batch_shape)]
+                                             + (batch_size, m.shape[-1]))
+            for m in masks
+        )
     options = LoopOptions(
         reverse=bool(reverse),
         chunk=chunk,
@@ -159,9 +200,12 @@ def lstm(
         remat_chunk=remat_chunk,
         backward_chunk=backward_chunk,
         grad_segment=segment,
+        cell=variant,
+        zoneout=(0.0, 0.0) if training else rates[1:],
     )
     loop = lstm_loop if fused_backward else lstm_loop_autodiff
-    final_state, out = loop(w_x, w_h, b, flat_xs, flat_state, flat_lengths, options)
+    final_state, out = loop(params.w_x, params.w_h, params.b, params.cell, params.w_p, flat_xs,
+                            flat_state, flat_lengths, rec_mask, (keep_h, keep_c), options)
 
     def unflatten(a: Array) -> Array:
         return a.reshape(a.shape[:-2] + batch_shape + a.shape[-1:])

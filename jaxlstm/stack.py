@@ -7,10 +7,16 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import jax
 import jax.numpy as jnp
 
-from jaxlstm.cell import LSTMGates, LSTMState
+from jaxlstm.cell import LSTMState
 from jaxlstm.params import Initializer, LSTMParams, init_lstm
+from jaxlstm.regularisation import dropout
 from jaxlstm.scan import lstm
-from jaxlstm.validation import check_floating, check_params, check_positive_int
+from jaxlstm.validation import (
+    check_floating,
+    check_params,
+    check_positive_int,
+    check_rate,
+)
 
 Array = jax.Array
 T = TypeVar("T")
@@ -40,6 +46,8 @@ def init_lstm_stack(
     *,
     num_layers: int = 1,
     bidirectional: bool = False,
+    proj_size: int | None = None,
+    cell: str = "lstm",
     dtype: jnp.dtype = jnp.float32,
     forget_bias: float = 1.0,
     input_init: Initializer | None = None,
@@ -48,9 +56,9 @@ def init_lstm_stack(
     """Initialises a stack of `num_layers` LSTM layers, each one- or two-directional.
 
     Layer 0 reads `input_size` features; every later layer reads the previous layer's output,
-    `hidden_size` features, or `2 * hidden_size` when bidirectional (the directions are
+    R = `proj_size or hidden_size` features, or 2R when bidirectional (the directions are
     concatenated between layers, as in PyTorch). Each direction is `init_lstm(...)` with the
-    given options and its own key.
+    given options (the cell variant `cell`, the projection `proj_size`) and its own key.
 
     Returns:
         A tuple of `num_layers` `Directions(forward, backward)` of `LSTMParams`.
@@ -65,9 +73,10 @@ def init_lstm_stack(
     keys = jax.random.split(key, (num_layers, directions))
     layers = []
     for layer in range(num_layers):
-        layer_input = input_size if layer == 0 else directions * hidden_size
+        layer_input = input_size if layer == 0 else directions * (proj_size or hidden_size)
         per_direction = [
-            init_lstm(keys[layer, d], layer_input, hidden_size, dtype=dtype,
+            init_lstm(keys[layer, d], layer_input, hidden_size, cell=cell, proj_size=proj_size,
+                      dtype=dtype,
                       forget_bias=forget_bias, input_init=input_init,
                       recurrent_init=recurrent_init)
             for d in range(directions)
@@ -76,8 +85,8 @@ def init_lstm_stack(
     return tuple(layers)
 
 
-def _check_stack(params: Any, xs: Array) -> tuple[bool, int]:
-    """Checks the layers chain up; returns (bidirectional, hidden_size)."""
+def _check_stack(params: Any, xs: Array) -> bool:
+    """Checks the layers chain up; returns whether they are bidirectional."""
     if isinstance(params, (Directions, LSTMParams)):
         raise TypeError(
             "params must be a non-empty tuple of Directions(forward, backward), one per layer, "
@@ -105,30 +114,17 @@ def _check_stack(params: Any, xs: Array) -> tuple[bool, int]:
         sizes = {check_params(p, f"params[{n}].{name}")
                  for name, p in layer._asdict().items() if p is not None}
         if len(sizes) > 1:
-            raise ValueError(f"params[{n}]'s directions differ in shape: {sorted(sizes)}.")
-        (input_size, hidden_size), = sizes
+            described = sorted(f"{s.variant.name} I={s.input_size} H={s.hidden_size} "
+                               f"out={s.output_size}" for s in sizes)
+            raise ValueError(f"params[{n}]'s directions differ: {described}.")
+        (input_size, _, output_size, _), = sizes
         if input_size != features:
             source = "xs has" if n == 0 else f"params[{n - 1}] outputs"
             raise ValueError(
                 f"params[{n}] reads {input_size} features but {source} {features}."
             )
-        features = hidden_size * (2 if bidirectional else 1)
-    return bool(bidirectional), hidden_size
-
-
-def _check_rate(name: str, rate: float) -> float:
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {rate}.")
-    return float(rate)
-
-
-def dropout(key: Array, x: Array, rate: float) -> Array:
-    """Inverted dropout: zeroes each element with probability `rate`, scales the rest by
-    1 / (1 - rate), so the expectation is unchanged. Identity when `rate` is 0."""
-    if rate == 0.0:
-        return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+        features = output_size * (2 if bidirectional else 1)
+    return bool(bidirectional)
 
 
 def lstm_stack(
@@ -143,11 +139,14 @@ def lstm_stack(
     input_dropout: float = 0.0,
     output_dropout: float = 0.0,
     residual: bool = False,
+    recurrent_dropout: float = 0.0,
+    zoneout_h: float = 0.0,
+    zoneout_c: float = 0.0,
     key: Array | None = None,
     deterministic: bool = True,
     return_gates: bool = False,
     **lstm_options: Any,
-) -> tuple[Any, StackState] | tuple[Any, StackState, tuple[Directions[LSTMGates], ...]]:
+) -> tuple[Any, StackState] | tuple[Any, StackState, tuple[Directions[Any], ...]]:
     """Runs a stack of (bidirectional) LSTM layers over a sequence.
 
     Layer l runs `jaxlstm.lstm` forwards and, if it has a backward direction, backwards
@@ -159,7 +158,9 @@ def lstm_stack(
     Regularisation (only when `deterministic=False`, drawing from `key`): `input_dropout` on
     xs, `dropout_rate` on each layer's output except the last (as PyTorch's `dropout`), and
     `output_dropout` on the final output. All are inverted dropout, so evaluation needs no
-    rescaling. With `residual=True`, each layer after the first whose input and output widths
+    rescaling. `recurrent_dropout`, `zoneout_h` and `zoneout_c` act inside every layer and
+    direction, each with its own key (see `jaxlstm.lstm`); with `deterministic=True` zoneout
+    uses its expectation. With `residual=True`, each layer after the first whose input and output widths
     are equal adds its input to its output (after dropout on that input).
 
     Args:
@@ -175,9 +176,13 @@ def lstm_stack(
         input_dropout: dropout on the inputs.
         output_dropout: dropout on the final output.
         residual: add each later layer's input to its output where their widths are equal.
-        key: PRNG key for dropout; required when `deterministic` is False and a rate is set.
+        recurrent_dropout: variational dropout on h_{t-1} in every layer (one mask per sequence).
+        zoneout_h, zoneout_c: zoneout rates on h and c in every layer.
+        key: PRNG key for dropout, recurrent dropout and zoneout; required when
+            `deterministic` is False and a rate is set.
         deterministic: no dropout at all (evaluation). True by default.
-        return_gates: also return each layer's and direction's `LSTMGates`.
+        return_gates: also return each layer's and direction's gates (`LSTMGates`, or the
+            variant's record).
         **lstm_options: passed to every `jaxlstm.lstm` call (`unroll`, `fused_backward`,
             `remat_chunk`).
 
@@ -194,15 +199,20 @@ def lstm_stack(
     xs = check_floating(xs, "xs")
     if xs.ndim < 2:
         raise ValueError(f"xs must have rank >= 2, got shape {xs.shape}.")
-    bidirectional, _ = _check_stack(params, xs)
+    bidirectional = _check_stack(params, xs)
     if merge not in MERGE_MODES:
         raise ValueError(f"merge must be one of {list(MERGE_MODES)}, got {merge!r}.")
-    rates = {name: _check_rate(name, rate) for name, rate in
+    rates = {name: check_rate(rate, name) for name, rate in
              (("dropout_rate", dropout_rate), ("input_dropout", input_dropout),
               ("output_dropout", output_dropout))}
+    recurrent_rates = {name: check_rate(rate, name) for name, rate in
+                       (("recurrent_dropout", recurrent_dropout), ("zoneout_h", zoneout_h),
+                        ("zoneout_c", zoneout_c))}
     regularise = not deterministic and any(rates.values())
-    if regularise and key is None:
-        raise ValueError("key is required when deterministic=False and a dropout rate is set.")
+    regularise_recurrence = not deterministic and any(recurrent_rates.values())
+    if (regularise or regularise_recurrence) and key is None:
+        raise ValueError("key is required when deterministic=False and a dropout rate, "
+                         "recurrent_dropout or zoneout is set.")
     if initial_state is not None and (
         not isinstance(initial_state, (tuple, list)) or len(initial_state) != len(params)
     ):
@@ -213,22 +223,27 @@ def lstm_stack(
                else ".")
         )
     keys = iter(jax.random.split(key, len(params) + 2)) if regularise else None
+    # Each layer and direction draws its recurrent masks from its own key.
+    recurrent_keys = (jax.random.split(jax.random.fold_in(key, 1), (len(params), 2))
+                      if regularise_recurrence else None)
 
     def maybe_dropout(x: Array, rate: float) -> Array:
         return dropout(next(keys), x, rate) if regularise else x
 
-    def run(p: LSTMParams, x: Array, state: LSTMState | None, reverse: bool):
+    def run(p: LSTMParams, x: Array, state: LSTMState | None, reverse: bool, n: int):
+        layer_key = recurrent_keys[n, int(reverse)] if regularise_recurrence else None
         out = lstm(p, x, initial_state=state, seq_lengths=seq_lengths, reverse=reverse,
-                   time_major=time_major, return_gates=return_gates, **lstm_options)
+                   time_major=time_major, return_gates=return_gates, key=layer_key,
+                   deterministic=not regularise_recurrence, **recurrent_rates, **lstm_options)
         return out if return_gates else (*out, None)
 
     layer_input = maybe_dropout(xs, rates["input_dropout"])
     final_states, all_gates = [], []
     for n, layer in enumerate(params):
         states = initial_state[n] if initial_state is not None else Directions(None, None)
-        hs_f, state_f, gates_f = run(layer.forward, layer_input, states.forward, False)
+        hs_f, state_f, gates_f = run(layer.forward, layer_input, states.forward, False, n)
         if bidirectional:
-            hs_b, state_b, gates_b = run(layer.backward, layer_input, states.backward, True)
+            hs_b, state_b, gates_b = run(layer.backward, layer_input, states.backward, True, n)
             outputs = Directions(hs_f, hs_b)
             final_states.append(Directions(state_f, state_b))
             all_gates.append(Directions(gates_f, gates_b))

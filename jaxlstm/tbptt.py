@@ -52,7 +52,7 @@ def truncated_lstm(
     truncation = check_positive_int(truncation, "truncation")
     if "reverse" in lstm_options or "return_gates" in lstm_options:
         raise ValueError("truncated_lstm runs forwards and returns no gates; use lstm for those.")
-    check_params(params)
+    sizes = check_params(params)
     xs = check_floating(xs, "xs")
     if xs.ndim < 2:
         raise ValueError(f"xs must have rank >= 2, got shape {xs.shape}.")
@@ -60,7 +60,7 @@ def truncated_lstm(
     num_steps = xs_tm.shape[0]
     if initial_state is None:
         initial_state = zero_state_like(xs_tm[0] if num_steps else xs_tm.sum(0),
-                                        params.w_h.shape[0])
+                                        sizes.hidden_size, sizes.output_size)
 
     def run_chunk(state: LSTMState, start: int | Array, x_chunk: Array):
         lengths = None

@@ -6,13 +6,13 @@ under `jit`, so these checks work there too; values are checked only where they 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlstm.gates import NUM_GATES
+from jaxlstm.variants import CellVariant, variant_of
 
 
 def _shape_str(shape: tuple[int, ...]) -> str:
@@ -49,34 +49,70 @@ def check_floating(value: Any, name: str) -> jax.Array:
     return value
 
 
-def check_params(params: Any, name: str = "params") -> tuple[int, int]:
-    """Checks an `LSTMParams`-like pytree; returns (input_size, hidden_size)."""
+class LayerSizes(NamedTuple):
+    """What `check_params` learns from a layer's params."""
+
+    input_size: int
+    hidden_size: int
+    output_size: int  # proj_size with a projection, else hidden_size
+    variant: CellVariant
+
+
+def check_params(params: Any, name: str = "params") -> LayerSizes:
+    """Checks an `LSTMParams`-like pytree, its variant weights and projection."""
     for field in ("w_x", "w_h", "b"):
         if not hasattr(params, field):
             raise TypeError(
-                f"{name} must be LSTMParams(w_x, w_h, b), got {type(params).__name__} "
-                f"without a '{field}' field."
+                f"{name} must be LSTMParams(w_x, w_h, b, cell, w_p), got "
+                f"{type(params).__name__} without a '{field}' field."
             )
+    variant = variant_of(getattr(params, "cell", None), f"{name}.cell")
+    num_gates = variant.num_gates
     w_x = check_floating(params.w_x, f"{name}.w_x")
     w_h = check_floating(params.w_h, f"{name}.w_h")
     b = check_floating(params.b, f"{name}.b")
-    if w_h.ndim != 2 or w_h.shape[1] != NUM_GATES * w_h.shape[0]:
+    cell = f" for cell {variant.name!r}" if variant.name != "lstm" else ""
+    w_p = getattr(params, "w_p", None)
+    recurrent = "proj_size" if w_p is not None else "hidden_size"
+    expected_w_h = f"({recurrent}, {num_gates} * hidden_size){cell}"
+    if w_h.ndim != 2 or not w_h.shape[1] or w_h.shape[1] % num_gates:
         raise ValueError(
-            f"{name}.w_h must have shape (hidden_size, 4 * hidden_size), "
-            f"got {_shape_str(w_h.shape)}."
+            f"{name}.w_h must have shape {expected_w_h}, got {_shape_str(w_h.shape)}."
         )
-    hidden_size = w_h.shape[0]
-    if w_x.ndim != 2 or w_x.shape[1] != NUM_GATES * hidden_size:
+    hidden_size = w_h.shape[1] // num_gates
+    gates_width = w_h.shape[1]
+    output_size = hidden_size
+    if w_p is not None:
+        w_p = check_floating(w_p, f"{name}.w_p")
+        if w_p.ndim != 2 or w_p.shape[0] != hidden_size:
+            raise ValueError(
+                f"{name}.w_p must have shape (hidden_size, proj_size) with hidden_size "
+                f"{hidden_size} (from {name}.w_h {_shape_str(w_h.shape)}), "
+                f"got {_shape_str(w_p.shape)}."
+            )
+        output_size = w_p.shape[1]
+    if w_h.shape[0] != output_size:
         raise ValueError(
-            f"{name}.w_x must have shape (input_size, {NUM_GATES * hidden_size}) to match "
+            f"{name}.w_h must have shape {expected_w_h}, got {_shape_str(w_h.shape)}."
+        )
+    if w_x.ndim != 2 or w_x.shape[1] != gates_width:
+        raise ValueError(
+            f"{name}.w_x must have shape (input_size, {gates_width}) to match "
             f"{name}.w_h {_shape_str(w_h.shape)}, got {_shape_str(w_x.shape)}."
         )
-    if b.shape != (NUM_GATES * hidden_size,):
+    if b.shape != (gates_width,):
         raise ValueError(
-            f"{name}.b must have shape ({NUM_GATES * hidden_size},) to match "
-            f"{name}.w_h {_shape_str(w_h.shape)}, got {_shape_str(b.shape)}."
+            f"{name}.b must have shape ({gates_width},) to match {name}.w_h "
+            f"{_shape_str(w_h.shape)}, got {_shape_str(b.shape)}."
         )
-    return w_x.shape[0], hidden_size
+    for field, shape in variant.weight_shapes(hidden_size).items():
+        value = check_floating(getattr(params.cell, field), f"{name}.cell.{field}")
+        if value.shape != shape:
+            raise ValueError(
+                f"{name}.cell.{field} must have shape {_shape_str(shape)} (hidden_size "
+                f"{hidden_size}), got {_shape_str(value.shape)}."
+            )
+    return LayerSizes(w_x.shape[0], hidden_size, output_size, variant)
 
 
 def check_features(x: jax.Array, input_size: int, name: str) -> None:
@@ -88,20 +124,24 @@ def check_features(x: jax.Array, input_size: int, name: str) -> None:
         )
 
 
-def check_state(state: Any, batch_shape: tuple[int, ...], hidden_size: int, name: str) -> None:
-    """Checks an `LSTMState`-like pytree against the batch shape and hidden size."""
-    expected = tuple(batch_shape) + (hidden_size,)
+def check_state(state: Any, batch_shape: tuple[int, ...], hidden_size: int, name: str,
+                output_size: int | None = None) -> None:
+    """Checks an `LSTMState`-like pytree against the batch shape and sizes (h: output_size,
+    which defaults to hidden_size; c: hidden_size)."""
+    sizes = {"h": output_size or hidden_size, "c": hidden_size}
     for field in ("h", "c"):
         if not hasattr(state, field):
             raise TypeError(
                 f"{name} must be LSTMState(h, c), got {type(state).__name__} "
                 f"without a '{field}' field."
             )
+        expected = tuple(batch_shape) + (sizes[field],)
         value = check_floating(getattr(state, field), f"{name}.{field}")
         if value.shape != expected:
+            size_name = "proj_size" if sizes[field] != hidden_size else "hidden_size"
             raise ValueError(
                 f"{name}.{field} must have shape {_shape_str(expected)} (batch shape "
-                f"{_shape_str(tuple(batch_shape))}, hidden_size {hidden_size}), "
+                f"{_shape_str(tuple(batch_shape))}, {size_name} {sizes[field]}), "
                 f"got {_shape_str(value.shape)}."
             )
 
@@ -134,3 +174,12 @@ def check_seq_lengths(
             f"got values from {values.min()} to {values.max()}."
         )
     return seq_lengths
+
+
+def check_rate(value: Any, name: str) -> float:
+    """Returns a probability in [0, 1) as a float; else ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a float in [0, 1), got {type(value).__name__}.")
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value}.")
+    return float(value)

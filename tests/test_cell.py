@@ -26,7 +26,7 @@ class LstmCellTest(parameterized.TestCase):
 
         state, h_t = self.variant(jaxlstm.lstm_cell)(params, jaxlstm.LSTMState(h=h, c=c), x)
 
-        want_h, want_c = numpy_cell(*params, h, c, x)
+        want_h, want_c = numpy_cell(params.w_x, params.w_h, params.b, h, c, x)
         assert state.h.shape == batch_shape + (HIDDEN,)
         np.testing.assert_allclose(state.h, want_h, atol=1e-6, rtol=1e-5)
         np.testing.assert_allclose(state.c, want_c, atol=1e-6, rtol=1e-5)

@@ -60,7 +60,7 @@ def test_low_precision_init_works_on_cpu(dtype):
     """Flax's orthogonal init fails in bfloat16 on CPU (no bf16 QR); ours casts after."""
     params = jaxlstm.init_lstm(jax.random.key(0), 3, 8, dtype=dtype)
     reference = jaxlstm.init_lstm(jax.random.key(0), 3, 8)
-    for leaf, ref in zip(params, reference):
+    for leaf, ref in zip(jax.tree.leaves(params), jax.tree.leaves(reference)):
         assert leaf.dtype == dtype
         np.testing.assert_allclose(np.asarray(leaf, np.float32), ref, atol=1e-2, rtol=1e-2)
 

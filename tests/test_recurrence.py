@@ -152,7 +152,8 @@ def test_weight_gradients_in_several_segments(reverse, segment):
     options = LoopOptions(reverse=reverse, chunk=2, return_gates=False, grad_segment=segment)
 
     def loss(params, xs, state):
-        final, hs = lstm_loop(*params, jnp.swapaxes(xs, 0, 1), state, lengths, options)
+        final, hs = lstm_loop(*params, jnp.swapaxes(xs, 0, 1), state, lengths, None,
+                              (None, None), options)
         return loss_of(jnp.swapaxes(hs, 0, 1), final, None, weights)
 
     got = jax.grad(loss, argnums=(0, 1, 2))(params, xs, state)

@@ -60,6 +60,13 @@ def test_ci_runs_the_readme_test_command():
 README_OUTPUTS = [  # what each ```python block of the README prints, in order
     "(8, 20, 16) (8, 16)",
     "(4, 12, 32) (4, 16)",
+    "lstm (4, 12, 8) (4, 16) NoneType LSTMGates\n"
+    "peephole (4, 12, 8) (4, 16) PeepholeWeights LSTMGates\n"
+    "cifg (4, 12, 8) (4, 16) CoupledGates LSTMGates\n"
+    "layer_norm (4, 12, 8) (4, 16) LayerNormWeights LSTMGates\n"
+    "retained_readout (4, 12, 8) (4, 16) RetainedReadoutWeights RetainedReadoutGates\n"
+    "(4, 12, 16) (4, 8)",
+    "(4, 16) (12, 4, 16)",
     "10",
     "(8, 32)",
     "True",

@@ -13,13 +13,17 @@ import numpy as np
 
 from jaxlstm.cell import LSTMGates
 
-_PANELS = (
-    ("i", "input gate i_t", "viridis", (0.0, 1.0)),
-    ("f", "forget gate f_t (1 keeps)", "viridis", (0.0, 1.0)),
-    ("g", "candidate g_t", "RdBu_r", (-1.0, 1.0)),
-    ("o", "output gate o_t", "viridis", (0.0, 1.0)),
-    ("c", "cell state c_t", "RdBu_r", None),
-)
+# Every field a gate record (`LSTMGates`, `RetainedReadoutGates`) can have: label, colour map
+# and value range (None: symmetric about 0, from the data).
+_PANELS = {
+    "i": ("input gate i_t", "viridis", (0.0, 1.0)),
+    "f": ("forget gate f_t (1 keeps)", "viridis", (0.0, 1.0)),
+    "g": ("candidate g_t", "RdBu_r", (-1.0, 1.0)),
+    "o": ("output gate o_t", "viridis", (0.0, 1.0)),
+    "u": ("use gate's read-out u_t = tanh(W_u (f_t c_{t-1}) + b_u)", "RdBu_r", (-1.0, 1.0)),
+    "v": ("use gate v_t", "viridis", (0.0, 1.0)),
+    "c": ("cell state c_t", "RdBu_r", None),
+}
 
 
 def plot_gates(
@@ -30,14 +34,14 @@ def plot_gates(
     title: str | None = None,
     max_units: int = 64,
 ) -> Any:
-    """Heatmaps of i, f, g, o and c over time for one sequence; saves a PNG if `path` is given.
+    """Heatmaps of each gate and c over time for one sequence; saves a PNG if `path` is given.
 
     Time runs along x, hidden units along y, one panel per gate with its own colour bar
     (gates on [0, 1], the candidate on [-1, 1], the cell state on a range symmetric about 0).
 
     Args:
-        gates: `LSTMGates` from `jaxlstm.lstm(..., return_gates=True)`, each field (T, H) or
-            (batch, T, H).
+        gates: `LSTMGates` (or a variant's record, e.g. `RetainedReadoutGates`) from
+            `jaxlstm.lstm(..., return_gates=True)`, each field (T, H) or (batch, T, H).
         sequence: which sequence of a batch to draw.
         path: where to save the PNG.
         title: the figure's title.
@@ -53,24 +57,29 @@ def plot_gates(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    arrays = {name: np.asarray(getattr(gates, name), np.float32) for name, *_ in _PANELS}
-    ndim = arrays["i"].ndim
+    fields = [name for name in getattr(gates, "_fields", ()) if name in _PANELS]
+    if not fields:
+        raise TypeError(
+            f"gates must be LSTMGates or a variant's gate record, got {type(gates).__name__}."
+        )
+    arrays = {name: np.asarray(getattr(gates, name), np.float32) for name in fields}
+    first = arrays[fields[0]]
+    ndim = first.ndim
     if ndim == 3:
-        if not 0 <= sequence < arrays["i"].shape[0]:
-            raise ValueError(
-                f"sequence must be in [0, {arrays['i'].shape[0]}), got {sequence}."
-            )
+        if not 0 <= sequence < first.shape[0]:
+            raise ValueError(f"sequence must be in [0, {first.shape[0]}), got {sequence}.")
         arrays = {name: a[sequence] for name, a in arrays.items()}
     elif ndim != 2:
         raise ValueError(f"gates must have shape (T, H) or (batch, T, H), got {ndim} dims.")
-    num_steps, hidden = arrays["i"].shape
+    num_steps, hidden = arrays[fields[0]].shape
     units = min(hidden, max_units)
 
-    figure = Figure(figsize=(max(6.0, min(16.0, 4 + num_steps / 8)), 2.2 * len(_PANELS)),
+    figure = Figure(figsize=(max(6.0, min(16.0, 4 + num_steps / 8)), 2.2 * len(fields)),
                     layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(len(_PANELS), 1, sharex=True)
-    for ax, (name, label, cmap, limits) in zip(axes, _PANELS):
+    axes = figure.subplots(len(fields), 1, sharex=True)
+    for ax, name in zip(axes, fields):
+        label, cmap, limits = _PANELS[name]
         data = arrays[name][:, :units].T  # units along y, time along x
         if limits is None:
             bound = float(np.max(np.abs(data))) or 1.0
