@@ -5,6 +5,9 @@
   with `bias` (H,). Gate order i, f, g, o, as jaxlstm's; their carry is (c, h).
 * NNX `OptimizedLSTMCell` keeps them fused: `dense_i/kernel` (I, 4H) and `dense_h/kernel`
   (H, 4H) with `dense_h/bias` (4H,), which is jaxlstm's layout exactly.
+
+Flax's cells are the standard LSTM without a projection: `to_flax_linen` and `to_flax_nnx`
+refuse params with a cell variant (`cell` not None) or a projection (`w_p` not None).
 """
 
 from __future__ import annotations
@@ -44,6 +47,22 @@ def _cell_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
     return params
 
 
+def _check_standard(params: Any, to: str) -> None:
+    """ValueError unless `params` is the standard cell without a projection."""
+    cell = getattr(params, "cell", None)
+    if cell is not None:
+        raise ValueError(
+            f"{to}: Flax's LSTM cells have only the standard cell, but params.cell is "
+            f"{type(cell).__name__} (a cell variant)."
+        )
+    if getattr(params, "w_p", None) is not None:
+        raise ValueError(
+            f"{to}: Flax's LSTM cells have no output projection, but params.w_p is set "
+            "(LSTMP, proj_size)."
+        )
+    check_params(params)
+
+
 def from_flax_linen(params: Mapping[str, Any]) -> LSTMParams:
     """`LSTMParams` from a linen `LSTMCell` / `OptimizedLSTMCell`'s params.
 
@@ -67,11 +86,13 @@ def from_flax_linen(params: Mapping[str, Any]) -> LSTMParams:
 def to_flax_linen(params: LSTMParams) -> dict[str, Any]:
     """A linen `LSTMCell` / `OptimizedLSTMCell` params dict holding the same weights.
 
+    Only the standard cell without a projection has one (ValueError otherwise).
+
     Wrap it as `{'params': ...}` to apply the cell, or `{'params': {'cell': ...}}` for an
     `nn.RNN` around it.
     """
-    check_params(params)
-    w_x, w_h, b = (jnp.split(a, NUM_GATES, axis=-1) for a in params)
+    _check_standard(params, "to_flax_linen")
+    w_x, w_h, b = (jnp.split(a, NUM_GATES, axis=-1) for a in (params.w_x, params.w_h, params.b))
     cell: dict[str, Any] = {}
     for g, wx_g, wh_g, b_g in zip(_GATES, w_x, w_h, b):
         cell[f"i{g}"] = {"kernel": wx_g}
@@ -96,6 +117,6 @@ def from_flax_nnx(state: Mapping[str, Any]) -> LSTMParams:
 
 def to_flax_nnx(params: LSTMParams) -> dict[str, Any]:
     """A pure dict for an NNX `OptimizedLSTMCell`: `nnx.update(cell, to_flax_nnx(params))`."""
-    check_params(params)
+    _check_standard(params, "to_flax_nnx")
     return {"dense_i": {"kernel": params.w_x},
             "dense_h": {"kernel": params.w_h, "bias": params.b}}

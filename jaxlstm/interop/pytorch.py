@@ -1,10 +1,15 @@
 """PyTorch `nn.LSTM` weights in and out of jaxlstm's stack params.
 
 PyTorch keeps, per layer k and direction (suffix `_reverse` for the backward one),
-`weight_ih_l{k}` (4H, I_k), `weight_hh_l{k}` (4H, H), `bias_ih_l{k}` and `bias_hh_l{k}` (4H,),
-gate order i, f, g, o. jaxlstm's layout is their transpose, with the two biases summed:
-w_x = weight_ih.T, w_h = weight_hh.T, b = bias_ih + bias_hh. Exported biases are
-`bias_ih = b`, `bias_hh = 0`, which PyTorch computes identically.
+`weight_ih_l{k}` (4H, I_k), `weight_hh_l{k}` (4H, R), `bias_ih_l{k}` and `bias_hh_l{k}` (4H,),
+gate order i, f, g, o, and with `proj_size` P (LSTMP) also `weight_hr_l{k}` (P, H); R = P with
+a projection, else H. jaxlstm's layout is their transpose, with the two biases summed:
+w_x = weight_ih.T, w_h = weight_hh.T, b = bias_ih + bias_hh, w_p = weight_hr.T. Exported biases
+are `bias_ih = b`, `bias_hh = 0`, which PyTorch computes identically. Layer k > 0 reads
+R * num_directions features.
+
+Only the standard cell (`LSTMParams.cell is None`) exists in PyTorch: `to_torch` refuses the
+other variants.
 
 torch is imported only inside the functions that need it; `from_torch` also accepts a plain
 mapping of NumPy arrays (as `safetensors.numpy.load_file` returns).
@@ -22,8 +27,9 @@ import numpy as np
 
 from jaxlstm.params import LSTMParams
 from jaxlstm.stack import Directions, StackParams
+from jaxlstm.validation import check_params
 
-_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)(_reverse)?$")
+_KEY = re.compile(r"^(weight_ih|weight_hh|weight_hr|bias_ih|bias_hh)_l(\d+)(_reverse)?$")
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -52,7 +58,8 @@ def from_torch(module_or_state_dict: Any, *, prefix: str = "") -> StackParams:
     """Converts a `torch.nn.LSTM` (or its `state_dict`) into params for `jaxlstm.lstm_stack`.
 
     Any `num_layers` and `bidirectional` are read from the keys; `batch_first` does not matter
-    (it changes no weights). `proj_size` (LSTMP) is not supported yet and raises.
+    (it changes no weights). With `proj_size` (LSTMP) each layer's params get the projection
+    `w_p = weight_hr.T` (H, P), and w_h is (P, 4H).
 
     Args:
         module_or_state_dict: an `nn.LSTM`, or a mapping of its parameter names to tensors or
@@ -73,16 +80,12 @@ def from_torch(module_or_state_dict: Any, *, prefix: str = "") -> StackParams:
         if not full_key.startswith(prefix):
             continue
         key = full_key[len(prefix):]
-        if key.startswith("weight_hr_l"):
-            raise ValueError(
-                f"{full_key}: LSTMs with proj_size (LSTMP) are not supported by from_torch yet."
-            )
         match = _KEY.match(key)
         if match is None:
             raise ValueError(
                 f"Unexpected key {full_key!r}: an nn.LSTM state_dict has only weight_ih_l<k>, "
-                "weight_hh_l<k>, bias_ih_l<k> and bias_hh_l<k> (with _reverse for the backward "
-                "direction)."
+                "weight_hh_l<k>, bias_ih_l<k>, bias_hh_l<k> and, with proj_size, weight_hr_l<k> "
+                "(with _reverse for the backward direction)."
             )
         name, layer, reverse = match.group(1), int(match.group(2)), bool(match.group(3))
         found.setdefault((layer, reverse), {})[name] = _to_numpy(value)
@@ -97,41 +100,74 @@ def from_torch(module_or_state_dict: Any, *, prefix: str = "") -> StackParams:
         directions = []
         for reverse in ((False, True) if bidirectional else (False,)):
             where = f"layer {layer}" + (" (reverse)" if reverse else "")
-            weights = found.get((layer, reverse))
-            if weights is None or "weight_ih" not in weights or "weight_hh" not in weights:
-                raise ValueError(f"Missing weight_ih or weight_hh for {where}.")
-            w_ih, w_hh = weights["weight_ih"], weights["weight_hh"]
-            hidden = w_hh.shape[1]
-            if w_hh.shape != (4 * hidden, hidden) or w_ih.ndim != 2 or w_ih.shape[0] != 4 * hidden:
-                raise ValueError(
-                    f"{where}: weight_hh must be (4H, H) and weight_ih (4H, I), got "
-                    f"{w_hh.shape} and {w_ih.shape}."
-                )
-            if input_size is not None and w_ih.shape[1] != input_size:
-                raise ValueError(
-                    f"{where}: weight_ih reads {w_ih.shape[1]} features, but the previous "
-                    f"layer outputs {input_size}."
-                )
-            zeros = np.zeros(4 * hidden, w_hh.dtype)  # an nn.LSTM with bias=False
-            b = weights.get("bias_ih", zeros) + weights.get("bias_hh", zeros)
-            directions.append(LSTMParams(w_x=jnp.asarray(w_ih.T), w_h=jnp.asarray(w_hh.T),
-                                         b=jnp.asarray(b)))
+            directions.append(_direction_params(found.get((layer, reverse), {}), where,
+                                                input_size))
         layers.append(Directions(*directions))
-        input_size = hidden * len(directions)
+        input_size = sum(p.w_h.shape[0] for p in directions)  # R per direction, concatenated
     return tuple(layers)
+
+
+def _direction_params(weights: Mapping[str, np.ndarray], where: str,
+                      input_size: int | None) -> LSTMParams:
+    """One direction of one layer; `input_size` is what the previous layer outputs."""
+    if "weight_ih" not in weights or "weight_hh" not in weights:
+        raise ValueError(f"Missing weight_ih or weight_hh for {where}.")
+    w_ih, w_hh, w_hr = weights["weight_ih"], weights["weight_hh"], weights.get("weight_hr")
+    if w_hr is None:
+        hidden = w_hh.shape[1] if w_hh.ndim == 2 else -1
+        if w_hh.shape != (4 * hidden, hidden):
+            raise ValueError(f"{where}: weight_hh must be (4H, H), got {w_hh.shape}.")
+    else:
+        if w_hr.ndim != 2 or w_hh.ndim != 2 or w_hr.shape[1] * 4 != w_hh.shape[0]:
+            raise ValueError(
+                f"{where}: with proj_size, weight_hr must be (P, H) and weight_hh (4H, P), got "
+                f"{w_hr.shape} and {w_hh.shape}."
+            )
+        hidden, proj = w_hr.shape[1], w_hr.shape[0]
+        if w_hh.shape != (4 * hidden, proj):
+            raise ValueError(
+                f"{where}: weight_hh must be (4H, P) = {(4 * hidden, proj)} to match weight_hr "
+                f"(P, H) = {w_hr.shape}, got {w_hh.shape}."
+            )
+    if w_ih.ndim != 2 or w_ih.shape[0] != 4 * hidden:
+        raise ValueError(
+            f"{where}: weight_ih must be (4H, I) with H = {hidden}, got {w_ih.shape}."
+        )
+    if input_size is not None and w_ih.shape[1] != input_size:
+        raise ValueError(
+            f"{where}: weight_ih reads {w_ih.shape[1]} features, but the previous "
+            f"layer outputs {input_size}."
+        )
+    zeros = np.zeros(4 * hidden, w_hh.dtype)  # an nn.LSTM with bias=False
+    for name in ("bias_ih", "bias_hh"):
+        if name in weights and weights[name].shape != zeros.shape:
+            raise ValueError(
+                f"{where}: {name} must be (4H,) = {zeros.shape}, got {weights[name].shape}."
+            )
+    b = weights.get("bias_ih", zeros) + weights.get("bias_hh", zeros)
+    return LSTMParams(
+        w_x=jnp.asarray(w_ih.T), w_h=jnp.asarray(w_hh.T), b=jnp.asarray(b),
+        w_p=None if w_hr is None else jnp.asarray(w_hr.T),
+    )
 
 
 def to_torch(params: StackParams | LSTMParams) -> dict[str, Any]:
     """A `state_dict` that `torch.nn.LSTM.load_state_dict` accepts, for the same model.
 
-    Build the module with `input_size`, `hidden_size`, `num_layers` and `bidirectional`
-    matching `params` (and `bias=True`). `bias_ih` holds b and `bias_hh` zeros.
+    Build the module with `input_size`, `hidden_size`, `num_layers`, `bidirectional` and
+    `proj_size` matching `params` (and `bias=True`). `bias_ih` holds b and `bias_hh` zeros;
+    a projection w_p (H, P) is exported as `weight_hr = w_p.T`.
 
     Args:
         params: stack params from `init_lstm_stack` / `from_torch`, or a single `LSTMParams`.
+            Only the standard cell (`cell=None`), with or without a projection, can be exported.
 
     Returns:
         An ordered dict of float32 (or the params' dtype) torch tensors.
+
+    Raises:
+        ValueError: for a cell variant (`cell` not None), which `nn.LSTM` cannot represent, or
+            for a projection with proj_size >= hidden_size, which `nn.LSTM` refuses.
     """
     import torch
 
@@ -142,10 +178,26 @@ def to_torch(params: StackParams | LSTMParams) -> dict[str, Any]:
         for p, suffix in zip(directions, ("", "_reverse")):
             if p is None:
                 continue
+            direction = "backward" if suffix else "forward"
+            where = f"layer {layer} ({direction})"
+            if getattr(p, "cell", None) is not None:
+                raise ValueError(
+                    f"{where}: cell variant {type(p.cell).__name__} cannot be exported to "
+                    "torch.nn.LSTM, which has only the standard cell (params.cell is None)."
+                )
+            sizes = check_params(p, f"params[{layer}].{direction}")
+            w_p = getattr(p, "w_p", None)
             arrays = {
                 "weight_ih": np.asarray(p.w_x).T, "weight_hh": np.asarray(p.w_h).T,
                 "bias_ih": np.asarray(p.b), "bias_hh": np.zeros_like(np.asarray(p.b)),
             }
+            if w_p is not None:
+                if sizes.output_size >= sizes.hidden_size:
+                    raise ValueError(
+                        f"{where}: torch.nn.LSTM needs proj_size < hidden_size, got proj_size "
+                        f"{sizes.output_size} and hidden_size {sizes.hidden_size}."
+                    )
+                arrays["weight_hr"] = np.asarray(w_p).T
             for name, array in arrays.items():
                 # np.array copies: torch wants a writable buffer, and a jax array's is not.
                 state_dict[f"{name}_l{layer}{suffix}"] = torch.from_numpy(np.array(array))
