@@ -32,3 +32,19 @@ def test_bad_sequence_index():
     _, _, gates = jaxlstm.lstm(params, np.ones((2, 5, 2), np.float32), return_gates=True)
     with pytest.raises(ValueError, match=r"sequence must be in \[0, 2\), got 5"):
         plot_gates(gates, sequence=5)
+
+
+def test_retained_readout_gates_get_their_own_panels():
+    params = jaxlstm.init_lstm(jax.random.key(0), 2, 6, cell="retained_readout")
+    _, _, gates = jaxlstm.lstm(params, np.ones((5, 2), np.float32), return_gates=True)
+    figure = plot_gates(gates)
+    panels = [ax for ax in figure.axes if ax.get_ylabel() == "unit"]
+    assert [ax.get_title(loc="left").split()[0] for ax in panels] == [
+        "input", "forget", "candidate", "use", "use", "cell"]
+    np.testing.assert_allclose(panels[3].images[0].get_array(), np.asarray(gates.u).T,
+                               rtol=1e-6)
+
+
+def test_not_a_gate_record():
+    with pytest.raises(TypeError, match="gates must be LSTMGates"):
+        plot_gates({"i": np.ones((3, 2))})
