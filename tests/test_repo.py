@@ -67,6 +67,8 @@ README_OUTPUTS = [  # what each ```python block of the README prints, in order
     "retained_readout (4, 12, 8) (4, 16) RetainedReadoutWeights RetainedReadoutGates\n"
     "(4, 12, 16) (4, 8)",
     "(4, 16) (12, 4, 16)",
+    "(4, 12, 16) (4, 12, 32) (4, 16)",
+    "True (4, 12, 8)",
     "10",
     "(8, 32)",
     "True",

@@ -1,0 +1,314 @@
+"""Flax NNX modules over the functional core: a cell for `nnx.RNN` and a full-sequence LSTM.
+
+    cell = LSTMCell(3, 64, rngs=nnx.Rngs(0))                      # for nnx.RNN
+    model = LSTM(3, 64, num_layers=2, bidirectional=True, dropout=0.1, rngs=nnx.Rngs(0))
+    outputs = model(xs, seq_lengths=lengths)                     # jaxlstm's fast path
+
+Weights are `nnx.Param`s named after `LSTMParams`' fields (a layer's `w_x`, `w_h`, `b`, `cell`,
+`w_p`; a stack's `layer_0.forward...`), so `nnx.state(model, nnx.Param)` has the layout of
+`jaxlstm.flax.params`, and `model.lstm_params()` hands the same arrays to `jaxlstm.lstm_stack`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxlstm.cell import LSTMState
+from jaxlstm.flax.params import cast_for_compute
+from jaxlstm.params import Initializer, LSTMParams, init_lstm
+from jaxlstm.stack import Directions, StackParams, lstm_stack
+from jaxlstm.step import lstm_cell
+from jaxlstm.validation import check_positive_int
+from jaxlstm.variants import variant_named, variant_of
+
+Array = jax.Array
+Dtype = Any
+
+
+class _CellWeights(nnx.Module):
+    """A variant's own weights (`PeepholeWeights`, ...) as `nnx.Param`s of the same names."""
+
+    def __init__(self, weights: Any):
+        for name, value in weights._asdict().items():
+            setattr(self, name, nnx.Param(value))
+
+
+class _Weights(nnx.Module):
+    """One layer's (one direction's) weights, `nnx.Param`s named after `LSTMParams`' fields."""
+
+    def __init__(self, params: LSTMParams):
+        self.variant = variant_of(params.cell).name
+        self.w_x = nnx.Param(params.w_x)
+        self.w_h = nnx.Param(params.w_h)
+        self.b = nnx.Param(params.b)
+        has_weights = params.cell is not None and bool(params.cell._fields)
+        self.cell = _CellWeights(params.cell) if has_weights else None
+        self.w_p = nnx.Param(params.w_p) if params.w_p is not None else None
+
+    def lstm_params(self) -> LSTMParams:
+        """The weights as `LSTMParams` (the same arrays)."""
+        variant = variant_named(self.variant)
+        cell = None
+        if variant.weights_type is not None:
+            fields = variant.weights_type._fields
+            cell = variant.weights_type(*(getattr(self.cell, name)[...] for name in fields))
+        w_p = None if self.w_p is None else self.w_p[...]
+        return LSTMParams(self.w_x[...], self.w_h[...], self.b[...], cell, w_p)
+
+    def load_lstm_params(self, params: LSTMParams) -> None:
+        """Sets the weights from `params` (same variant and shapes)."""
+        if variant_of(params.cell).name != self.variant:
+            raise ValueError(
+                f"params are for cell {variant_of(params.cell).name!r}, this module's is "
+                f"{self.variant!r}."
+            )
+        for name in ("w_x", "w_h", "b", "w_p"):
+            value = getattr(params, name)
+            if (value is None) != (getattr(self, name) is None):
+                raise ValueError(f"params.{name} is {'' if value is None else 'not '}None, "
+                                 "unlike this module's.")
+            if value is not None:
+                _set(getattr(self, name), value, f"params.{name}")
+        if self.cell is not None:
+            for name, value in params.cell._asdict().items():
+                _set(getattr(self.cell, name), value, f"params.cell.{name}")
+
+
+def _set(param: nnx.Param, value: Array, name: str) -> None:
+    if param[...].shape != value.shape:
+        raise ValueError(f"{name} must have shape {param[...].shape}, got {value.shape}.")
+    param[...] = value
+
+
+def _key(rngs: Any) -> Array:
+    """A key from an `nnx.Rngs` ('dropout' stream), an `RngStream`, or a key itself."""
+    if isinstance(rngs, nnx.Rngs):
+        return rngs["dropout"]()
+    if isinstance(rngs, nnx.RngStream):
+        return rngs()
+    return rngs
+
+
+class LSTMCell(_Weights, nnx.RNNCellBase):
+    """One LSTM step as an NNX `RNNCellBase`, for `nnx.RNN`; any cell variant.
+
+    The carry is Flax's `(c, h)`; c has `hidden_features` units and h
+    `proj_size or hidden_features`.
+
+    Args:
+        in_features: I.
+        hidden_features: H.
+        cell: the variant: "lstm", "peephole", "cifg", "layer_norm" or "retained_readout".
+        proj_size: P, to project h (LSTMP), or None.
+        forget_bias: initial forget-gate bias.
+        kernel_init, recurrent_kernel_init: initialisers of each gate's input and recurrent
+            kernel blocks (defaults LeCun normal and orthogonal).
+        dtype: computation dtype; None promotes the inputs' and params' dtypes.
+        param_dtype: dtype the params are stored in (initialised in float32, then cast).
+        carry_init: initialiser of the carry (default zeros).
+        rngs: `nnx.Rngs` with a 'params' stream.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int,
+        *,
+        cell: str = "lstm",
+        proj_size: int | None = None,
+        forget_bias: float = 1.0,
+        kernel_init: Initializer | None = None,
+        recurrent_kernel_init: Initializer | None = None,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        carry_init: Initializer | None = None,
+        rngs: nnx.Rngs,
+    ):
+        super().__init__(init_lstm(
+            rngs.params(), in_features, hidden_features, cell=cell, proj_size=proj_size,
+            dtype=param_dtype, forget_bias=forget_bias, input_init=kernel_init,
+            recurrent_init=recurrent_kernel_init,
+        ))
+        self.in_features = in_features
+        self.hidden_features = hidden_features
+        self.proj_size = proj_size
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+        self.carry_init = carry_init or nnx.initializers.zeros_init()
+
+    def __call__(self, carry: tuple[Array, Array], inputs: Array) -> tuple[tuple[Array, Array],
+                                                                          Array]:
+        """`((c, h), x_t) -> ((c', h'), h')`; any leading batch dimensions."""
+        params, inputs, carry = cast_for_compute(self.dtype, (self.lstm_params(), inputs, carry))
+        c, h = carry
+        state, h_t = lstm_cell(params, LSTMState(h=h, c=c), inputs)
+        return (state.c, state.h), h_t
+
+    def initialize_carry(
+        self,
+        input_shape: tuple[int, ...],
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+        carry_init: Initializer | None = None,
+    ) -> tuple[Array, Array]:
+        """`(c, h)` for inputs of shape (batch..., I), by `carry_init` (default zeros)."""
+        init = carry_init or self.carry_init
+        key = jax.random.key(0) if rngs is None else (
+            rngs.carry() if isinstance(rngs, nnx.Rngs) else _key(rngs))
+        key_c, key_h = jax.random.split(key)
+        batch = tuple(input_shape[:-1])
+        c = init(key_c, batch + (self.hidden_features,), self.param_dtype)
+        h = init(key_h, batch + (self.proj_size or self.hidden_features,), self.param_dtype)
+        return c, h
+
+    @property
+    def num_feature_axes(self) -> int:
+        return 1
+
+
+class _Layer(nnx.Module):
+    def __init__(self, forward: LSTMParams, backward: LSTMParams | None):
+        self.forward = _Weights(forward)
+        self.backward = None if backward is None else _Weights(backward)
+
+
+class LSTM(nnx.Module):
+    """A multi-layer, optionally bidirectional LSTM over whole sequences: `jaxlstm.lstm_stack`.
+
+    Args:
+        in_features: I.
+        hidden_features: H per direction.
+        num_layers: stacked layers.
+        bidirectional: run a backward direction too; directions concatenate between layers.
+        dropout: dropout on each layer's output except the last (PyTorch's `dropout`).
+        recurrent_dropout: variational dropout on h_{t-1}, one mask per sequence.
+        zoneout_h, zoneout_c: zoneout rates on h and c (their expectation when deterministic).
+        residual: add each later layer's input to its output where the widths match.
+        merge: how the last layer's directions are returned: "concat", "sum" or "none".
+        cell: the cell variant. proj_size: LSTMP projection size, or None.
+        forget_bias, kernel_init, recurrent_kernel_init: initialisation, as `LSTMCell`'s.
+        time_major: inputs are (T, batch..., I) rather than (batch..., T, I).
+        unroll, remat_chunk: passed to `jaxlstm.lstm`.
+        dtype: computation dtype; None promotes the inputs' and params' dtypes.
+        param_dtype: dtype the params are stored in.
+        deterministic: the default for `__call__`'s `deterministic` (as `nnx.Dropout`).
+        rngs: `nnx.Rngs`: 'params' for initialisation; its 'dropout' stream (forked) draws
+            the masks when a rate is set.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int,
+        *,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        zoneout_h: float = 0.0,
+        zoneout_c: float = 0.0,
+        residual: bool = False,
+        merge: str = "concat",
+        cell: str = "lstm",
+        proj_size: int | None = None,
+        forget_bias: float = 1.0,
+        kernel_init: Initializer | None = None,
+        recurrent_kernel_init: Initializer | None = None,
+        time_major: bool = False,
+        unroll: int | bool | None = None,
+        remat_chunk: int | None = None,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        deterministic: bool = False,
+        rngs: nnx.Rngs,
+    ):
+        self.num_layers = check_positive_int(num_layers, "num_layers")
+        directions = 2 if bidirectional else 1
+        keys = jax.random.split(rngs.params(), (self.num_layers, directions))
+        for n in range(self.num_layers):
+            width = in_features if n == 0 else directions * (proj_size or hidden_features)
+            per_direction = [
+                init_lstm(keys[n, d], width, hidden_features, cell=cell, proj_size=proj_size,
+                          dtype=param_dtype, forget_bias=forget_bias, input_init=kernel_init,
+                          recurrent_init=recurrent_kernel_init)
+                for d in range(directions)
+            ]
+            setattr(self, f"layer_{n}", _Layer(*per_direction, *([None] * (2 - directions))))
+        self.rates = (float(dropout), float(recurrent_dropout), float(zoneout_h),
+                      float(zoneout_c))
+        self.residual = residual
+        self.merge = merge
+        self.time_major = time_major
+        self.unroll = unroll
+        self.remat_chunk = remat_chunk
+        self.dtype = dtype
+        self.deterministic = deterministic
+        self.rngs = rngs["dropout"].fork() if any(self.rates) else nnx.data(None)
+
+    def lstm_params(self) -> StackParams:
+        """The weights as the stack params of `jaxlstm.lstm_stack` (the same arrays)."""
+        layers = []
+        for n in range(self.num_layers):
+            layer = getattr(self, f"layer_{n}")
+            backward = None if layer.backward is None else layer.backward.lstm_params()
+            layers.append(Directions(layer.forward.lstm_params(), backward))
+        return tuple(layers)
+
+    def load_lstm_params(self, params: StackParams) -> None:
+        """Sets the weights from stack params of the same shape."""
+        if len(params) != self.num_layers:
+            raise ValueError(f"params has {len(params)} layers, this module {self.num_layers}.")
+        for n, directions in enumerate(params):
+            layer = getattr(self, f"layer_{n}")
+            if (directions.backward is None) != (layer.backward is None):
+                raise ValueError(f"params[{n}] and this module differ in directions.")
+            layer.forward.load_lstm_params(directions.forward)
+            if layer.backward is not None:
+                layer.backward.load_lstm_params(directions.backward)
+
+    def __call__(
+        self,
+        inputs: Array,
+        *,
+        seq_lengths: Array | None = None,
+        initial_carry: Any = None,
+        deterministic: bool | None = None,
+        return_carry: bool = False,
+        return_gates: bool = False,
+        rngs: nnx.Rngs | nnx.RngStream | Array | None = None,
+    ) -> Any:
+        """Runs the stack; arguments and results as `jaxlstm.flax.linen.LSTM.__call__`.
+
+        `deterministic` (default: the attribute) turns off dropout and uses zoneout's
+        expectation; otherwise masks draw from `rngs` if given, else the stream forked at
+        construction.
+        """
+        deterministic = self.deterministic if deterministic is None else deterministic
+        training = not deterministic and any(self.rates)
+        key = None
+        if training:
+            source = rngs if rngs is not None else self.rngs
+            if source is None:
+                raise ValueError("deterministic is False and a rate is set, but no rngs.")
+            key = _key(source)
+        params, inputs, initial_carry = cast_for_compute(self.dtype,
+                                              (self.lstm_params(), inputs, initial_carry))
+        dropout, recurrent_dropout, zoneout_h, zoneout_c = self.rates
+        result = lstm_stack(
+            params, inputs, initial_state=initial_carry, seq_lengths=seq_lengths,
+            time_major=self.time_major, merge=self.merge, dropout_rate=dropout,
+            recurrent_dropout=recurrent_dropout, zoneout_h=zoneout_h, zoneout_c=zoneout_c,
+            residual=self.residual, key=key, deterministic=not training,
+            return_gates=return_gates, unroll=self.unroll, remat_chunk=self.remat_chunk,
+        )
+        outputs, carry = result[0], result[1]
+        out = (carry, outputs) if return_carry else (outputs,)
+        if return_gates:
+            out = (*out, result[2])
+        return out if len(out) > 1 else out[0]
+
+
+__all__ = ["LSTM", "LSTMCell"]
