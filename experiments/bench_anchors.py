@@ -1,4 +1,4 @@
-"""What the benchmark times: jaxlstm, and the anchors it is compared against.
+"""What the benchmark times: jaxlstm, its Flax modules, and the anchors it is compared against.
 
 Every implementation computes the same thing at a `Size`: the outputs (B, T, H) of one LSTM layer
 for a batch-major input (forward), or the gradient of sum(outputs) w.r.t. all its parameters and
@@ -8,6 +8,10 @@ and returns a zero-argument call that returns only once its result is ready.
 JAX anchors are an `apply(params, xs) -> hs` function; one code path (`_prepare_jax`) jits and
 differentiates all of them, so they differ only in the model they call. Optional packages are
 imported inside their builders, so a missing one skips its rows instead of breaking the import.
+
+`jaxlstm_linen` and `jaxlstm_nnx` run jaxlstm's own core through its full-sequence Flax modules
+(`jaxlstm.flax.linen.LSTM`, `jaxlstm.flax.nnx.LSTM`) on the `jaxlstm` row's very arrays, each
+timed the way its Flax anchor is: they measure what the module layer costs, not an alternative.
 """
 
 from __future__ import annotations
@@ -91,8 +95,12 @@ def _prepare_jax(apply: Apply, params: Any, size: Size, pass_name: str) -> Prepa
 
 
 def _jax_impl(key: str, label: str, setup: Callable[[Size], tuple[Apply, Any]],
-              needs: str | None = None, backend: str | None = None) -> Impl:
-    """A JAX row from `setup(size) -> (apply, params)`; `needs` a package, or a jax `backend`."""
+              needs: str | None = None, backend: str | None = None,
+              refuses: Callable[[], str | None] | None = None) -> Impl:
+    """A JAX row from `setup(size) -> (apply, params)`; `needs` a package, or a jax `backend`.
+
+    `refuses()`, checked once the package is there, gives any other reason the row cannot run.
+    """
 
     def prepare(size: Size, pass_name: str) -> Prepared:
         apply, params = setup(size)
@@ -103,15 +111,77 @@ def _jax_impl(key: str, label: str, setup: Callable[[Size], tuple[Apply, Any]],
             return f"{needs} is not installed"
         if backend is not None and jax.default_backend() != backend:
             return f"needs jax on {backend}, jax runs on {jax.default_backend()}"
-        return None
+        return refuses() if refuses is not None else None
 
     return Impl(key, label, prepare, unavailable)
 
 
 def _jaxlstm_setup(kwargs: dict[str, Any]) -> Callable[[Size], tuple[Apply, Any]]:
     def setup(size: Size) -> tuple[Apply, Any]:
-        params = jaxlstm.init_lstm(jax.random.key(0), size.input_size, size.hidden_size)
-        return (lambda p, xs: jaxlstm.lstm(p, xs, **kwargs)[0]), params
+        return (lambda p, xs: jaxlstm.lstm(p, xs, **kwargs)[0]), _jaxlstm_params(size)
+
+    return setup
+
+
+def _jaxlstm_params(size: Size) -> jaxlstm.LSTMParams:
+    """The `jaxlstm` row's parameters; the module rows load the same arrays."""
+    return jaxlstm.init_lstm(jax.random.key(0), size.input_size, size.hidden_size)
+
+
+def _module_class(family: str) -> type:
+    """`jaxlstm.flax.linen.LSTM` or `jaxlstm.flax.nnx.LSTM` (imported here: flax is optional)."""
+    return importlib.import_module(f"jaxlstm.flax.{family}").LSTM
+
+
+def _split_module_kwargs(family: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The `--jaxlstm-kwargs` that `family`'s LSTM takes as constructor arguments (`unroll`,
+    `remat_chunk`, ...), and the names of those it has no option for."""
+    options = set(inspect.signature(_module_class(family).__init__).parameters)
+    options -= {"self", "parent", "name", "rngs"}
+    taken = {k: v for k, v in kwargs.items() if k in options}
+    return taken, sorted(set(kwargs) - set(taken))
+
+
+def _module_refuses(family: str, kwargs: dict[str, Any]) -> Callable[[], str | None]:
+    """Why a module row cannot honour `--jaxlstm-kwargs` (and so would time something else)."""
+
+    def refuses() -> str | None:
+        refused = _split_module_kwargs(family, kwargs)[1]
+        if refused:
+            return (f"jaxlstm.flax.{family}.LSTM has no option {', '.join(refused)} "
+                    "(from --jaxlstm-kwargs)")
+        return None
+
+    return refuses
+
+
+def _jaxlstm_linen_setup(kwargs: dict[str, Any]) -> Callable[[Size], tuple[Apply, Any]]:
+    def setup(size: Size) -> tuple[Apply, Any]:
+        from jaxlstm.flax import to_module_params
+
+        model = _module_class("linen")(size.hidden_size, **_split_module_kwargs("linen", kwargs)[0])
+        # The jaxlstm row's arrays in the module's layout ({"layer_0": {"forward": ...}}), so
+        # both rows compute the same numbers; differentiated as a whole, as flax_linen's are.
+        variables = {"params": to_module_params((jaxlstm.Directions(_jaxlstm_params(size)),))}
+        return model.apply, variables
+
+    return setup
+
+
+def _jaxlstm_nnx_setup(kwargs: dict[str, Any]) -> Callable[[Size], tuple[Apply, Any]]:
+    def setup(size: Size) -> tuple[Apply, Any]:
+        from flax import nnx
+
+        model = _module_class("nnx")(size.input_size, size.hidden_size, rngs=nnx.Rngs(0),
+                                     **_split_module_kwargs("nnx", kwargs)[0])
+        model.load_lstm_params((jaxlstm.Directions(_jaxlstm_params(size)),))
+        # As the flax_nnx row: nnx.split + plain jax.jit over the state, not nnx.jit.
+        graphdef, state = nnx.split(model)
+
+        def apply(state: nnx.State, xs: jax.Array) -> jax.Array:
+            return nnx.merge(graphdef, state)(xs)
+
+        return apply, state
 
     return setup
 
@@ -230,9 +300,18 @@ def _torch_impl(key: str, label: str, device: str, threads: int | None,
 
 
 def implementations(jaxlstm_kwargs: dict[str, Any]) -> list[Impl]:
-    """All rows, jaxlstm first; `jaxlstm_kwargs` are passed to every `jaxlstm.lstm` call."""
+    """All rows, jaxlstm first; `jaxlstm_kwargs` are passed to every `jaxlstm.lstm` call.
+
+    jaxlstm's module rows come right after it, so the three are timed back to back at a size
+    (under the same load on a shared machine); they take the options of `jaxlstm_kwargs` that
+    the modules have, and are skipped if it holds another.
+    """
     return [
         _jax_impl("jaxlstm", "jaxlstm", _jaxlstm_setup(jaxlstm_kwargs)),
+        _jax_impl("jaxlstm_linen", "jaxlstm.flax.linen.LSTM", _jaxlstm_linen_setup(jaxlstm_kwargs),
+                  "flax", refuses=_module_refuses("linen", jaxlstm_kwargs)),
+        _jax_impl("jaxlstm_nnx", "jaxlstm.flax.nnx.LSTM", _jaxlstm_nnx_setup(jaxlstm_kwargs),
+                  "flax", refuses=_module_refuses("nnx", jaxlstm_kwargs)),
         _jax_impl("flax_linen", "flax linen RNN(OptimizedLSTMCell)", _flax_linen_setup, "flax"),
         _jax_impl("flax_nnx", "flax nnx RNN(OptimizedLSTMCell)", _flax_nnx_setup, "flax"),
         _jax_impl("equinox", "equinox LSTMCell+scan+vmap", _equinox_setup, "equinox"),

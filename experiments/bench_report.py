@@ -1,4 +1,5 @@
-"""Views of a benchmark's results document: jaxlstm against the anchors, markdown, a bar chart.
+"""Views of a benchmark's results document: jaxlstm against the anchors, jaxlstm's Flax modules
+against jaxlstm, markdown, a bar chart.
 
 Everything here reads the same dict that is written to results.json, so a report can be rebuilt
 from a saved run.
@@ -7,6 +8,7 @@ from a saved run.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,9 @@ from experiments.bench_sizes import PASS_LABELS, PASSES
 
 Results = dict[str, Any]
 SUBJECT = "jaxlstm"
+MODULES = ("jaxlstm_linen", "jaxlstm_nnx")
+"""Rows that run jaxlstm's own core through its Flax modules: compared with the `jaxlstm` row
+(what the module layer costs), never counted as anchors."""
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -30,7 +35,7 @@ def _row(rows: list[dict], impl: str, size: str, pass_name: str) -> dict | None:
 
 def _fastest_anchor(rows: list[dict], size: str, pass_name: str) -> dict | None:
     anchors = [r for r in rows if r["size"] == size and r["pass"] == pass_name
-               and r["impl"] != SUBJECT]
+               and r["impl"] != SUBJECT and r["impl"] not in MODULES]
     return min(anchors, key=lambda r: r["median_ms"], default=None)
 
 
@@ -63,6 +68,41 @@ def compare(rows: list[dict], jax_backend: str) -> list[dict]:
     return comparisons
 
 
+def compare_modules(rows: list[dict]) -> list[dict]:
+    """Each of jaxlstm's module rows against the `jaxlstm` row of the same run, size and pass.
+
+    `vs_jaxlstm` is the ratio of the medians, `min_vs_jaxlstm` of the fastest calls (less
+    sensitive to a busy machine); 1 means the module adds nothing.
+    """
+    comparisons = []
+    for row in (r for r in rows if r["impl"] in MODULES):
+        subject = _row(rows, SUBJECT, row["size"], row["pass"])
+        if subject is None:
+            continue
+        comparisons.append({
+            "size": row["size"],
+            "pass": row["pass"],
+            "impl": row["impl"],
+            "label": row["label"],
+            "ms": row["median_ms"],
+            "iqr_ms": row["iqr_ms"],
+            "compile_ms": row["compile_ms"],
+            "jaxlstm_ms": subject["median_ms"],
+            "jaxlstm_iqr_ms": subject["iqr_ms"],
+            "jaxlstm_compile_ms": subject["compile_ms"],
+            "vs_jaxlstm": row["median_ms"] / subject["median_ms"],
+            "min_vs_jaxlstm": row["min_ms"] / subject["min_ms"],
+        })
+    # By size (in measurement order), then pass, then module: a size's ratios side by side.
+    sizes = list(dict.fromkeys(r["size"] for r in rows))
+    return sorted(comparisons, key=lambda c: (sizes.index(c["size"]), PASSES.index(c["pass"]),
+                                              MODULES.index(c["impl"])))
+
+
+def _geometric_mean(values: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
 def _times_table(results: Results) -> list[str]:
     """Rows are implementations, columns sizes; cells `forward / f+b` ms, the fastest in bold."""
     rows, sizes = results["rows"], [s["name"] for s in results["sizes"]]
@@ -88,8 +128,8 @@ def _times_table(results: Results) -> list[str]:
 
 def _comparison_table(results: Results) -> list[str]:
     lines = [
-        "| size | pass | jaxlstm ms | GFLOP/s | % of peak | compile s | fastest anchor | ms "
-        "| jaxlstm / fastest | jaxlstm / torch |",
+        ("| size | pass | jaxlstm ms | GFLOP/s | % of peak | compile s | fastest anchor | ms "
+         "| jaxlstm / fastest | jaxlstm / torch |"),
         "|---" * 10 + "|",
     ]
     for c in results["comparisons"]:
@@ -104,10 +144,41 @@ def _comparison_table(results: Results) -> list[str]:
     return lines
 
 
+def _modules_table(comparisons: list[dict]) -> list[str]:
+    """The module rows vs jaxlstm, then each module's geometric-mean ratio over the table."""
+    lines = [
+        ("| size | pass | module | ms (IQR) | jaxlstm ms (IQR) | module / jaxlstm "
+         "| min / min | compile s | jaxlstm compile s |"),
+        "|---" * 9 + "|",
+    ]
+    for c in comparisons:
+        compile_s, subject_compile_s = (
+            ms / 1e3 if ms is not None else None
+            for ms in (c["compile_ms"], c["jaxlstm_compile_ms"])
+        )
+        lines.append(
+            f"| {c['size']} | {PASS_LABELS[c['pass']]} | {c['label']} "
+            f"| {_fmt(c['ms'])} ({_fmt(c['iqr_ms'], 2)}) "
+            f"| {_fmt(c['jaxlstm_ms'])} ({_fmt(c['jaxlstm_iqr_ms'], 2)}) "
+            f"| {c['vs_jaxlstm']:.3f} | {c['min_vs_jaxlstm']:.3f} "
+            f"| {_fmt(compile_s, 2)} | {_fmt(subject_compile_s, 2)} |"
+        )
+    lines.append("")
+    labels = {c["impl"]: c["label"] for c in comparisons}
+    for impl, label in labels.items():
+        mine = [c for c in comparisons if c["impl"] == impl]
+        lines.append(
+            f"- {label} / jaxlstm, geometric mean over {len(mine)} measurements: medians "
+            f"{_geometric_mean([c['vs_jaxlstm'] for c in mine]):.3f}, fastest calls "
+            f"{_geometric_mean([c['min_vs_jaxlstm'] for c in mine]):.3f}"
+        )
+    return lines
+
+
 def _memory_table(memory: list[dict]) -> list[str]:
     lines = [
-        "| jaxlstm.lstm kwargs | T | B | I | H | peak RSS MB | peak RSS before step MB "
-        "| device peak MB | first call s | step s | note |",
+        ("| jaxlstm.lstm kwargs | T | B | I | H | peak RSS MB | peak RSS before step MB "
+         "| device peak MB | first call s | step s | note |"),
         "|---" * 11 + "|",
     ]
     for m in memory:
@@ -140,10 +211,16 @@ def header(results: Results) -> str:
 
 
 def markdown(results: Results) -> str:
-    """The whole report: header, times, jaxlstm against the anchors, memory, skipped rows."""
+    """The whole report: header, times, jaxlstm against the anchors, jaxlstm's modules against
+    jaxlstm, memory, skipped rows."""
     parts = ["# LSTM benchmark", "", header(results), ""]
     if results["rows"]:
         parts += _times_table(results) + [""] + _comparison_table(results) + [""]
+    if results.get("vs_jaxlstm"):
+        parts += ["## jaxlstm's Flax modules vs jaxlstm (same run)", "",
+                  ("Ratios below 1 mean the module was faster than the functional call; "
+                   "both compute the same numbers from the same arrays."), ""]
+        parts += _modules_table(results["vs_jaxlstm"]) + [""]
     if results.get("memory"):
         parts += ["## Long sequences: one training step", ""]
         parts += _memory_table(results["memory"]) + [""]

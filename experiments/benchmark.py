@@ -3,11 +3,13 @@
 All rows run in one process, one after another, at the sizes of PERFORMANCE.md (S1-S4). Each
 pass is compiled first (compile time measured apart), warmed up, then timed as the median of
 many calls. Writes results.json, results.md and (with matplotlib) results.png to the run folder
-and prints the markdown.
+and prints the markdown. The rows jaxlstm_linen and jaxlstm_nnx time jaxlstm's own Flax modules
+and are reported as ratios to the jaxlstm row ("vs_jaxlstm"), not as anchors.
 
     python -m experiments.benchmark                        # S1-S4, a few minutes on 2 cores
     python -m experiments.benchmark --quick                # smoke test, seconds
     python -m experiments.benchmark --sizes S1,S3 --only jaxlstm,torch --repeats 20
+    python -m experiments.benchmark --only jaxlstm,jaxlstm_linen,jaxlstm_nnx   # module overhead
     python -m experiments.benchmark --jaxlstm-kwargs '{"unroll": 2}'
     python -m experiments.benchmark --memory               # also: T=10000 training step memory
 """
@@ -30,7 +32,12 @@ from typing import Any
 import jax
 
 from experiments import bench_report
-from experiments.bench_anchors import IMPL_KEYS, Impl, implementations, unsupported_lstm_kwargs
+from experiments.bench_anchors import (
+    IMPL_KEYS,
+    Impl,
+    implementations,
+    unsupported_lstm_kwargs,
+)
 from experiments.bench_memory import MemoryProblem, run_memory_experiment
 from experiments.bench_sizes import PASSES, QUICK_SIZES, SIZES, Size
 from experiments.bench_timing import Budget, matmul_gflops, time_call
@@ -228,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "peak": peak,
         "rows": rows,
         "comparisons": bench_report.compare(rows, machine["jax_backend"]),
+        "vs_jaxlstm": bench_report.compare_modules(rows),
         "skipped": skipped,
     }
     if args.memory:

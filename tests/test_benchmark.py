@@ -11,6 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+import jax
+import numpy as np
+
+from experiments.bench_anchors import implementations
+from experiments.bench_sizes import QUICK_SIZES
 from experiments.bench_timing import Budget, time_call
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,21 +24,30 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_benchmark(out: Path, *args: str) -> dict:
     result = subprocess.run(
         [sys.executable, "-m", "experiments.benchmark", "--quick", "--out", str(out), *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads((out / "results.json").read_text())
 
 
 def test_quick_run_times_jaxlstm_and_anchors_and_writes_reports(tmp_path):
-    results = run_benchmark(tmp_path, "--only", "jaxlstm,flax_linen,torch,jax_cudnn")
+    results = run_benchmark(
+        tmp_path, "--only", "jaxlstm,jaxlstm_linen,jaxlstm_nnx,flax_linen,torch,jax_cudnn"
+    )
 
     rows = results["rows"]
-    for impl in ("jaxlstm", "flax_linen"):
+    jax_rows = ("jaxlstm", "jaxlstm_linen", "jaxlstm_nnx", "flax_linen")
+    for impl in jax_rows:
         measured = {r["pass"] for r in rows if r["impl"] == impl}
         assert measured == {"forward", "fwd_bwd"}, impl
     assert all(r["median_ms"] > 0 and r["min_ms"] > 0 and r["repeats"] >= 3 for r in rows)
-    assert all(r["compile_ms"] > 0 for r in rows if r["impl"] in ("jaxlstm", "flax_linen"))
+    assert all(r["compile_ms"] > 0 for r in rows if r["impl"] in jax_rows)
+    # jaxlstm's modules are compared with jaxlstm, size by size, and are never an anchor.
+    modules = {(c["impl"], c["pass"]) for c in results["vs_jaxlstm"]}
+    assert modules == {(m, p) for m in ("jaxlstm_linen", "jaxlstm_nnx")
+                       for p in ("forward", "fwd_bwd")}
+    assert all(c["vs_jaxlstm"] > 0 and c["min_vs_jaxlstm"] > 0 for c in results["vs_jaxlstm"])
+    assert all(not c["fastest_anchor"].startswith("jaxlstm") for c in results["comparisons"])
     assert {c["pass"] for c in results["comparisons"]} == {"forward", "fwd_bwd"}
     torch_ran = any(r["impl"] == "torch" for r in rows)
     for comparison in results["comparisons"]:
@@ -45,7 +59,40 @@ def test_quick_run_times_jaxlstm_and_anchors_and_writes_reports(tmp_path):
         assert "jax_cudnn" in [s["impl"] for s in results["skipped"]]
     report = (tmp_path / "results.md").read_text()
     assert "| jaxlstm |" in report and "fastest anchor" in report
+    assert "modules vs jaxlstm" in report and "| jaxlstm.flax.nnx.LSTM |" in report
     assert (tmp_path / "results.png").exists() == bool(importlib.util.find_spec("matplotlib"))
+
+
+def test_module_rows_compute_what_the_jaxlstm_row_computes():
+    from flax import nnx
+
+    from jaxlstm.flax import to_lstm_params
+
+    impls = {impl.key: impl for impl in implementations({})}
+
+    def run(key: str, pass_name: str):
+        result = impls[key].prepare(QUICK_SIZES[0], pass_name).call()
+        if pass_name == "forward" or key == "jaxlstm":
+            return result
+        grads, grad_xs = result
+        # A module's params (linen variables or an nnx.State) as the jaxlstm row's LSTMParams.
+        grads = grads["params"] if key == "jaxlstm_linen" else nnx.to_pure_dict(grads)
+        return to_lstm_params(grads)[0].forward, grad_xs
+
+    for pass_name in ("forward", "fwd_bwd"):
+        expected = run("jaxlstm", pass_name)
+        for key in ("jaxlstm_linen", "jaxlstm_nnx"):
+            jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6),
+                         run(key, pass_name), expected)
+
+
+def test_module_rows_are_skipped_for_options_the_modules_lack():
+    impls = {impl.key: impl for impl in implementations({"fused_backward": False})}
+    for key in ("jaxlstm_linen", "jaxlstm_nnx"):
+        assert "fused_backward" in impls[key].unavailable()
+    assert impls["jaxlstm"].unavailable() is None
+    unrolled = {impl.key: impl for impl in implementations({"unroll": 2})}
+    assert unrolled["jaxlstm_linen"].unavailable() is None
 
 
 def test_memory_experiment_measures_plain_and_skips_unknown_kwargs(tmp_path):
