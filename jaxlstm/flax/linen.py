@@ -19,7 +19,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxlstm.cell import LSTMState
-from jaxlstm.flax.params import cast_for_compute, to_lstm_params, to_module_params
+from jaxlstm.flax.params import (
+    cast_for_compute,
+    check_module_options,
+    to_lstm_params,
+    to_module_params,
+)
 from jaxlstm.params import Initializer, init_lstm
 from jaxlstm.stack import lstm_stack
 from jaxlstm.step import lstm_cell
@@ -79,10 +84,12 @@ class LSTMCell(nn.RNNCellBase):
             name: self.param(name, lambda key, name=name: self._init(key, in_features)[name])
             for name in names
         }
-        params, inputs, carry = cast_for_compute(self.dtype, (to_lstm_params(layer), inputs, carry))
         c, h = carry
-        state, h_t = lstm_cell(params, LSTMState(h=h, c=c), inputs)
-        return (state.c, state.h), h_t
+        params, inputs, (c_in, h_in) = cast_for_compute(
+            self.dtype, (to_lstm_params(layer), inputs, carry))
+        state, h_t = lstm_cell(params, LSTMState(h=h_in, c=c_in), inputs)
+        # The carry keeps its dtype (a scan needs that); the output is in the compute dtype.
+        return (state.c.astype(c.dtype), state.h.astype(h.dtype)), h_t
 
     @nn.nowrap
     def initialize_carry(self, rng: Array, input_shape: tuple[int, ...]) -> tuple[Array, Array]:
@@ -184,8 +191,8 @@ class LSTM(nn.Module):
             `return_gates`. `carry` is a tuple (one per layer) of `Directions` of `LSTMState`,
             as `jaxlstm.lstm_stack` returns.
         """
-        if self.num_layers < 1:
-            raise ValueError(f"num_layers must be a positive int, got {self.num_layers}.")
+        check_module_options(self.num_layers, self.merge, self.dropout, self.recurrent_dropout,
+                             self.zoneout_h, self.zoneout_c)
         variant_named(self.cell)
         in_features = inputs.shape[-1]
         tree = {

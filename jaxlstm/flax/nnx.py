@@ -18,11 +18,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxlstm.cell import LSTMState
-from jaxlstm.flax.params import cast_for_compute
+from jaxlstm.flax.params import cast_for_compute, check_module_options
 from jaxlstm.params import Initializer, LSTMParams, init_lstm
 from jaxlstm.stack import Directions, StackParams, lstm_stack
 from jaxlstm.step import lstm_cell
-from jaxlstm.validation import check_positive_int
 from jaxlstm.variants import variant_named, variant_of
 
 Array = jax.Array
@@ -143,10 +142,12 @@ class LSTMCell(_Weights, nnx.RNNCellBase):
     def __call__(self, carry: tuple[Array, Array], inputs: Array) -> tuple[tuple[Array, Array],
                                                                           Array]:
         """`((c, h), x_t) -> ((c', h'), h')`; any leading batch dimensions."""
-        params, inputs, carry = cast_for_compute(self.dtype, (self.lstm_params(), inputs, carry))
         c, h = carry
-        state, h_t = lstm_cell(params, LSTMState(h=h, c=c), inputs)
-        return (state.c, state.h), h_t
+        params, inputs, (c_in, h_in) = cast_for_compute(
+            self.dtype, (self.lstm_params(), inputs, carry))
+        state, h_t = lstm_cell(params, LSTMState(h=h_in, c=c_in), inputs)
+        # The carry keeps its dtype (a scan needs that); the output is in the compute dtype.
+        return (state.c.astype(c.dtype), state.h.astype(h.dtype)), h_t
 
     def initialize_carry(
         self,
@@ -225,7 +226,9 @@ class LSTM(nnx.Module):
         deterministic: bool = False,
         rngs: nnx.Rngs,
     ):
-        self.num_layers = check_positive_int(num_layers, "num_layers")
+        check_module_options(num_layers, merge, dropout, recurrent_dropout, zoneout_h,
+                             zoneout_c)
+        self.num_layers = num_layers
         directions = 2 if bidirectional else 1
         keys = jax.random.split(rngs.params(), (self.num_layers, directions))
         for n in range(self.num_layers):

@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxlstm.params import LSTMParams
-from jaxlstm.stack import Directions, StackParams
+from jaxlstm.stack import MERGE_MODES, Directions, StackParams
+from jaxlstm.validation import check_positive_int, check_rate
 from jaxlstm.variants import VARIANTS, CellVariant
 
 LayerDict = dict[str, Any]
@@ -27,8 +28,10 @@ LayerDict = dict[str, Any]
 
 def _plain(tree: Any) -> Any:
     """A linen params dict as is; an `nnx.State` (or a FrozenDict) as nested plain dicts."""
-    if hasattr(tree, "to_pure_dict"):
-        tree = tree.to_pure_dict()
+    if hasattr(tree, "to_pure_dict"):  # an nnx.State; flax is imported already if it is one
+        from flax import nnx
+
+        tree = nnx.to_pure_dict(tree)
     if isinstance(tree, Mapping):
         return {str(k): _plain(v) for k, v in tree.items()}
     return tree
@@ -130,3 +133,14 @@ def cast_for_compute(dtype: Any, tree: Any) -> Any:
     if dtype is None:
         return tree
     return jax.tree.map(lambda a: jnp.asarray(a).astype(dtype), tree)
+
+
+def check_module_options(num_layers: Any, merge: Any, dropout: Any, recurrent_dropout: Any,
+                         zoneout_h: Any, zoneout_c: Any) -> None:
+    """Checks an `LSTM` module's options, naming the module's own attributes."""
+    check_positive_int(num_layers, "num_layers")
+    if merge not in MERGE_MODES:
+        raise ValueError(f"merge must be one of {list(MERGE_MODES)}, got {merge!r}.")
+    for name, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout),
+                       ("zoneout_h", zoneout_h), ("zoneout_c", zoneout_c)):
+        check_rate(rate, name)
