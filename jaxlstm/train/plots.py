@@ -1,0 +1,80 @@
+"""The run folder's pictures: loss curves, the task's own picture and one sequence's gates.
+
+matplotlib is optional: without it `draw_all` draws nothing and says so in the summary.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxlstm.flax.params import to_lstm_params
+from jaxlstm.scan import lstm
+from jaxlstm.train.logs import read_metrics
+from jaxlstm.train.step import TrainState, jit_predict
+
+
+def loss_curves(path: str, records: list[dict[str, Any]], metric: str) -> None:
+    """Training loss and the held-out loss and metric against the step."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    FigureCanvasAgg(figure)
+    ax_loss, ax_metric = figure.subplots(1, 2)
+    for split, style in (("train", "-"), ("eval", "o-")):
+        rows = [r for r in records if r["split"] == split]
+        if rows:
+            ax_loss.plot([r["step"] for r in rows], [r["loss"] for r in rows], style,
+                         label=split, markersize=3)
+            if metric in rows[0]:
+                ax_metric.plot([r["step"] for r in rows], [r[metric] for r in rows], style,
+                               label=split, markersize=3)
+    ax_loss.set(xlabel="step", ylabel="loss", title="loss", yscale="log")
+    ax_metric.set(xlabel="step", ylabel=metric, title=metric)
+    for ax in (ax_loss, ax_metric):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    figure.savefig(path, dpi=110)
+
+
+def _first_layer(params: Any) -> Any:
+    """The first layer's forward `LSTMParams`, whichever API trained the model."""
+    if "lstm" in params:
+        return params["lstm"][0].forward
+    lstm_params = next(v for k, v in params.items() if k.startswith("LSTM"))
+    return to_lstm_params(lstm_params)[0].forward
+
+
+def draw_all(run_dir: str, state: TrainState, task: Any, eval_batches: list[dict[str, Any]]
+             ) -> list[str]:
+    """Draws every picture the run has; returns the files written (empty without matplotlib)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return []
+    from jaxlstm.plotting import plot_gates
+
+    written = []
+    path = os.path.join(run_dir, "loss.png")
+    loss_curves(path, read_metrics(os.path.join(run_dir, "metrics.jsonl")), task.spec.metric)
+    written.append(path)
+    if hasattr(task, "plot"):
+        outputs = [np.asarray(jit_predict(state, b)) for b in eval_batches]
+        path = os.path.join(run_dir, f"{task.spec.name}.png")
+        task.plot(path, outputs, eval_batches)
+        written.append(path)
+    batch = eval_batches[0]
+    inputs = batch["inputs"][:1]
+    lengths = batch.get("lengths")
+    layer = _first_layer(state.params)
+    _, _, gates = lstm(layer, inputs, return_gates=True,
+                       seq_lengths=None if lengths is None else lengths[:1])
+    path = os.path.join(run_dir, "gates.png")
+    plot_gates(jax.device_get(gates), sequence=0, path=path,
+               title=f"{task.spec.name}: first layer's gates on one held-out sequence")
+    written.append(path)
+    return written
