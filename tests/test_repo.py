@@ -97,3 +97,9 @@ def test_example_job_runs_and_reports():
     assert result.returncode == 0, result.stderr
     assert re.search(r"test MSE after training: \d+\.\d+", result.stdout), result.stdout
     assert "f: marked" in result.stdout
+
+
+def test_readme_first_command_runs_the_quickstart_config():
+    first = code_blocks("bash")[0].strip()
+    assert first == "pip install -e . && python -m experiments.train configs/quickstart.yaml"
+    assert (ROOT / "configs" / "quickstart.yaml").is_file()
