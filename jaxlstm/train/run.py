@@ -79,6 +79,22 @@ def evaluate(state: TrainState, batches: list[dict[str, np.ndarray]]) -> dict[st
     return {key: value / weight for key, value in totals.items()}
 
 
+def write_samples(run_dir: str, params: Any, task: Any, seed: int, *, prompt: str = "The ",
+                  length: int = 400, count: int = 3) -> str:
+    """Generated text from a next-character model into `samples.txt`; returns the path."""
+    from jaxlstm.train.sample import sample
+
+    path = os.path.join(run_dir, "samples.txt")
+    prompt_ids = task.encode(prompt)
+    with open(path, "w") as f:
+        for n in range(count):
+            ids = sample(params, prompt_ids, length, task.spec.input_size,
+                         key=jax.random.fold_in(jax.random.PRNGKey(seed), n))
+            f.write(f"--- sample {n + 1} (prompt {prompt!r}, temperature 0.8)\n")
+            f.write(prompt + task.decode(ids) + "\n\n")
+    return path
+
+
 def _versions() -> dict[str, str]:
     import flax
     import optax
@@ -223,6 +239,8 @@ def run_experiment(config: ExperimentConfig, *, interrupt_at: int | None = None)
                 summary["sequences_per_s"] = summary["steps_per_s"] * train_cfg.batch_size
         if config.logging.plots:
             summary["plots"] = plots.draw_all(run_dir, state, task, eval_batches)
+        if hasattr(task, "decode") and not config.model.bidirectional:
+            summary["samples"] = write_samples(run_dir, state.params, task, train_cfg.seed)
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2, sort_keys=True)
     return RunResult(status, run_dir, step, summary)
