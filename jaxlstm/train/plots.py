@@ -17,8 +17,10 @@ from jaxlstm.train.logs import read_metrics
 from jaxlstm.train.step import TrainState, jit_predict
 
 
-def loss_curves(path: str, records: list[dict[str, Any]], metric: str) -> None:
-    """Training loss and the held-out loss and metric against the step."""
+def loss_curves(path: str, records: list[dict[str, Any]], metric: str,
+                baseline: dict[str, float] | None = None) -> None:
+    """Training loss and the held-out loss and metric against the step, with the baseline's
+    values as dashed lines."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -33,6 +35,9 @@ def loss_curves(path: str, records: list[dict[str, Any]], metric: str) -> None:
             if metric in rows[0]:
                 ax_metric.plot([r["step"] for r in rows], [r[metric] for r in rows], style,
                                label=split, markersize=3)
+    for ax, key in ((ax_loss, "loss"), (ax_metric, metric)):
+        if baseline and key in baseline:
+            ax.axhline(baseline[key], color="grey", linestyle="--", label="baseline")
     ax_loss.set(xlabel="step", ylabel="loss", title="loss", yscale="log")
     ax_metric.set(xlabel="step", ylabel=metric, title=metric)
     for ax in (ax_loss, ax_metric):
@@ -60,7 +65,8 @@ def draw_all(run_dir: str, state: TrainState, task: Any, eval_batches: list[dict
 
     written = []
     path = os.path.join(run_dir, "loss.png")
-    loss_curves(path, read_metrics(os.path.join(run_dir, "metrics.jsonl")), task.spec.metric)
+    loss_curves(path, read_metrics(os.path.join(run_dir, "metrics.jsonl")), task.spec.metric,
+                task.baseline())
     written.append(path)
     if hasattr(task, "plot"):
         outputs = [np.asarray(jit_predict(state, b)) for b in eval_batches]
