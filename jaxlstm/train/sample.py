@@ -48,7 +48,8 @@ def sample(params: Any, prompt_ids: np.ndarray, length: int, vocab_size: int, *,
     outputs, states = lstm_stack(stack, prompt)
 
     def logits_of(h: Array) -> Array:
-        return (h @ w + b) / temperature
+        logits = h @ w
+        return (logits + jnp.reshape(b, (1,) * (logits.ndim - 1) + b.shape)) / temperature
 
     def step(carry, key_t):
         states, logits = carry
