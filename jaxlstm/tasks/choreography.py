@@ -118,8 +118,8 @@ class ChoreographyTask:
     held-out phrases per class."""
 
     num_joints: int = 6
-    noise: float = 0.05
-    pose_jitter: float = 0.1
+    noise: float = 0.1
+    pose_jitter: float = 0.15
     eval_per_class: int = 100
 
     def __post_init__(self) -> None:

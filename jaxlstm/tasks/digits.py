@@ -62,7 +62,7 @@ def stratified_split(labels: np.ndarray, test_fraction: float,
     test = []
     for k in np.unique(labels):
         members = np.flatnonzero(labels == k)
-        count = int(round(test_fraction * len(members)))
+        count = round(test_fraction * len(members))
         test.append(rng.choice(members, count, replace=False))
     test = np.sort(np.concatenate(test))
     train = np.setdiff1d(np.arange(len(labels)), test)

@@ -77,7 +77,7 @@ class SunspotsTask:
             )
         years, values = load_sunspots()
         size = len(values)
-        self.test_start = size - int(round(TEST_FRACTION * size))  # first held-out target
+        self.test_start = size - round(TEST_FRACTION * size)  # first held-out target
         if self.window > self.test_start - 1:
             raise ValueError(f"task.window must be < {self.test_start - 1}, got {self.window}.")
         train_values = values[:self.test_start].astype(np.float64)

@@ -78,7 +78,7 @@ class TextTask:
         if self.seq_len < 1:
             raise ValueError(f"task.seq_len must be >= 1, got {self.seq_len}.")
         ids = encode(load_text())
-        self.split = len(ids) - int(round(TEST_FRACTION * len(ids)))
+        self.split = len(ids) - round(TEST_FRACTION * len(ids))
         self.train_ids = ids[:self.split]
         self.test_ids = ids[self.split:]
         count = (len(self.test_ids) - 1) // self.seq_len
