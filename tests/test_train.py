@@ -188,3 +188,18 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert "Traceback" not in err and "interrupted: saved a checkpoint at step" in err
     step = int(err.split("at step ")[1].split()[0])
     assert (metrics.parent / "checkpoints" / str(step)).is_dir()
+
+
+def test_sampling_command_generates_text_from_a_checkpoint(tmp_path, capsys):
+    from experiments.sample import main
+
+    config = load_config(os.path.join(ROOT, "configs", "text.yaml"), [
+        "task.options.seq_len=12", "model.hidden_size=8", "training.steps=3",
+        "training.batch_size=4", "training.eval_every=3", "logging.progress=false",
+        "logging.tensorboard=false", "logging.plots=false", "checkpointing.every=3",
+        f"runs_root={tmp_path}"])
+    result = run_experiment(config)
+    assert os.path.getsize(os.path.join(result.run_dir, "samples.txt")) > 400
+    assert main([result.run_dir, "--prompt", "def ", "--length", "50"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("def ") and len(text) >= 54  # the prompt, 50 characters, a newline
