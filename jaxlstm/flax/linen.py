@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from jaxlstm.cell import LSTMState
 from jaxlstm.flax.params import (
+    arrange_outputs,
     cast_for_compute,
     check_module_options,
     to_lstm_params,
@@ -213,13 +214,9 @@ class LSTM(nn.Module):
             key=self.make_rng("dropout") if training else None, deterministic=not training,
             return_gates=gates_wanted, unroll=self.unroll, remat_chunk=self.remat_chunk,
         )
-        outputs, carry = result[0], result[1]
         if self.sow_gates:
             self.sow("intermediates", "gates", result[2])
-        out = (carry, outputs) if return_carry else (outputs,)
-        if return_gates:
-            out = (*out, result[2])
-        return out if len(out) > 1 else out[0]
+        return arrange_outputs(result, return_carry, return_gates)
 
 
 __all__ = ["LSTM", "LSTMCell", "to_lstm_params", "to_module_params"]

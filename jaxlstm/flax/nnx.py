@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxlstm.cell import LSTMState
-from jaxlstm.flax.params import cast_for_compute, check_module_options
+from jaxlstm.flax.params import arrange_outputs, cast_for_compute, check_module_options
 from jaxlstm.params import Initializer, LSTMParams, init_lstm
 from jaxlstm.stack import Directions, StackParams, lstm_stack
 from jaxlstm.step import lstm_cell
@@ -307,11 +307,7 @@ class LSTM(nnx.Module):
             residual=self.residual, key=key, deterministic=not training,
             return_gates=return_gates, unroll=self.unroll, remat_chunk=self.remat_chunk,
         )
-        outputs, carry = result[0], result[1]
-        out = (carry, outputs) if return_carry else (outputs,)
-        if return_gates:
-            out = (*out, result[2])
-        return out if len(out) > 1 else out[0]
+        return arrange_outputs(result, return_carry, return_gates)
 
 
 __all__ = ["LSTM", "LSTMCell"]

@@ -144,3 +144,13 @@ def check_module_options(num_layers: Any, merge: Any, dropout: Any, recurrent_dr
     for name, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout),
                        ("zoneout_h", zoneout_h), ("zoneout_c", zoneout_c)):
         check_rate(rate, name)
+
+
+def arrange_outputs(result: tuple[Any, ...], return_carry: bool, return_gates: bool) -> Any:
+    """`lstm_stack`'s `(outputs, carry[, gates])` in the modules' order: `outputs`, or
+    `(carry, outputs)` (nn.RNN's order) with `return_carry`, with `gates` appended."""
+    outputs, carry = result[0], result[1]
+    out = (carry, outputs) if return_carry else (outputs,)
+    if return_gates:
+        out = (*out, result[2])
+    return out if len(out) > 1 else out[0]

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlstm.flax.linen import LSTM as LinenLSTM
+from jaxlstm.flax.params import to_lstm_params
 from jaxlstm.stack import init_lstm_stack, lstm_stack
 from jaxlstm.tasks.base import TaskSpec
 from jaxlstm.train.config import ModelConfig
@@ -91,3 +92,12 @@ class Model:
         features = outputs if spec.readout == "every" else _last_hidden(states)[:, None]
         head = params["head"]
         return features @ head["w"] + jnp.reshape(head["b"], (1, 1, -1))
+
+
+def stack_and_head(params: Params) -> tuple[Any, Array, Array]:
+    """A trained model's stack params (as `lstm_stack` takes them) and its head's (w, b),
+    whichever API (`functional` or `linen`) trained it."""
+    if "lstm" in params:
+        return params["lstm"], params["head"]["w"], params["head"]["b"]
+    name = next(k for k in params if k.startswith("LSTM"))
+    return to_lstm_params(params[name]), params["head"]["kernel"], params["head"]["bias"]

@@ -11,9 +11,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxlstm.flax.params import to_lstm_params
 from jaxlstm.scan import lstm
 from jaxlstm.train.logs import read_metrics
+from jaxlstm.train.model import stack_and_head
 from jaxlstm.train.step import TrainState, jit_predict
 
 
@@ -46,14 +46,6 @@ def loss_curves(path: str, records: list[dict[str, Any]], metric: str,
     figure.savefig(path, dpi=110)
 
 
-def _first_layer(params: Any) -> Any:
-    """The first layer's forward `LSTMParams`, whichever API trained the model."""
-    if "lstm" in params:
-        return params["lstm"][0].forward
-    lstm_params = next(v for k, v in params.items() if k.startswith("LSTM"))
-    return to_lstm_params(lstm_params)[0].forward
-
-
 def draw_all(run_dir: str, state: TrainState, task: Any, eval_batches: list[dict[str, Any]]
              ) -> list[str]:
     """Draws every picture the run has; returns the files written (empty without matplotlib)."""
@@ -76,7 +68,7 @@ def draw_all(run_dir: str, state: TrainState, task: Any, eval_batches: list[dict
     batch = eval_batches[0]
     inputs = batch["inputs"][:1]
     lengths = batch.get("lengths")
-    layer = _first_layer(state.params)
+    layer = stack_and_head(state.params)[0][0].forward  # the first layer, forwards
     _, _, gates = lstm(layer, inputs, return_gates=True,
                        seq_lengths=None if lengths is None else lengths[:1])
     path = os.path.join(run_dir, "gates.png")

@@ -12,18 +12,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlstm.flax.params import to_lstm_params
 from jaxlstm.stack import lstm_stack
+from jaxlstm.train.model import stack_and_head
 
 Array = jax.Array
-
-
-def _stack_and_head(params: Any) -> tuple[Any, Array, Array]:
-    """The stack params and the head's (w, b), whichever API trained the model."""
-    if "lstm" in params:
-        return params["lstm"], params["head"]["w"], params["head"]["b"]
-    name = next(k for k in params if k.startswith("LSTM"))
-    return to_lstm_params(params[name]), params["head"]["kernel"], params["head"]["bias"]
 
 
 def sample(params: Any, prompt_ids: np.ndarray, length: int, vocab_size: int, *, key: Array,
@@ -41,7 +33,7 @@ def sample(params: Any, prompt_ids: np.ndarray, length: int, vocab_size: int, *,
     Returns:
         The generated ids (length,), not including the prompt.
     """
-    stack, w, b = _stack_and_head(params)
+    stack, w, b = stack_and_head(params)
     if any(layer.backward is not None for layer in stack):
         raise ValueError("sampling needs a unidirectional model.")
     prompt = jnp.eye(vocab_size, dtype=jnp.float32)[jnp.asarray(prompt_ids)][None]
