@@ -1,7 +1,8 @@
 """The benchmark harness runs end to end and writes its results; nothing about speed.
 
-The end-to-end tests run `python -m experiments.benchmark` in a subprocess, as a user would, so
-the harness gets a fresh jax (no test-wide config) and its command line is what is tested.
+The end-to-end tests run `jaxlstm bench` (as `python -m jaxlstm.cli bench`) in a subprocess, as
+a user would, so the harness gets a fresh jax (no test-wide config) and its command line is what
+is tested.
 """
 
 import importlib.util
@@ -14,16 +15,16 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from experiments.bench_anchors import implementations
-from experiments.bench_sizes import QUICK_SIZES
-from experiments.bench_timing import Budget, time_call
+from jaxlstm.benchmark.anchors import implementations
+from jaxlstm.benchmark.sizes import QUICK_SIZES
+from jaxlstm.benchmark.timing import Budget, time_call
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_benchmark(out: Path, *args: str) -> dict:
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.benchmark", "--quick", "--out", str(out), *args],
+        [sys.executable, "-m", "jaxlstm.cli", "bench", "--quick", "--out", str(out), *args],
         check=False, cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]

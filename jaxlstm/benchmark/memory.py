@@ -5,7 +5,7 @@ process, because peak RSS only ever grows within a process: the child reports it
 `getrusage(RUSAGE_SELF).ru_maxrss` after one step, and that number belongs to that configuration
 alone. The step is `jax.value_and_grad` of sum(outputs) w.r.t. the parameters, jitted.
 
-    python -m experiments.bench_memory '{"unroll": 2}' --steps 1000    # one child by hand
+    python -m jaxlstm.benchmark.memory '{"unroll": 2}' --steps 1000    # one child by hand
 """
 
 from __future__ import annotations
@@ -18,16 +18,13 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 import jaxlstm
-from experiments.bench_anchors import unsupported_lstm_kwargs
-
-ROOT = Path(__file__).resolve().parents[1]
+from jaxlstm.benchmark.anchors import unsupported_lstm_kwargs
 
 CONFIGS: tuple[dict[str, Any], ...] = ({}, {"remat_chunk": 100})
 """What the experiment compares: plain backprop through the scan, and rematerialised chunks."""
@@ -82,12 +79,12 @@ def _measure(kwargs: dict[str, Any], problem: MemoryProblem) -> dict[str, Any]:
 
 def _measure_in_child(kwargs: dict[str, Any], problem: MemoryProblem) -> dict[str, Any]:
     command = [
-        sys.executable, "-m", "experiments.bench_memory", json.dumps(kwargs),
+        sys.executable, "-m", "jaxlstm.benchmark.memory", json.dumps(kwargs),
         "--steps", str(problem.steps), "--batch", str(problem.batch),
         "--input-size", str(problem.input_size), "--hidden-size", str(problem.hidden_size),
         "--timed-steps", str(problem.timed_steps),
     ]
-    result = subprocess.run(command, check=False, cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(command, check=False, capture_output=True, text=True)
     if result.returncode != 0:
         last_lines = "\n".join(result.stderr.strip().splitlines()[-3:])
         return {"error": f"exit status {result.returncode}: {last_lines}"}

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxlstm
-from experiments.bench_sizes import Size
+from jaxlstm.benchmark.sizes import Size
 
 Apply = Callable[[Any, jax.Array], jax.Array]
 """`apply(params, xs) -> hs`: (B, T, I) -> (B, T, H), differentiable in params and xs."""

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from experiments.bench_sizes import PASS_LABELS, PASSES
+from jaxlstm.benchmark.sizes import PASS_LABELS, PASSES
 
 Results = dict[str, Any]
 SUBJECT = "jaxlstm"

@@ -1,0 +1,248 @@
+"""Benchmark: jaxlstm's forward and forward+backward against Flax, Equinox and PyTorch LSTMs.
+
+All rows run in one process, one after another, at the sizes of PERFORMANCE.md (S1-S4). Each
+pass is compiled first (compile time measured apart), warmed up, then timed as the median of
+many calls. Writes results.json, results.md and (with matplotlib) results.png to the run folder
+and prints the markdown. The rows jaxlstm_linen and jaxlstm_nnx time jaxlstm's own Flax modules
+and are reported as ratios to the jaxlstm row ("vs_jaxlstm"), not as anchors.
+
+    jaxlstm bench                        # S1-S4, a few minutes on 2 cores
+    jaxlstm bench --quick                # smoke test, seconds
+    jaxlstm bench --sizes S1,S3 --only jaxlstm,torch --repeats 20
+    jaxlstm bench --only jaxlstm,jaxlstm_linen,jaxlstm_nnx   # module overhead
+    jaxlstm bench --jaxlstm-kwargs '{"unroll": 2}'
+    jaxlstm bench --memory               # also: T=10000 training step memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from jaxlstm.benchmark import report
+from jaxlstm.benchmark.anchors import (
+    IMPL_KEYS,
+    Impl,
+    implementations,
+    unsupported_lstm_kwargs,
+)
+from jaxlstm.benchmark.memory import MemoryProblem, run_memory_experiment
+from jaxlstm.benchmark.sizes import PASSES, QUICK_SIZES, SIZES, Size
+from jaxlstm.benchmark.timing import Budget, matmul_gflops, time_call
+
+PEAK_MATMUL_SIZES = (1024, 2048)
+QUICK_BUDGET = Budget(min_repeats=3, target_s=0.05, max_repeats=20, max_s=2.0, warmup=1)
+PRECISION = "float32 (no TF32, no bf16 passes)"
+
+
+def _names(valid: Sequence[str]) -> Callable[[str], list[str]]:
+    """An argparse type: a comma-separated list of names, each one of `valid`."""
+
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        unknown = [n for n in names if n not in valid]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown name(s) {unknown or [text]}; valid names are {', '.join(valid)}"
+            )
+        return names
+
+    return parse
+
+
+def _lstm_kwargs(text: str) -> dict[str, Any]:
+    kwargs = json.loads(text)
+    if not isinstance(kwargs, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text}")
+    unsupported = unsupported_lstm_kwargs(kwargs)
+    if unsupported:
+        raise argparse.ArgumentTypeError(f"jaxlstm.lstm does not accept {', '.join(unsupported)}")
+    return kwargs
+
+
+def _at_least_three(text: str) -> int:
+    if int(text) < 3:
+        raise argparse.ArgumentTypeError(f"needs at least 3 (median and quartiles), got {text}")
+    return int(text)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The benchmark's options (see the module docstring for examples), added to `parser`.
+
+    The parser is the caller's (`jaxlstm bench`), which decides how bad input is reported.
+    """
+    parser.add_argument("--sizes", type=_names(tuple(SIZES)),
+                        help="comma-separated, default all: " + ",".join(SIZES))
+    parser.add_argument("--only", type=_names(IMPL_KEYS),
+                        help="rows to run, comma-separated, default all: " + ",".join(IMPL_KEYS))
+    parser.add_argument("--quick", action="store_true",
+                        help="a tiny size and few repetitions, for smoke tests")
+    parser.add_argument("--repeats", type=_at_least_three,
+                        help="minimum timed calls per measurement (default 10, --quick 3)")
+    parser.add_argument("--out", type=Path, help="output folder (default runs/benchmark/<time>)")
+    parser.add_argument("--json", type=Path, help="also write results.json to this path")
+    parser.add_argument("--jaxlstm-kwargs", type=_lstm_kwargs, default={},
+                        help="JSON object of keyword arguments for jaxlstm.lstm")
+    parser.add_argument("--memory", action="store_true",
+                        help="also run the long-sequence training-step memory experiment")
+    parser.add_argument("--memory-steps", type=int, default=MemoryProblem().steps,
+                        help="sequence length T for --memory")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, cores, jax's devices and the versions of everything timed."""
+    devices = jax.devices()
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "jax_backend": jax.default_backend(),
+        "jax_devices": f"{len(devices)}x {devices[0].device_kind}",
+        "python": platform.python_version(),
+        "versions": {p: _version(p) for p in
+                     ("jax", "jaxlib", "flax", "equinox", "torch", "numpy")},
+    }
+
+
+def measure_peak(budget: Budget) -> dict[str, Any]:
+    """XLA float32 matmul GFLOP/s at each of PEAK_MATMUL_SIZES; the best is the peak."""
+    per_n = {str(n): matmul_gflops(n, budget) for n in PEAK_MATMUL_SIZES}
+    print("measured peak: " + ", ".join(f"N={n} {g:.0f} GFLOP/s" for n, g in per_n.items()))
+    return {"matmul_gflops": per_n, "gflops": max(per_n.values())}
+
+
+def measure(impl: Impl, size: Size, pass_name: str, budget: Budget,
+            peak_gflops: float) -> dict[str, Any]:
+    """Compiles, warms up and times one implementation's pass at one size: one result row."""
+    prepared = impl.prepare(size, pass_name)
+    timing = time_call(prepared.call, budget)
+    gflops = size.flops(pass_name) / (timing.median_ms * 1e-3) / 1e9
+    row = {
+        "size": size.name, "impl": impl.key, "label": impl.label, "pass": pass_name,
+        **dataclasses.asdict(timing), "iqr_ms": timing.iqr_ms,
+        "compile_ms": prepared.compile_s * 1e3 if prepared.compile_s is not None else None,
+        "gflops": gflops, "pct_of_peak": 100 * gflops / peak_gflops,
+    }
+    compiled = f", compile {prepared.compile_s:.2f} s" if prepared.compile_s is not None else ""
+    print(f"{size.name} {pass_name:7s} {impl.label:36s} {timing.median_ms:9.3f} ms "
+          f"(median of {timing.repeats}{compiled})")
+    return row
+
+
+def available(impls: list[Impl]) -> tuple[list[Impl], list[dict[str, str]]]:
+    """The rows that can run here, and a note for each that cannot."""
+    runnable, skipped = [], []
+    for impl in impls:
+        reason = impl.unavailable()
+        if reason is None:
+            runnable.append(impl)
+        else:
+            print(f"skipping {impl.key}: {reason}")
+            skipped.append({"impl": impl.key, "reason": reason})
+    return runnable, skipped
+
+
+def _budget(args: argparse.Namespace) -> Budget:
+    budget = QUICK_BUDGET if args.quick else Budget()
+    if args.repeats is None:
+        return budget
+    return dataclasses.replace(
+        budget, min_repeats=args.repeats, max_repeats=max(budget.max_repeats, args.repeats)
+    )
+
+
+def _sizes(args: argparse.Namespace) -> list[Size]:
+    if args.sizes:
+        return [SIZES[name] for name in args.sizes]
+    return list(QUICK_SIZES if args.quick else SIZES.values())
+
+
+def write_outputs(results: dict[str, Any], out: Path, extra_json: Path | None) -> None:
+    """results.json, results.md and results.png (with matplotlib) in `out`; prints the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    document = json.dumps(results, indent=2)
+    for path in [out / "results.json"] + ([extra_json] if extra_json else []):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(document)
+    markdown = report.markdown(results)
+    (out / "results.md").write_text(markdown)
+    if not report.plot(results, out / "results.png"):
+        print("no results.png: matplotlib is not installed, or there are no rows")
+    print()
+    print(markdown)
+    print(f"wrote {out}")
+
+
+def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
+    """Runs the benchmark for parsed `args`; returns the results document.
+
+    Args:
+        args: the options of `add_arguments`, parsed.
+        argv: the arguments they were parsed from, recorded as the command that reproduces
+            the run.
+    """
+    # Strict float32 everywhere: on a GPU, XLA and cuDNN would otherwise use TF32 for float32
+    # matmuls, which torch's LSTM does not. XLA:CPU ignores the setting.
+    jax.config.update("jax_default_matmul_precision", "highest")
+    started = datetime.datetime.now()
+    out = args.out or Path("runs/benchmark") / started.strftime("%Y%m%d-%H%M%S")
+    sizes, budget = _sizes(args), _budget(args)
+    impls, skipped = available(
+        [i for i in implementations(args.jaxlstm_kwargs) if not args.only or i.key in args.only]
+    )
+    machine = machine_info()
+    # Another process on a core starves a thread pool sized to all cores (the machine is
+    # shared); the load average says whether this run had the cores to itself.
+    load_at_start = os.getloadavg()[0]
+
+    peak = measure_peak(budget)
+    rows = [measure(impl, size, pass_name, budget, peak["gflops"])
+            for size in sizes for impl in impls if impl.runs_at(size) for pass_name in PASSES]
+    machine["load_average_1min"] = {"start": load_at_start, "end": os.getloadavg()[0]}
+    results = {
+        "date": started.astimezone().isoformat(timespec="seconds"),
+        "command": shlex.join(["jaxlstm", "bench", *argv]),
+        "machine": machine,
+        "settings": {"quick": args.quick, "min_repeats": budget.min_repeats,
+                     "max_repeats": budget.max_repeats, "target_s": budget.target_s,
+                     "max_s": budget.max_s,
+                     "jaxlstm_kwargs": args.jaxlstm_kwargs, "precision": PRECISION},
+        "sizes": [dataclasses.asdict(size) for size in sizes],
+        "peak": peak,
+        "rows": rows,
+        "comparisons": report.compare(rows, machine["jax_backend"]),
+        "vs_jaxlstm": report.compare_modules(rows),
+        "skipped": skipped,
+    }
+    if args.memory:
+        results["memory"] = run_memory_experiment(MemoryProblem(steps=args.memory_steps))
+    write_outputs(results, out, args.json)
+    return results

@@ -1,0 +1,71 @@
+"""The exit codes of every command, and the wrapper that turns failures into them.
+
+Every command is a `main(argv) -> int` wrapped by `command`, so bad input, a config error and
+Ctrl-C end the same way everywhere: one line on stderr, a documented exit code, no traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Sequence
+
+from jaxlstm.train.config import ConfigError
+
+DONE = 0
+NON_FINITE = 1
+BAD_INPUT = 2
+INTERRUPTED = 130  # 128 + SIGINT, what shells report for a process stopped by Ctrl-C
+
+EXIT_CODES = {
+    DONE: "done",
+    NON_FINITE: "stopped on a non-finite loss or gradient; the last good checkpoint is kept",
+    BAD_INPUT: "bad config or command-line input (one line on stderr)",
+    INTERRUPTED: "interrupted by Ctrl-C or SIGTERM; during training, after saving a checkpoint",
+}
+
+
+class UsageError(Exception):
+    """Bad command-line input: one line on stderr, exit code 2."""
+
+
+class EarlyExit(Exception):
+    """The command is done before running, e.g. after printing its --help."""
+
+    def __init__(self, status: int):
+        super().__init__(status)
+        self.status = status
+
+
+Main = Callable[[list[str]], int]
+
+
+def command(prog: str) -> Callable[[Main], Callable[[Sequence[str] | None], int]]:
+    """Wraps a command's `main(argv) -> int` into one that never raises for expected failures.
+
+    The wrapped `main(argv=None)` reads `sys.argv[1:]` when `argv` is None, and returns
+    `BAD_INPUT` after one line for a `UsageError` or `ConfigError`, and `INTERRUPTED` after one
+    line for a Ctrl-C that the command did not handle itself (during start-up: imports, config
+    loading, before training's own handler is installed).
+    """
+
+    def wrap(main: Main) -> Callable[[Sequence[str] | None], int]:
+        @functools.wraps(main)
+        def wrapped(argv: Sequence[str] | None = None) -> int:
+            try:
+                return main(list(sys.argv[1:] if argv is None else argv))
+            except EarlyExit as done:
+                return done.status
+            except UsageError as err:
+                print(f"{prog}: error: {err}", file=sys.stderr)
+                return BAD_INPUT
+            except ConfigError as err:
+                print(f"config error: {err}", file=sys.stderr)
+                return BAD_INPUT
+            except KeyboardInterrupt:
+                print(f"{prog}: interrupted by Ctrl-C.", file=sys.stderr)
+                return INTERRUPTED
+
+        return wrapped
+
+    return wrap

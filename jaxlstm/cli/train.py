@@ -1,0 +1,87 @@
+"""`jaxlstm train CONFIG [key=value ...] [--resume]`: one experiment, from a config to a run folder.
+
+CONFIG is a shipped config's name (`jaxlstm configs`) or a YAML file. The run folder is
+`runs/<name>/<time>/` (see `jaxlstm.train.run`); the exit code says how the run ended.
+"""
+
+from __future__ import annotations
+
+import json
+
+from jaxlstm.cli import reference, shipped
+from jaxlstm.cli.exits import DONE, INTERRUPTED, NON_FINITE, EarlyExit, UsageError, command
+from jaxlstm.cli.parser import OneLineParser
+from jaxlstm.train.config import load_config
+
+USAGE = "CONFIG [key=value ...] [--resume]"
+SUMMARY = "train an LSTM from a shipped config's name or a YAML file"
+
+STATUS_EXIT = {"completed": DONE, "non_finite": NON_FINITE, "interrupted": INTERRUPTED}
+
+_ARGUMENTS = f"""\
+usage: jaxlstm train {USAGE}
+
+Trains an LSTM from a config and writes runs/<name>/<time>/: config.yaml, metrics.jsonl,
+speed.jsonl, checkpoints/, summary.json and plots.
+
+arguments (flags and overrides in any order):
+  CONFIG       a shipped config's name (listed below) or a YAML file
+  key=value    override any key below, e.g. model.hidden_size=128
+  --resume     continue the newest run of this config from its last checkpoint (resume=true)
+  -h, --help   this text"""
+
+
+def parse_args(argv: list[str]) -> tuple[str, list[str]]:
+    """The CONFIG argument and the overrides (`--resume` becomes `resume=true`).
+
+    Flags may come anywhere, before, between or after the overrides.
+
+    Raises:
+        UsageError: no CONFIG, or an unknown flag.
+        EarlyExit: after printing the help for -h/--help.
+    """
+    parser = OneLineParser(prog="jaxlstm train", usage=f"jaxlstm train {USAGE}", add_help=False)
+    parser.add_argument("config", nargs="?")
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("-h", "--help", action="store_true")
+    # Plain parse_args fails on `CONFIG --resume key=value`: the positionals are consumed
+    # before the flag, and the later override is "unrecognized". The intermixed parse reads
+    # every flag first, then fills the positionals in order.
+    args = parser.parse_intermixed_args(argv)
+    if args.help:
+        print(f"{_ARGUMENTS}\n\n{reference.train_reference()}")
+        raise EarlyExit(DONE)
+    if args.config is None:
+        raise UsageError("missing CONFIG, a shipped config's name or a YAML file (see "
+                         "jaxlstm train --help).")
+    return args.config, args.overrides + (["resume=true"] if args.resume else [])
+
+
+def _report(config, result) -> None:
+    summary = result.summary
+    metric = summary["metric"]
+    print(f"{config.name}: {metric} {summary['final'][metric]:.4f} "
+          f"(baseline {summary['baseline'][metric]:.4f}) after {result.step} steps, "
+          f"{summary['wall_time_s']:.0f} s; run folder {result.run_dir}")
+    print(json.dumps({"final": summary["final"], "baseline": summary["baseline"]},
+                     sort_keys=True))
+
+
+@command("jaxlstm train")
+def main(argv: list[str]) -> int:
+    """Runs `jaxlstm train` on `argv` (without the program and command names).
+
+    Returns:
+        0 completed, 1 stopped on a non-finite loss or gradient, 2 bad config or input (one
+        line on stderr), 130 interrupted (training saves a checkpoint first).
+    """
+    config_arg, overrides = parse_args(argv)
+    config = load_config(shipped.resolve(config_arg), overrides)
+    # flax, optax and orbax take seconds to import: only once the config is known to be good.
+    from jaxlstm.train.run import run_experiment
+
+    result = run_experiment(config)
+    if result.status == "completed":
+        _report(config, result)
+    return STATUS_EXIT[result.status]
