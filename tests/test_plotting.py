@@ -1,5 +1,7 @@
 """plot_gates draws one readable panel per gate and saves a PNG."""
 
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -48,3 +50,13 @@ def test_retained_readout_gates_get_their_own_panels():
 def test_not_a_gate_record():
     with pytest.raises(TypeError, match="gates must be LSTMGates"):
         plot_gates({"i": np.ones((3, 2))})
+
+
+def test_without_matplotlib_the_error_says_what_to_install(monkeypatch):
+    # A None entry in sys.modules makes that import fail, as if matplotlib were not installed.
+    names = {m for m in sys.modules if m.split(".")[0] == "matplotlib"} | {"matplotlib"}
+    for name in names:
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(ImportError, match=r"pip install matplotlib \(or pip install "
+                                          r"'jaxlstm\[plot\]'\)"):
+        plot_gates(None)

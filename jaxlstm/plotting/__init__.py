@@ -1,7 +1,8 @@
 """Pictures of what an LSTM does: gate activations and the cell state over time.
 
-matplotlib is an optional dependency (`pip install 'jaxlstm[plot]'`), imported only when a
-function here is called. Figures are built without pyplot, so nothing global changes.
+matplotlib (a dependency of jaxlstm) is imported only when a function here is called, so
+`import jaxlstm` stays light; without it, the call says what to install. Figures are built
+without pyplot, so nothing global changes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,17 @@ _PANELS = {
     "v": ("use gate v_t", "viridis", (0.0, 1.0)),
     "c": ("cell state c_t", "RdBu_r", None),
 }
+
+
+def _matplotlib() -> tuple[type, type]:
+    """matplotlib's Agg canvas and Figure, or an ImportError that says how to install it."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as err:
+        raise ImportError("plotting needs matplotlib, which is not installed: "
+                          "pip install matplotlib (or pip install 'jaxlstm[plot]').") from err
+    return FigureCanvasAgg, Figure
 
 
 def plot_gates(
@@ -50,13 +62,14 @@ def plot_gates(
     Returns:
         The matplotlib `Figure`.
 
+    Raises:
+        ImportError: matplotlib is not installed (the message says how to install it).
+
     Example:
         >>> _, _, gates = jaxlstm.lstm(params, xs, return_gates=True)
         >>> plot_gates(gates, sequence=0, path="gates.png")
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+    FigureCanvasAgg, Figure = _matplotlib()
     fields = [name for name in getattr(gates, "_fields", ()) if name in _PANELS]
     if not fields:
         raise TypeError(
