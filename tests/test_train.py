@@ -15,7 +15,8 @@ from jaxlstm.train.run import run_experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart.yaml")
-TINY = ["task.options.seq_len=8", "model.hidden_size=8", "training.batch_size=8",
+TINY = ["task.options.seq_len=8", "task.options.eval_size=64", "model.hidden_size=8",
+        "training.batch_size=8",
         "training.eval_batch_size=64", "logging.progress=false", "logging.tensorboard=false",
         "logging.plots=false"]
 
@@ -164,30 +165,6 @@ def test_linen_model_and_named_optimizer_with_kwargs(tmp_path):
         "optimizer.weight_decay=0.01", "optimizer.kwargs.b2=0.99", "schedule.name=cosine"))
     assert result.status == "completed"
     assert np.isfinite(result.summary["final"]["loss"])
-
-
-def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
-    import signal
-    import time
-
-    process = subprocess.Popen(
-        [sys.executable, "-m", "experiments.train", QUICKSTART, *TINY, "training.steps=100000",
-         "checkpointing.every=100000", "logging.log_every=1", f"runs_root={tmp_path}"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics = None
-    deadline = time.time() + 240
-    while time.time() < deadline and metrics is None:  # wait until steps are being logged
-        time.sleep(0.5)
-        found = list((tmp_path / "quickstart").glob("*/metrics.jsonl"))
-        if found and found[0].stat().st_size > 0:
-            metrics = found[0]
-    assert metrics is not None, "the run never started logging"
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 130, err
-    assert "Traceback" not in err and "interrupted: saved a checkpoint at step" in err
-    step = int(err.split("at step ")[1].split()[0])
-    assert (metrics.parent / "checkpoints" / str(step)).is_dir()
 
 
 def test_sampling_command_generates_text_from_a_checkpoint(tmp_path, capsys):

@@ -10,6 +10,7 @@ line naming the file, the key and what was expected.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any
 
@@ -110,6 +111,10 @@ class ConfigError(ValueError):
     """A config problem, as one line: the file, the key path and what was expected."""
 
 
+def _first_line(err: Exception) -> str:
+    return " ".join(str(err).split("\n")[0].split())
+
+
 def _describe(err: OmegaConfBaseException) -> str:
     key = getattr(err, "full_key", None) or ""
     message = str(err).split("\n")[0].strip()
@@ -136,8 +141,13 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     schema = OmegaConf.structured(ExperimentConfig)
     try:
         from_file = OmegaConf.load(path)
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}: "
+                          f"{err.object[err.start:err.start + 1]!r}).") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_first_line(err)}") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read: {err.strerror}.") from None
     if not isinstance(from_file, type(schema)):
         raise ConfigError(f"{path}: the top level must be a mapping of sections.")
     bad = [o for o in overrides if "=" not in o]
@@ -147,10 +157,14 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
         merged = OmegaConf.merge(schema, from_file)
     except OmegaConfBaseException as err:
         raise ConfigError(f"{path}: {_describe(err)}") from None
-    try:
-        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"{path}: override {_describe(err)}") from None
+    for override in overrides:
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([override]))
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"{path}: override {_describe(err)}") from None
+        except yaml.YAMLError as err:  # the value after '=' is parsed as YAML
+            raise ConfigError(f"{path}: override {override!r}: not valid YAML: "
+                              f"{_first_line(err)}") from None
     try:
         config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
@@ -162,14 +176,22 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     return config
 
 
+SEED_LIMIT = 2**32  # seeds feed jax.random.PRNGKey and NumPy's generators
+
+
 def check_values(config: ExperimentConfig, path: str = "config") -> None:
-    """Range checks OmegaConf's types cannot express, each naming its key."""
+    """Range checks OmegaConf's types cannot express, each naming its key.
+
+    Everything a run would otherwise reject later (or, worse, accept: a negative `clip_norm`
+    flips the gradient's sign in optax) is caught here, before any folder is created.
+    """
 
     def fail(key: str, expected: str, got: Any) -> None:
         raise ConfigError(f"{path}: {key}: expected {expected}, got {got!r}.")
 
-    for key, value in (("model.hidden_size", config.model.hidden_size),
-                       ("model.num_layers", config.model.num_layers),
+    model, optimizer, schedule = config.model, config.optimizer, config.schedule
+    for key, value in (("model.hidden_size", model.hidden_size),
+                       ("model.num_layers", model.num_layers),
                        ("training.steps", config.training.steps),
                        ("training.batch_size", config.training.batch_size),
                        ("training.eval_every", config.training.eval_every),
@@ -179,16 +201,43 @@ def check_values(config: ExperimentConfig, path: str = "config") -> None:
                        ("checkpointing.keep", config.checkpointing.keep)):
         if value < 1:
             fail(key, "a positive int", value)
-    if config.model.api not in ("functional", "linen"):
-        fail("model.api", "one of functional, linen", config.model.api)
+    for key in ("proj_size", "unroll", "remat_chunk"):
+        value = getattr(model, key)
+        if value is not None and value < 1:
+            fail(f"model.{key}", "a positive int or null", value)
+    if model.api not in ("functional", "linen"):
+        fail("model.api", "one of functional, linen", model.api)
+    from jaxlstm.variants import VARIANTS
+
+    if model.cell not in VARIANTS:
+        fail("model.cell", f"one of {', '.join(VARIANTS)}", model.cell)
     for key in ("dropout", "recurrent_dropout", "zoneout_h", "zoneout_c"):
-        value = getattr(config.model, key)
+        value = getattr(model, key)
         if not 0.0 <= value < 1.0:
             fail(f"model.{key}", "a rate in [0, 1)", value)
-    if config.optimizer.learning_rate <= 0:
-        fail("optimizer.learning_rate", "a positive float", config.optimizer.learning_rate)
-    if config.schedule.name not in ("constant", "cosine", "warmup_cosine"):
-        fail("schedule.name", "one of constant, cosine, warmup_cosine", config.schedule.name)
+    if not math.isfinite(model.forget_bias):
+        fail("model.forget_bias", "a finite float", model.forget_bias)
+    if not 0 <= config.training.seed < SEED_LIMIT:
+        fail("training.seed", "an int in [0, 2**32)", config.training.seed)
+    if not (math.isfinite(optimizer.learning_rate) and optimizer.learning_rate > 0):
+        fail("optimizer.learning_rate", "a positive finite float", optimizer.learning_rate)
+    if optimizer.clip_norm is not None and not (math.isfinite(optimizer.clip_norm)
+                                                and optimizer.clip_norm > 0):
+        fail("optimizer.clip_norm", "a positive finite float or null", optimizer.clip_norm)
+    if not (math.isfinite(optimizer.weight_decay) and optimizer.weight_decay >= 0):
+        fail("optimizer.weight_decay", "a finite float >= 0", optimizer.weight_decay)
+    if schedule.name not in ("constant", "cosine", "warmup_cosine"):
+        fail("schedule.name", "one of constant, cosine, warmup_cosine", schedule.name)
+    if schedule.warmup_steps < 0:
+        fail("schedule.warmup_steps", "an int >= 0", schedule.warmup_steps)
+    if not 0.0 <= schedule.final_fraction <= 1.0:
+        fail("schedule.final_fraction", "a fraction in [0, 1]", schedule.final_fraction)
+    try:
+        from jaxlstm.train.optim import check_optimizer
+
+        check_optimizer(optimizer)
+    except ValueError as err:
+        raise ConfigError(f"{path}: {err}") from None
 
 
 def to_yaml(config: ExperimentConfig) -> str:

@@ -6,6 +6,7 @@ import inspect
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from jaxlstm.train.config import OptimizerConfig, ScheduleConfig
@@ -59,3 +60,21 @@ def make_optimizer(config: OptimizerConfig, schedule: optax.Schedule
     except TypeError as err:
         raise ValueError(f"optimizer.kwargs: optax.{config.name} rejects them: {err}") from None
     return optax.chain(*transforms)
+
+
+def check_optimizer(config: OptimizerConfig) -> None:
+    """Builds the optimizer and takes one update on a tiny tree, so that a bad name or
+    keyword argument (`b1: abc`) is reported when the config is loaded, not at step 1.
+
+    Raises:
+        ValueError: naming `optimizer.name` or `optimizer.kwargs`.
+    """
+    tx = make_optimizer(config, optax.constant_schedule(config.learning_rate))
+    params = {"w": jnp.ones((2, 2), jnp.float32), "b": jnp.ones((2,), jnp.float32)}
+    try:
+        updates, _ = tx.update(params, tx.init(params), params)
+        jax.block_until_ready(updates)
+    except Exception as err:  # noqa: BLE001 - optax raises whatever the bad kwarg causes
+        message = " ".join(str(err).split("\n")[0].split())[:200]
+        raise ValueError(f"optimizer.kwargs: optax.{config.name} fails with "
+                         f"{dict(config.kwargs)}: {type(err).__name__}: {message}") from None

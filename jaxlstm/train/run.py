@@ -1,26 +1,34 @@
 """One experiment from a config to a run folder.
 
     runs/<name>/<timestamp>/
-        config.yaml      the resolved config (re-running it reproduces the run)
+        config.yaml      the resolved config (re-running it reproduces the run); never
+                         rewritten by a resume
         metrics.jsonl    train metrics every `log_every` steps, eval metrics every `eval_every`
         speed.jsonl      steps/s and sequences/s
         checkpoints/     orbax checkpoints every `checkpointing.every` steps and at the end
-        summary.json     final metrics, the baseline's, wall time, versions, device, status
+        summary.json     status, final metrics, the baseline's, wall time, versions, device,
+                         and `resumes`: each resume's step and accepted config changes
         *.png            loss curves and the task's own picture (with matplotlib)
 
-Resuming (`resume=true`) continues from the latest checkpoint of the newest run of the same
-name (or of `run_dir`): batches are a function of (seed, step) and dropout keys of (rng, step),
-so an interrupted-then-resumed run ends with exactly the parameters and metrics of an
-uninterrupted one. A non-finite loss or gradient stops the run without saving, so the last
-good checkpoint stays as it was. Ctrl-C finishes the current step, saves and stops.
+Resuming (`resume=true`) continues from the newest checkpoint that restores cleanly of the
+newest run of the same name (or of `run_dir`); see `run_folder` for what a resume may change.
+Batches are a function of (seed, step) and dropout keys of (rng, step), so an
+interrupted-then-resumed run ends with exactly the parameters and metrics of an uninterrupted
+one. Every failure leaves the folder resumable:
+- a non-finite loss, gradient or updated state stops the run without saving, so the last good
+  checkpoint stays as it was (status "non_finite");
+- Ctrl-C (SIGINT) and SIGTERM (what SLURM sends before killing a job) finish the current
+  step, save and stop (status "interrupted");
+- a failed write (a full disk) stops the run with what is on disk consistent up to the last
+  checkpoint (status "write_failed");
+- a kill -9 leaves at most a torn last metrics line and an unfinished checkpoint, which the
+  next resume drops and moves aside.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
-import math
 import os
 import signal
 import sys
@@ -33,38 +41,40 @@ import numpy as np
 from jaxlstm.tasks import make_task
 from jaxlstm.tasks.base import batch_weight
 from jaxlstm.train import plots
-from jaxlstm.train.checkpoint import Checkpoints
+from jaxlstm.train.checkpoint import (
+    Checkpoints,
+    NonFiniteState,
+    NoUsableCheckpoint,
+    report_skipped,
+)
 from jaxlstm.train.config import ConfigError, ExperimentConfig, to_yaml
+from jaxlstm.train.files import write_atomically
 from jaxlstm.train.logs import MetricsLog, read_metrics
 from jaxlstm.train.model import Model
 from jaxlstm.train.optim import make_optimizer, make_schedule
+from jaxlstm.train.progress import Progress
+from jaxlstm.train.run_folder import (
+    RunFolderError,
+    choose_run_dir,
+    read_summary,
+    resume_changes,
+    saved_config,
+    write_summary,
+)
 from jaxlstm.train.step import TrainState, jit_eval_step, jit_train_step
+
+# The exit code the command line gives for each way a run ends.
+EXIT_CODES = {"completed": 0, "non_finite": 1, "write_failed": 1, "interrupted": 130}
 
 
 @dataclasses.dataclass
 class RunResult:
-    """What a run ended with: `status` is "completed", "interrupted" or "non_finite"."""
+    """What a run ended with: `status` is one of `EXIT_CODES`' keys."""
 
     status: str
     run_dir: str
     step: int
     summary: dict[str, Any]
-
-
-def _run_dir(config: ExperimentConfig) -> str:
-    if config.run_dir:
-        return config.run_dir
-    root = os.path.join(config.runs_root, config.name or "run")
-    if config.resume and os.path.isdir(root):
-        runs = sorted(d for d in os.listdir(root)
-                      if os.path.isdir(os.path.join(root, d, "checkpoints")))
-        if runs:
-            return os.path.join(root, runs[-1])
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path, n = os.path.join(root, stamp), 1
-    while os.path.exists(path):
-        path, n = os.path.join(root, f"{stamp}-{n}"), n + 1
-    return path
 
 
 def evaluate(state: TrainState, batches: list[dict[str, np.ndarray]]) -> dict[str, float]:
@@ -106,42 +116,93 @@ def _versions() -> dict[str, str]:
 
 
 class _StopFlag:
-    """Set by Ctrl-C (SIGINT): the loop finishes its step, saves and stops."""
+    """Set by Ctrl-C (SIGINT) or SIGTERM: the loop finishes its step, saves and stops."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.set = False
-        self._previous = None
+        self.signal_name = ""
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> Self:
         def handler(signum, frame):
             self.set = True
+            self.signal_name = signal.Signals(signum).name
 
-        try:
-            self._previous = signal.signal(signal.SIGINT, handler)
-        except ValueError:  # not the main thread: no handler, Ctrl-C is the caller's
-            self._previous = None
+        for signum in self.SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, handler)
+            except ValueError:  # not the main thread: no handler, signals are the caller's
+                pass
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
-def _progress(enabled: bool, total: int, start: int):
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+# The task, optimizer and model of recent configs, so that running the same config again in
+# one process (a notebook, a sweep, the tests) reuses the compiled steps: jit keys its cache
+# on these static parts of the train state by identity.
+_BUILT: dict[str, tuple[Any, Any, Any, Model]] = {}
 
-    progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(),
-                        console=Console(stderr=True), disable=not enabled, transient=False)
-    task_id = progress.add_task("train", total=total, completed=start, loss="-")
-    return progress, task_id
+
+def _build(config: ExperimentConfig) -> tuple[Any, Any, Any, Model]:
+    """(task, schedule, optimizer, model) for `config`; ConfigError for bad task options."""
+    key = repr((config.task, config.model, config.optimizer, config.schedule,
+                config.training.steps))
+    if key in _BUILT:
+        return _BUILT[key]
+    try:
+        task = make_task(config.task.name, **config.task.options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+    schedule = make_schedule(config.schedule, config.optimizer.learning_rate,
+                             config.training.steps)
+    try:
+        tx = make_optimizer(config.optimizer, schedule)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if len(_BUILT) >= 8:
+        _BUILT.pop(next(iter(_BUILT)))
+    _BUILT[key] = (task, schedule, tx, Model(config.model, task.spec))
+    return _BUILT[key]
+
+
+def _open_run_folder(config: ExperimentConfig, state: TrainState
+                     ) -> tuple[str, Checkpoints, TrainState, int | None, dict[str, Any]]:
+    """Chooses and prepares the run folder; returns (run_dir, checkpoints, state,
+    resume_step, summary). Every check that can refuse runs before anything is written."""
+    run_dir = choose_run_dir(config)
+    changes = resume_changes(run_dir, config) if config.resume else {}
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        if not config.resume:
+            write_atomically(os.path.join(run_dir, "config.yaml"),
+                             to_yaml(saved_config(config)))
+        checkpoints = Checkpoints(os.path.join(run_dir, "checkpoints"),
+                                  config.checkpointing.keep)
+    except OSError as err:
+        raise RunFolderError(f"run folder {run_dir}: {err.strerror or err}.") from None
+    summary: dict[str, Any] = {"name": config.name, "status": "running", "step": 0}
+    resume_step = None
+    if config.resume:
+        try:
+            restored, skipped = checkpoints.restore_newest_good(state)
+        except NoUsableCheckpoint as err:
+            checkpoints.close()
+            raise RunFolderError(f"resume: {err}") from None
+        state = restored if restored is not None else state
+        resume_step = int(state.step)
+        report_skipped(skipped, resume_step)
+        previous = read_summary(run_dir)
+        record = {"step": resume_step, "time": datetime.datetime.now().isoformat(
+            timespec="seconds"), "changed": changes,
+            "skipped_checkpoints": {s.name: s.reason for s in skipped}}
+        summary.update(step=resume_step, resumes=[*previous.get("resumes", []), record])
+    write_summary(run_dir, summary)
+    return run_dir, checkpoints, state, resume_step, summary
 
 
 def run_experiment(config: ExperimentConfig, *, interrupt_at: int | None = None) -> RunResult:
@@ -152,81 +213,84 @@ def run_experiment(config: ExperimentConfig, *, interrupt_at: int | None = None)
         interrupt_at: act as if Ctrl-C came right after this step (for tests).
 
     Raises:
-        ConfigError: for task options the task rejects.
+        ConfigError: task options the task rejects, or an optimizer that fails to build.
+        RunFolderError (a ConfigError): a run folder that cannot be used as asked (reused
+            without resume, nothing to resume, a resume that changes the model, no checkpoint
+            that restores, not writable). Nothing has been written when these are raised.
     """
-    try:
-        task = make_task(config.task.name, **config.task.options)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(str(err)) from None
+    task, schedule, tx, model = _build(config)
     started = time.perf_counter()
-    run_dir = _run_dir(config)
-    os.makedirs(run_dir, exist_ok=True)
-    saved = dataclasses.replace(config, run_dir=None, resume=False)
-    with open(os.path.join(run_dir, "config.yaml"), "w") as f:
-        f.write(to_yaml(saved))
-
     train_cfg = config.training
-    schedule = make_schedule(config.schedule, config.optimizer.learning_rate, train_cfg.steps)
-    try:
-        tx = make_optimizer(config.optimizer, schedule)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    state = TrainState.create(model=Model(config.model, task.spec), tx=tx, schedule=schedule,
+    state = TrainState.create(model=model, tx=tx, schedule=schedule,
                               task_metrics=task.metrics, seed=train_cfg.seed)
-    checkpoints = Checkpoints(os.path.join(run_dir, "checkpoints"), config.checkpointing.keep)
-    resume_step = checkpoints.latest_step() if config.resume else None
-    if resume_step is not None:
-        state = checkpoints.restore(state, resume_step)
+    run_dir, checkpoints, state, resume_step, summary = _open_run_folder(config, state)
     log = MetricsLog(run_dir, tensorboard=config.logging.tensorboard, resume_step=resume_step)
     eval_batches = task.eval_batches(train_cfg.eval_batch_size)
 
     step = int(state.step)
     status = "completed"
     window_start, window_steps = time.perf_counter(), 0
-    progress, bar = _progress(config.logging.progress, train_cfg.steps, step)
-    with _StopFlag() as stop, progress:
-        while step < train_cfg.steps:
-            batch = task.train_batch(train_cfg.seed, step, train_cfg.batch_size)
-            state, metrics = jit_train_step(state, batch)
-            step += 1
-            window_steps += 1
-            values = {k: float(v) for k, v in metrics.items()}
-            if not (math.isfinite(values["loss"]) and math.isfinite(values["grad_norm"])):
-                last = checkpoints.latest_step()
-                print(f"non-finite loss or gradient at step {step} (loss {values['loss']}, "
-                      f"grad_norm {values['grad_norm']}): stopping; the last good checkpoint "
-                      f"(step {last}) is untouched.", file=sys.stderr)
-                status = "non_finite"
-                break
-            progress.update(bar, completed=step, loss=f"{values['loss']:.4f}")
-            if step % config.logging.log_every == 0 or step == train_cfg.steps:
-                log.write(step, "train", values)
-                elapsed = time.perf_counter() - window_start
-                if window_steps > 1:
-                    rate = window_steps / elapsed
-                    log.write_speed(step, {"steps_per_s": rate,
-                                           "sequences_per_s": rate * train_cfg.batch_size})
-                window_start, window_steps = time.perf_counter(), 0
-            if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
-                log.write(step, "eval", evaluate(state, eval_batches))
-            if interrupt_at is not None and step == interrupt_at:
-                stop.set = True
-            if stop.set or step % config.checkpointing.every == 0 or step == train_cfg.steps:
-                checkpoints.save(state)
-            if stop.set and step < train_cfg.steps:
-                status = "interrupted"
-                print(f"interrupted: saved a checkpoint at step {step} in {run_dir}; "
-                      "resume with resume=true.", file=sys.stderr)
-                break
-    checkpoints.close()
-    log.close()
+    progress = Progress(enabled=config.logging.progress, total=train_cfg.steps, start=step,
+                        every=config.logging.log_every, metric=task.spec.metric)
+    try:
+        with _StopFlag() as stop, progress:
+            while step < train_cfg.steps:
+                batch = task.train_batch(train_cfg.seed, step, train_cfg.batch_size)
+                state, metrics = jit_train_step(state, batch)
+                step += 1
+                window_steps += 1
+                state_finite = bool(metrics.pop("state_finite"))
+                values = {k: float(v) for k, v in metrics.items()}
+                if not (np.isfinite(values["loss"]) and np.isfinite(values["grad_norm"])
+                        and state_finite):
+                    print(f"non-finite loss, gradient or updated params at step {step} "
+                          f"(loss {values['loss']}, grad_norm {values['grad_norm']}, params "
+                          f"{'finite' if state_finite else 'not finite'}): stopping; the last "
+                          f"good checkpoint (step {checkpoints.latest_step()}) is untouched.",
+                          file=sys.stderr)
+                    status = "non_finite"
+                    break
+                if step % config.logging.log_every == 0 or step == train_cfg.steps:
+                    log.write(step, "train", values)
+                    elapsed = time.perf_counter() - window_start
+                    if window_steps > 1:
+                        rate = window_steps / elapsed
+                        log.write_speed(step, {"steps_per_s": rate,
+                                               "sequences_per_s": rate * train_cfg.batch_size})
+                    window_start, window_steps = time.perf_counter(), 0
+                if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
+                    evaluation = evaluate(state, eval_batches)
+                    log.write(step, "eval", evaluation)
+                    progress.evaluated(evaluation[task.spec.metric])
+                progress.step(step, values["loss"])
+                if interrupt_at is not None and step == interrupt_at:
+                    stop.set, stop.signal_name = True, "SIGINT"
+                if stop.set or step % config.checkpointing.every == 0 or step == train_cfg.steps:
+                    checkpoints.save(state)
+                if stop.set and step < train_cfg.steps:
+                    status = "interrupted"
+                    print(f"interrupted by {stop.signal_name}: saved a checkpoint at step "
+                          f"{step} in {run_dir}; resume with --resume.", file=sys.stderr)
+                    break
+    except NonFiniteState as err:
+        status = "non_finite"
+        print(f"{err} The last good checkpoint (step {checkpoints.latest_step()}) is "
+              "untouched.", file=sys.stderr)
+    except OSError as err:
+        status = "write_failed"
+        print(f"could not write to {run_dir}: {err.strerror or err}; stopping at step {step}. "
+              f"The folder is consistent up to checkpoint {checkpoints.latest_step()}: make "
+              "room and resume with --resume.", file=sys.stderr)
+    finally:
+        checkpoints.close()
+        log.close()
 
-    summary: dict[str, Any] = {
-        "name": config.name, "status": status, "step": step,
+    summary.update({
+        "status": status, "step": step,
         "wall_time_s": round(time.perf_counter() - started, 2),
         "versions": _versions(),
         "device": str(jax.devices()[0].device_kind), "platform": jax.devices()[0].platform,
-    }
+    })
     if status == "completed":
         final = evaluate(state, eval_batches)
         summary.update(final=final, baseline=task.baseline(), metric=task.spec.metric,
@@ -241,6 +305,9 @@ def run_experiment(config: ExperimentConfig, *, interrupt_at: int | None = None)
             summary["plots"] = plots.draw_all(run_dir, state, task, eval_batches)
         if hasattr(task, "decode") and not config.model.bidirectional:
             summary["samples"] = write_samples(run_dir, state.params, task, train_cfg.seed)
-    with open(os.path.join(run_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2, sort_keys=True)
+    try:
+        write_summary(run_dir, summary)
+    except OSError as err:  # the checkpoints and metrics are complete; say so and go on
+        print(f"could not write summary.json in {run_dir}: {err.strerror or err}.",
+              file=sys.stderr)
     return RunResult(status, run_dir, step, summary)

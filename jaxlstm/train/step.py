@@ -61,7 +61,9 @@ def train_step(state: TrainState, batch: dict[str, Array]) -> tuple[TrainState, 
     """One optimizer step on `batch`; returns the new state and the step's metrics.
 
     Metrics: the task's (loss and its own metric, on this batch), `grad_norm` (global norm
-    before clipping) and `lr` (the learning rate used).
+    before clipping), `lr` (the learning rate used) and `state_finite` (whether the updated
+    params and optimizer state are free of NaN and inf: a finite loss and gradient can still
+    give a non-finite update, e.g. through a huge learning rate).
     """
 
     def loss_fn(params):
@@ -72,8 +74,16 @@ def train_step(state: TrainState, batch: dict[str, Array]) -> tuple[TrainState, 
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {**metrics, "grad_norm": optax.tree.norm(grads),
-               "lr": jnp.asarray(state.schedule(state.step), jnp.float32)}
+               "lr": jnp.asarray(state.schedule(state.step), jnp.float32),
+               "state_finite": tree_is_finite((params, opt_state))}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def tree_is_finite(tree: Any) -> Array:
+    """Whether every floating-point leaf of `tree` is free of NaN and inf (a traced bool)."""
+    checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
+              if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(checks)) if checks else jnp.array(True)
 
 
 def eval_step(state: TrainState, batch: dict[str, Array]) -> Metrics:
