@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 from jaxlstm.cli.exits import DONE, UsageError, command
 from jaxlstm.cli.parser import OneLineParser
-from jaxlstm.train.config import ConfigError, ExperimentConfig, load_config
+from jaxlstm.train.config import SEED_LIMIT, ConfigError, ExperimentConfig, load_config
 
 USAGE = "RUN_DIR [--prompt TEXT] [--length N] [--temperature T] [--seed S]"
 SUMMARY = "generate text from a text run's latest checkpoint"
 
 MAX_LENGTH = 1_000_000  # about a minute of one-character steps; more is almost surely a typo
-MAX_SEED = 2**32 - 1  # a PRNG key's seed is read as a 32-bit unsigned int
 
 
 def _parser() -> OneLineParser:
@@ -38,11 +38,11 @@ def _parser() -> OneLineParser:
                         help="softmax temperature, finite and > 0; lower is more conservative "
                              "(default %(default)s)")
     parser.add_argument("--seed", metavar="S", type=int, default=0,
-                        help=f"sampling seed, 0 to {MAX_SEED} (default %(default)s)")
+                        help=f"sampling seed, 0 to {SEED_LIMIT - 1} (default %(default)s)")
     return parser
 
 
-def check_options(args: argparse.Namespace) -> None:
+def _check_options(args: argparse.Namespace) -> None:
     """Raises UsageError for an option out of its range (see `jaxlstm sample --help`)."""
     from jaxlstm.train.sample import check_sampling
 
@@ -52,13 +52,13 @@ def check_options(args: argparse.Namespace) -> None:
         raise UsageError(f"--{err}") from None
     if args.length > MAX_LENGTH:
         raise UsageError(f"--length must be at most {MAX_LENGTH:,}, got {args.length}.")
-    if not 0 <= args.seed <= MAX_SEED:
-        raise UsageError(f"--seed must be in [0, {MAX_SEED}], got {args.seed}.")
+    if not 0 <= args.seed < SEED_LIMIT:  # the same range as training.seed
+        raise UsageError(f"--seed must be in [0, {SEED_LIMIT - 1}], got {args.seed}.")
     if not args.prompt:
         raise UsageError("--prompt must have at least one character to start from.")
 
 
-def run_config(run_dir: str) -> ExperimentConfig:
+def _run_config(run_dir: str) -> ExperimentConfig:
     """The config a run folder was trained with (its `config.yaml`)."""
     if not os.path.isdir(run_dir):
         raise UsageError(f"{run_dir}: no such run folder.")
@@ -72,7 +72,7 @@ def run_config(run_dir: str) -> ExperimentConfig:
     return config
 
 
-def text_task(config: ExperimentConfig, run_dir: str):
+def _text_task(config: ExperimentConfig, run_dir: str) -> Any:
     """The run's task, which must be one with text to sample (it can `decode`)."""
     from jaxlstm.tasks import TASKS, make_task
 
@@ -86,7 +86,7 @@ def text_task(config: ExperimentConfig, run_dir: str):
         raise ConfigError(f"{os.path.join(run_dir, 'config.yaml')}: {err}") from None
 
 
-def check_prompt(prompt: str, task) -> None:
+def _check_prompt(prompt: str, task: Any) -> None:
     """Raises UsageError naming the prompt's characters the task cannot encode."""
     outside = [c for c in dict.fromkeys(prompt) if task.decode(task.encode(c)) != c]
     if outside:
@@ -98,10 +98,10 @@ def check_prompt(prompt: str, task) -> None:
 def main(argv: list[str]) -> int:
     """Runs `jaxlstm sample` on `argv`; returns 0, or 2 after one line for bad input."""
     args = _parser().parse_args(argv)
-    check_options(args)
-    config = run_config(args.run_dir)
-    task = text_task(config, args.run_dir)
-    check_prompt(args.prompt, task)
+    _check_options(args)
+    config = _run_config(args.run_dir)
+    task = _text_task(config, args.run_dir)
+    _check_prompt(args.prompt, task)
 
     import jax
 

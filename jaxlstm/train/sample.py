@@ -2,10 +2,18 @@
 
 The stack runs one step per call with its states carried, so sampling costs one LSTM step per
 character; the prompt is read first, then each sampled symbol is fed back in.
+
+    params = restore_params(run_dir, config, task)    # a run folder's latest checkpoint
+    ids = sample(params, task.encode("The "), 200, task.spec.input_size, key=key)
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -13,9 +21,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlstm.stack import lstm_stack
-from jaxlstm.train.model import stack_and_head
+from jaxlstm.train.checkpoint import Checkpoints
+from jaxlstm.train.config import ExperimentConfig
+from jaxlstm.train.model import Model, stack_and_head
+from jaxlstm.train.optim import make_optimizer, make_schedule
+from jaxlstm.train.step import TrainState
 
 Array = jax.Array
+
+
+def check_sampling(length: int, temperature: float) -> None:
+    """Raises ValueError unless `length` is an int >= 0 and `temperature` finite and > 0."""
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
+        raise ValueError(f"length must be an int >= 0, got {length!r}.")
+    if not (isinstance(temperature, (int, float, np.number)) and math.isfinite(temperature)
+            and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
 
 
 def sample(params: Any, prompt_ids: np.ndarray, length: int, vocab_size: int, *, key: Array,
@@ -24,18 +45,31 @@ def sample(params: Any, prompt_ids: np.ndarray, length: int, vocab_size: int, *,
 
     Args:
         params: a trained model's params (functional or linen API, unidirectional).
-        prompt_ids: int ids (P,), P >= 1.
-        length: how many ids to generate.
+        prompt_ids: int ids (P,), P >= 1, each in [0, vocab_size).
+        length: how many ids to generate, >= 0.
         vocab_size: the one-hot input size.
         key: PRNG key.
-        temperature: softmax temperature; lower is more conservative.
+        temperature: softmax temperature, finite and > 0; lower is more conservative.
 
     Returns:
         The generated ids (length,), not including the prompt.
+
+    Raises:
+        ValueError: for any argument outside the ranges above, or a bidirectional model.
     """
+    check_sampling(length, temperature)
+    prompt_ids = np.asarray(prompt_ids)
+    if prompt_ids.ndim != 1 or prompt_ids.size == 0:
+        raise ValueError(f"prompt_ids must be a non-empty 1-D array, got shape "
+                         f"{prompt_ids.shape}.")
+    if prompt_ids.min() < 0 or prompt_ids.max() >= vocab_size:
+        raise ValueError(f"prompt_ids must be in [0, {vocab_size}), got "
+                         f"{prompt_ids.min()}..{prompt_ids.max()}.")
     stack, w, b = stack_and_head(params)
     if any(layer.backward is not None for layer in stack):
         raise ValueError("sampling needs a unidirectional model.")
+    if length == 0:
+        return np.zeros((0,), np.int32)
     prompt = jnp.eye(vocab_size, dtype=jnp.float32)[jnp.asarray(prompt_ids)][None]
     outputs, states = lstm_stack(stack, prompt)
 
@@ -54,3 +88,52 @@ def sample(params: Any, prompt_ids: np.ndarray, length: int, vocab_size: int, *,
     _, tokens = jax.jit(lambda c, k: jax.lax.scan(step, c, k))(
         carry, jax.random.split(key, length))
     return np.asarray(tokens)
+
+
+@contextlib.contextmanager
+def _absl_warnings_silenced() -> Iterator[None]:
+    # orbax warns (through absl logging) that a read-only manager is read-only and keeps
+    # everything; on a command's stderr that is noise next to its one line.
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def restore_params(run_dir: str | os.PathLike, config: ExperimentConfig, task: Any) -> Any:
+    """The params of `run_dir`'s latest checkpoint, for the model `config` and `task` describe.
+
+    The checkpoints are opened read-only: nothing in the run folder is created or changed.
+
+    Raises:
+        FileNotFoundError: the run folder has no checkpoint.
+        ValueError: the latest checkpoint does not restore cleanly (damaged or unfinished).
+    """
+    directory = os.path.join(os.fspath(run_dir), "checkpoints")
+    missing = FileNotFoundError(f"{os.fspath(run_dir)} has no checkpoint to sample from.")
+    if not os.path.isdir(directory):
+        raise missing
+    with _absl_warnings_silenced():
+        checkpoints = Checkpoints(directory, config.checkpointing.keep, read_only=True)
+    try:
+        step = checkpoints.latest_step()
+        if step is None:
+            raise missing
+        # The optimizer state is restored with the params, so the state must have the run's
+        # structure; the schedule's length does not change it.
+        schedule = make_schedule(config.schedule, config.optimizer.learning_rate, 1)
+        state = TrainState.create(model=Model(config.model, task.spec),
+                                  tx=make_optimizer(config.optimizer, schedule),
+                                  schedule=schedule, task_metrics=task.metrics,
+                                  seed=config.training.seed)
+        try:
+            return checkpoints.restore(state, step).params
+        except Exception as err:  # noqa: BLE001 - orbax and tensorstore raise many types
+            reason = " ".join(str(err).split("\n")[0].split())[:160] or type(err).__name__
+            raise ValueError(f"checkpoint {step} in {directory} does not restore: "
+                             f"{reason}") from None
+    finally:
+        checkpoints.close()
