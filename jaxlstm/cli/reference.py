@@ -99,7 +99,7 @@ def config_reference() -> str:
         header = section or "(top level)"
         lines.append(f"  {header}: {description}" if description else f"  {header}:")
         entries = [(f"{key}: {type_} = {default}", note) for key, type_, default, note in keys]
-        width = max(len(entry) for entry, _ in entries)
+        width = max((len(entry) for entry, _ in entries), default=0)
         lines += [f"    {entry:<{width}}  # {note}" if note else f"    {entry}"
                   for entry, note in entries]
     return "\n".join(lines)

@@ -7,11 +7,12 @@ CONFIG is a shipped config's name (`jaxlstm configs`) or a YAML file. The run fo
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from jaxlstm.cli import reference, shipped
 from jaxlstm.cli.exits import DONE, INTERRUPTED, NON_FINITE, EarlyExit, UsageError, command
 from jaxlstm.cli.parser import OneLineParser
-from jaxlstm.train.config import load_config
+from jaxlstm.train.config import ExperimentConfig, load_config
 
 USAGE = "CONFIG [key=value ...] [--resume]"
 SUMMARY = "train an LSTM from a shipped config's name or a YAML file"
@@ -21,8 +22,8 @@ STATUS_EXIT = {"completed": DONE, "non_finite": NON_FINITE, "interrupted": INTER
 _ARGUMENTS = f"""\
 usage: jaxlstm train {USAGE}
 
-Trains an LSTM from a config and writes runs/<name>/<time>/: config.yaml, metrics.jsonl,
-speed.jsonl, checkpoints/, summary.json and plots.
+Trains an LSTM from a config and writes a run folder, runs/<name>/<time>/: the resolved
+config, metrics, checkpoints, a summary and plots.
 
 arguments (flags and overrides in any order):
   CONFIG       a shipped config's name (listed below) or a YAML file
@@ -58,7 +59,7 @@ def parse_args(argv: list[str]) -> tuple[str, list[str]]:
     return args.config, args.overrides + (["resume=true"] if args.resume else [])
 
 
-def _report(config, result) -> None:
+def _report(config: ExperimentConfig, result: Any) -> None:
     summary = result.summary
     metric = summary["metric"]
     print(f"{config.name}: {metric} {summary['final'][metric]:.4f} "
