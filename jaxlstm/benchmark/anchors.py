@@ -203,7 +203,7 @@ def _flax_nnx_setup(size: Size) -> tuple[Apply, Any]:
     model = nnx.RNN(
         nnx.OptimizedLSTMCell(size.input_size, size.hidden_size, rngs=nnx.Rngs(0)), rngs=False
     )
-    # nnx.split + plain jax.jit: nnx.jit adds ~0.3 ms per call (PERFORMANCE.md).
+    # nnx.split + plain jax.jit: nnx.jit adds ~0.3 ms per call (measured for the README).
     graphdef, params = nnx.split(model)
 
     def apply(params: nnx.State, xs: jax.Array) -> jax.Array:
@@ -316,7 +316,7 @@ def implementations(jaxlstm_kwargs: dict[str, Any]) -> list[Impl]:
         _jax_impl("flax_nnx", "flax nnx RNN(OptimizedLSTMCell)", _flax_nnx_setup, "flax"),
         _jax_impl("equinox", "equinox LSTMCell+scan+vmap", _equinox_setup, "equinox"),
         _torch_impl("torch", "torch nn.LSTM", "cpu", threads=None),
-        # Batch 1 is latency-bound: one thread beats two there (PERFORMANCE.md).
+        # Batch 1 is latency-bound: one thread beats two there (measured for the README).
         _torch_impl("torch_1thread", "torch nn.LSTM (1 thread)", "cpu", threads=1, sizes=("S1",)),
         _jax_impl("jax_cudnn", "jax.experimental.rnn (cuDNN)", _jax_cudnn_setup,
                   backend="gpu"),

@@ -1,10 +1,10 @@
 """Benchmark: jaxlstm's forward and forward+backward against Flax, Equinox and PyTorch LSTMs.
 
-All rows run in one process, one after another, at the sizes of PERFORMANCE.md (S1-S4). Each
-pass is compiled first (compile time measured apart), warmed up, then timed as the median of
-many calls. Writes results.json, results.md and (with matplotlib) results.png to the run folder
-and prints the markdown. The rows jaxlstm_linen and jaxlstm_nnx time jaxlstm's own Flax modules
-and are reported as ratios to the jaxlstm row ("vs_jaxlstm"), not as anchors.
+All rows run in one process, one after another, at the sizes of the README's Performance
+tables (S1-S4). Each pass is compiled first (compile time measured apart), warmed up, then timed
+as the median of many calls. Writes results.json, results.md and results.png to the run folder
+and prints the markdown. The rows jaxlstm_linen and jaxlstm_nnx time jaxlstm's own Flax
+modules and are reported as ratios to the jaxlstm row ("vs_jaxlstm"), not as anchors.
 
     jaxlstm bench                        # S1-S4, a few minutes on 2 cores
     jaxlstm bench --quick                # smoke test, seconds

@@ -1,4 +1,4 @@
-"""The problems the benchmark times, and their FLOP counts (sizes from PERFORMANCE.md)."""
+"""The problems the benchmark times (the README's Performance sizes), and their FLOP counts."""
 
 from __future__ import annotations
 
