@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -75,10 +76,20 @@ def test_bad_optimizer_and_task_option_are_config_errors(tmp_path):
         run_experiment(tiny_config(tmp_path, "task.options.colour=3"))
 
 
-def test_cli_end_to_end_writes_the_run_folder(tmp_path):
-    result = cli(QUICKSTART, *TINY[:-1], "training.steps=20", "training.eval_every=10",
-                 "logging.log_every=5", "checkpointing.every=10", f"runs_root={tmp_path}")
-    assert result.returncode == 0, result.stderr
+def test_cli_end_to_end_writes_the_run_folder_and_reports_progress(tmp_path, capsys):
+    """In process (a real process is tested in test_cli and test_run_faults); stderr is not a
+    terminal here, so progress must come as plain lines."""
+    from experiments.train import main
+
+    code = main([QUICKSTART, *TINY[:-1], "training.steps=20", "training.eval_every=10",
+                 "logging.log_every=5", "checkpointing.every=10", "logging.progress=true",
+                 f"runs_root={tmp_path}"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    progress = [line for line in err.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in progress] == ["5/20", "10/20", "15/20", "20/20"]
+    assert re.fullmatch(r"step 20/20  loss \d+\.\d+  eval mse \S+  \d+\.\d steps/s",
+                        progress[-1]), progress[-1]
     (run,) = os.listdir(tmp_path / "quickstart")
     run_dir = tmp_path / "quickstart" / run
     assert {"config.yaml", "metrics.jsonl", "checkpoints", "summary.json"} <= set(
@@ -89,7 +100,7 @@ def test_cli_end_to_end_writes_the_run_folder(tmp_path):
     assert summary["versions"]["jax"] == jax.__version__
     if summary.get("plots"):
         assert all(os.path.getsize(p) > 5_000 for p in summary["plots"])
-    assert "mse" in result.stdout
+    assert "mse" in out
 
 
 def read(run_dir, name="metrics.jsonl"):
