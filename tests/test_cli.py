@@ -243,3 +243,13 @@ def test_sample_function_checks_its_arguments():
             (3, 0.8, [97], r"prompt_ids must be in \[0, 97\)")]:
         with pytest.raises(ValueError, match=match):
             sample(None, prompt, length, 97, key=key, temperature=temperature)
+
+
+def test_output_into_a_closed_pipe_stops_quietly():
+    # `jaxlstm configs | head -1`: the reader is gone before the command writes.
+    process = subprocess.Popen([sys.executable, "-m", "jaxlstm.cli", "configs"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()
+    err = process.stderr.read()
+    assert process.wait(timeout=120) == 141, err
+    assert err == ""

@@ -7,6 +7,7 @@ Ctrl-C end the same way everywhere: one line on stderr, a documented exit code, 
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -16,6 +17,7 @@ DONE = 0
 NON_FINITE = 1
 BAD_INPUT = 2
 INTERRUPTED = 130  # 128 + SIGINT, what shells report for a process stopped by Ctrl-C
+BROKEN_PIPE = 141  # 128 + SIGPIPE: the output's reader went away
 
 EXIT_CODES = {
     DONE: "done",
@@ -65,6 +67,11 @@ def command(prog: str) -> Callable[[Main], Callable[[Sequence[str] | None], int]
             except KeyboardInterrupt:
                 print(f"{prog}: interrupted by Ctrl-C.", file=sys.stderr)
                 return INTERRUPTED
+            except BrokenPipeError:
+                # The reader left (`jaxlstm --help | head`): stop quietly. stdout goes to
+                # devnull so that flushing it at exit does not raise again.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return BROKEN_PIPE
 
         return wrapped
 
