@@ -1,47 +1,53 @@
 """jaxlstm: LSTMs in JAX as pure functions over named pytrees.
 
 The gate functions live in `jaxlstm.gates`; one step is `lstm_cell`; a sequence is `lstm`.
+
+The public names below are loaded on first use (PEP 562), so `import jaxlstm` is instant and
+imports no jax until a name is touched: the `jaxlstm` command can then answer `--help` at once
+and turn a Ctrl-C during start-up into one line instead of a traceback from inside jax's
+import. `from jaxlstm import lstm`, `jaxlstm.lstm` and `jaxlstm.gates.forget_gate` all work as
+with eager imports.
 """
 
-from jaxlstm import gates, interop, variants
-from jaxlstm.cell import LSTMGates, LSTMState, lstm_pointwise
-from jaxlstm.params import LSTMParams, init_lstm
-from jaxlstm.regularisation import RecurrentMasks, draw_recurrent_masks, dropout
-from jaxlstm.scan import lstm
-from jaxlstm.stack import Directions, init_lstm_stack, lstm_stack
-from jaxlstm.step import lstm_cell
-from jaxlstm.tbptt import truncated_lstm
-from jaxlstm.variants import (
-    CoupledGates,
-    LayerNormWeights,
-    PeepholeWeights,
-    RetainedReadoutGates,
-    RetainedReadoutWeights,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CoupledGates",
-    "Directions",
-    "LSTMGates",
-    "LSTMParams",
-    "LSTMState",
-    "LayerNormWeights",
-    "PeepholeWeights",
-    "RecurrentMasks",
-    "RetainedReadoutGates",
-    "RetainedReadoutWeights",
-    "draw_recurrent_masks",
-    "dropout",
-    "gates",
-    "init_lstm",
-    "init_lstm_stack",
-    "interop",
-    "lstm",
-    "lstm_cell",
-    "lstm_pointwise",
-    "lstm_stack",
-    "truncated_lstm",
-    "variants",
-]
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "LSTMGates": "cell", "LSTMState": "cell", "lstm_pointwise": "cell",
+    "LSTMParams": "params", "init_lstm": "params",
+    "RecurrentMasks": "regularisation", "draw_recurrent_masks": "regularisation",
+    "dropout": "regularisation",
+    "lstm": "scan",
+    "Directions": "stack", "init_lstm_stack": "stack", "lstm_stack": "stack",
+    "lstm_cell": "step",
+    "truncated_lstm": "tbptt",
+    "CoupledGates": "variants", "LayerNormWeights": "variants", "PeepholeWeights": "variants",
+    "RetainedReadoutGates": "variants", "RetainedReadoutWeights": "variants",
+}
+_PUBLIC_MODULES = ("gates", "interop", "variants")
+# Every submodule, so `jaxlstm.scan` or `jaxlstm.train` resolve as attributes too.
+_SUBMODULES = frozenset({*_PUBLIC_MODULES, "benchmark", "cell", "cli", "flax", "params",
+                         "plotting", "recurrence", "regularisation", "scan", "stack", "step",
+                         "tasks", "tbptt", "train", "validation"})
+
+__all__ = sorted([*_EXPORTS, *_PUBLIC_MODULES])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, *_SUBMODULES})

@@ -12,8 +12,29 @@ the package imports it. Each command is a `main(argv) -> int` in its own module;
 
 from __future__ import annotations
 
-from jaxlstm.cli import bench, reference, sample, shipped, train
-from jaxlstm.cli.exits import DONE, UsageError, command
+import os
+import signal
+import sys
+import threading
+
+
+def _exit_on_ctrl_c(signum: int, frame: object) -> None:
+    sys.stderr.write("jaxlstm: interrupted by Ctrl-C.\n")
+    os._exit(130)  # 128 + SIGINT, as a shell reports it; nothing has been written yet
+
+
+# Importing the commands imports jax, flax and optax (seconds): a Ctrl-C meanwhile would be a
+# traceback from deep inside their imports. Until they are in, Ctrl-C is one line and 130.
+_guard = (threading.current_thread() is threading.main_thread()
+          and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+if _guard:
+    signal.signal(signal.SIGINT, _exit_on_ctrl_c)
+
+from jaxlstm.cli import bench, reference, sample, shipped, train  # noqa: E402
+from jaxlstm.cli.exits import DONE, UsageError, command  # noqa: E402
+
+if _guard:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 COMMANDS = {"train": train, "sample": sample, "configs": shipped, "bench": bench}
 

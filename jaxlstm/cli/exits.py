@@ -12,16 +12,18 @@ import sys
 from collections.abc import Callable, Sequence
 
 from jaxlstm.train.config import ConfigError
+from jaxlstm.train.run_folder import RunFolderError
 
 DONE = 0
-NON_FINITE = 1
+STOPPED = 1  # a non-finite value or a failed write: the folder is consistent, resumable
 BAD_INPUT = 2
 INTERRUPTED = 130  # 128 + SIGINT, what shells report for a process stopped by Ctrl-C
 BROKEN_PIPE = 141  # 128 + SIGPIPE: the output's reader went away
 
 EXIT_CODES = {
     DONE: "done",
-    NON_FINITE: "stopped on a non-finite loss or gradient; the last good checkpoint is kept",
+    STOPPED: ("stopped early on a non-finite loss, gradient or update, or a failed write (a full "
+              "disk); the last good checkpoint is kept, resume once the cause is fixed"),
     BAD_INPUT: "bad config or command-line input (one line on stderr)",
     INTERRUPTED: "interrupted by Ctrl-C or SIGTERM; during training, after saving a checkpoint",
 }
@@ -59,6 +61,9 @@ def command(prog: str) -> Callable[[Main], Callable[[Sequence[str] | None], int]
             except EarlyExit as done:
                 return done.status
             except UsageError as err:
+                print(f"{prog}: error: {err}", file=sys.stderr)
+                return BAD_INPUT
+            except RunFolderError as err:
                 print(f"{prog}: error: {err}", file=sys.stderr)
                 return BAD_INPUT
             except ConfigError as err:

@@ -10,14 +10,15 @@ import json
 from typing import Any
 
 from jaxlstm.cli import reference, shipped
-from jaxlstm.cli.exits import DONE, INTERRUPTED, NON_FINITE, EarlyExit, UsageError, command
+from jaxlstm.cli.exits import DONE, INTERRUPTED, STOPPED, EarlyExit, UsageError, command
 from jaxlstm.cli.parser import OneLineParser
 from jaxlstm.train.config import ExperimentConfig, load_config
 
 USAGE = "CONFIG [key=value ...] [--resume]"
 SUMMARY = "train an LSTM from a shipped config's name or a YAML file"
 
-STATUS_EXIT = {"completed": DONE, "non_finite": NON_FINITE, "interrupted": INTERRUPTED}
+STATUS_EXIT = {"completed": DONE, "non_finite": STOPPED, "write_failed": STOPPED,
+               "interrupted": INTERRUPTED}
 
 _ARGUMENTS = f"""\
 usage: jaxlstm train {USAGE}

@@ -63,13 +63,10 @@ from jaxlstm.train.run_folder import (
 )
 from jaxlstm.train.step import TrainState, jit_eval_step, jit_train_step
 
-# The exit code the command line gives for each way a run ends.
-EXIT_CODES = {"completed": 0, "non_finite": 1, "write_failed": 1, "interrupted": 130}
-
-
 @dataclasses.dataclass
 class RunResult:
-    """What a run ended with: `status` is one of `EXIT_CODES`' keys."""
+    """What a run ended with: `status` is "completed", "interrupted" (a signal; a checkpoint
+    was saved), "non_finite" or "write_failed" (stopped; the last checkpoint is good)."""
 
     status: str
     run_dir: str
