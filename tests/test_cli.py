@@ -159,7 +159,8 @@ def test_bad_command_lines_are_one_line_and_exit_2(argv, capsys):
     assert one_line(capsys).startswith(("jaxlstm", "config error"))
 
 
-@pytest.mark.parametrize("status, code", [("non_finite", 1), ("interrupted", 130)])
+@pytest.mark.parametrize("status, code", [("non_finite", 1), ("write_failed", 1),
+                                          ("interrupted", 130)])
 def test_train_exit_code_follows_the_run_status(status, code, monkeypatch, tmp_path):
     import jaxlstm.train.run
 
@@ -177,6 +178,29 @@ def test_ctrl_c_during_start_up_exits_130_with_one_line(monkeypatch, capsys):
     monkeypatch.setattr("jaxlstm.cli.train.load_config", interrupted)
     assert main(["train", "quickstart"]) == 130
     assert one_line(capsys) == "jaxlstm train: interrupted by Ctrl-C."
+
+
+CTRL_C_WHILE_IMPORTING = """
+import builtins, os, signal, sys
+real_import = builtins.__import__
+
+def import_and_press_ctrl_c(name, *args, **kwargs):
+    if name == "optax":  # deep inside the command's imports, seconds into a real start-up
+        os.kill(os.getpid(), signal.SIGINT)
+    return real_import(name, *args, **kwargs)
+
+builtins.__import__ = import_and_press_ctrl_c
+from jaxlstm.cli import main
+sys.exit(main(["train", "quickstart"]))
+"""
+
+
+def test_ctrl_c_while_the_command_imports_jax_is_one_line_and_130(tmp_path):
+    result = subprocess.run([sys.executable, "-c", CTRL_C_WHILE_IMPORTING], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 130, result.stderr
+    assert result.stderr == "jaxlstm: interrupted by Ctrl-C.\n"
+    assert not os.listdir(tmp_path)
 
 
 def test_clone_entry_points_are_the_package_commands():
