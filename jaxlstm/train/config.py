@@ -33,9 +33,9 @@ class ModelConfig:
     recurrent_dropout: float = 0.0
     zoneout_h: float = 0.0
     zoneout_c: float = 0.0
-    forget_bias: float = 1.0
-    unroll: int | None = None
-    remat_chunk: int | None = None
+    forget_bias: float = 1.0  # the forget gate's initial bias
+    unroll: int | None = None  # steps per scan iteration; null chooses by problem size
+    remat_chunk: int | None = None  # keep every K-th state for the backward pass; null: all
 
 
 @dataclasses.dataclass
@@ -68,25 +68,31 @@ class ScheduleConfig:
 
 @dataclasses.dataclass
 class TrainingConfig:
-    steps: int = 1000
+    """How long, on how much data at a time, and from which seed."""
+
+    steps: int = 1000  # total optimizer steps (a resume may raise it)
     batch_size: int = 32
-    eval_every: int = 250
+    eval_every: int = 250  # held-out metrics every N steps and at the end
     eval_batch_size: int = 256
-    seed: int = 0
+    seed: int = 0  # in [0, 2**32): params, batches and dropout all follow from it
 
 
 @dataclasses.dataclass
 class LoggingConfig:
-    log_every: int = 50
-    progress: bool = True  # a live progress bar (rich)
+    """What the run reports while it trains."""
+
+    log_every: int = 50  # train metrics (and a progress line off a terminal) every N steps
+    progress: bool = True  # a live bar on a terminal, one line per log_every steps elsewhere
     tensorboard: bool = True  # when tensorboardX is installed
     plots: bool = True  # when matplotlib is installed
 
 
 @dataclasses.dataclass
 class CheckpointConfig:
-    every: int = 500
-    keep: int = 3
+    """Orbax checkpoints in the run folder, for resuming."""
+
+    every: int = 500  # and at the end, and on Ctrl-C or SIGTERM
+    keep: int = 3  # the newest K are kept
 
 
 @dataclasses.dataclass
@@ -103,8 +109,8 @@ class ExperimentConfig:
     checkpointing: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     name: str | None = None
     runs_root: str = "runs"
-    run_dir: str | None = None
-    resume: bool = False
+    run_dir: str | None = None  # an explicit run folder instead of <runs_root>/<name>/<time>
+    resume: bool = False  # continue the newest run (or run_dir) from its newest checkpoint
 
 
 class ConfigError(ValueError):
