@@ -2,11 +2,14 @@
 
 import ast
 import importlib.util
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -17,12 +20,71 @@ def code_blocks(language):
     return re.findall(rf"```{language}\n(.*?)```", README, flags=re.DOTALL)
 
 
-def run_python(code, cwd=ROOT, timeout=300):
+# One fresh Python process stands for a user: it imports jaxlstm (recording which heavy
+# packages that pulled in), runs each README example in a fresh namespace with its stdout
+# captured on its own, then runs the example job as `python -m experiments.example`. Importing
+# jax costs seconds of CPU, so the checks share the process instead of starting one each.
+USER_PROCESS = r"""
+import contextlib, io, json, runpy, sys, traceback
+
+request = json.loads(sys.stdin.read())
+import jaxlstm  # noqa: E402,F401
+report = {"heavy_modules": sorted(m for m in ("flax", "optax", "orbax") if m in sys.modules)}
+
+
+def run(code):
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            code()
+        error = None
+    except BaseException:  # noqa: BLE001 - reported to the test, which fails on it
+        error = traceback.format_exc()
+    return {"stdout": out.getvalue(), "error": error}
+
+
+report["blocks"] = [
+    run(lambda block=block: exec(compile(block, f"<README block {n}>", "exec"),
+                                 {"__name__": "__main__"}))
+    for n, block in enumerate(request["blocks"])
+]
+sys.argv = ["experiments.example", *request["example_args"]]
+report["example"] = run(lambda: runpy.run_module("experiments.example", run_name="__main__",
+                                                 alter_sys=True))
+print(json.dumps(report))
+"""
+EXAMPLE_ARGS = ["--steps", "20", "--seq-len", "8", "--hidden-size", "8", "--batch-size", "16"]
+
+
+def readme_blocks_to_run():
+    """The README's ```python blocks, None where the block needs an optional extra that is not
+    installed (torch, or matplotlib for plotting)."""
+    blocks = code_blocks("python")
+    runnable = []
+    for block in blocks:
+        optional = [m for m in ("torch", "matplotlib") if f"import {m}" in block
+                    or (m == "matplotlib" and "plot_gates" in block)]
+        missing = any(importlib.util.find_spec(m) is None for m in optional)
+        runnable.append(None if missing else block)
+    return runnable
+
+
+@pytest.fixture(scope="module")
+def user_process(tmp_path_factory):
+    """What the user process above reports, run once for the tests of this module."""
+    blocks = readme_blocks_to_run()
+    request = {"blocks": [b for b in blocks if b is not None], "example_args": EXAMPLE_ARGS}
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=timeout,
+    result = subprocess.run(
+        [sys.executable, "-c", USER_PROCESS], input=json.dumps(request),
+        cwd=tmp_path_factory.mktemp("user"), env=env, capture_output=True, text=True,
+        timeout=600,
     )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    ran = iter(report["blocks"])
+    report["blocks"] = [None if b is None else next(ran) for b in blocks]
+    return report
 
 
 def test_core_modules_import_only_jax_numpy_chex():
@@ -41,13 +103,8 @@ def test_core_modules_import_only_jax_numpy_chex():
                 )
 
 
-def test_import_jaxlstm_pulls_in_no_flax_optax_orbax():
-    result = run_python(
-        "import sys, jaxlstm; "
-        "print(sorted(m for m in ('flax', 'optax', 'orbax') if m in sys.modules))"
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+def test_import_jaxlstm_pulls_in_no_flax_optax_orbax(user_process):
+    assert user_process["heavy_modules"] == []
 
 
 def test_ci_runs_the_readme_test_command():
@@ -75,28 +132,21 @@ README_OUTPUTS = [  # what each ```python block of the README prints, in order
 ]
 
 
-def test_readme_examples_run_as_written(tmp_path):
+def test_readme_examples_run_as_written(user_process):
     blocks = code_blocks("python")
     assert len(blocks) == len(README_OUTPUTS), "add the new README example's output here"
-    for block, expected in zip(blocks, README_OUTPUTS):
-        optional = [m for m in ("torch", "matplotlib") if f"import {m}" in block
-                    or (m == "matplotlib" and "plot_gates" in block)]
-        if any(importlib.util.find_spec(m) is None for m in optional):
+    for block, expected, result in zip(blocks, README_OUTPUTS, user_process["blocks"]):
+        if result is None:
             continue  # the torch and plot extras are optional
-        result = run_python(block, cwd=tmp_path)
-        assert result.returncode == 0, f"{block}\n{result.stderr}"
-        assert result.stdout.strip() == expected, block
+        assert result["error"] is None, f"{block}\n{result['error']}"
+        assert result["stdout"].strip() == expected, block
 
 
-def test_example_job_runs_and_reports():
-    result = subprocess.run(
-        [sys.executable, "-m", "experiments.example", "--steps", "20", "--seq-len", "8",
-         "--hidden-size", "8", "--batch-size", "16"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    assert re.search(r"test MSE after training: \d+\.\d+", result.stdout), result.stdout
-    assert "f: marked" in result.stdout
+def test_example_job_runs_and_reports(user_process):
+    result = user_process["example"]
+    assert result["error"] is None, result["error"]
+    assert re.search(r"test MSE after training: \d+\.\d+", result["stdout"]), result["stdout"]
+    assert "f: marked" in result["stdout"]
 
 
 def test_readme_first_command_runs_the_quickstart_config():
