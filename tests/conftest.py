@@ -1,16 +1,42 @@
-"""Test-wide settings: strict rank promotion, and two CPU devices for the sharding tests."""
+"""Test-wide settings: strict rank promotion, two CPU devices for the sharding tests, and
+compilation made cheap, since compiling (not running) is what the tests spend their time on."""
 
 import os
+import shutil
+import tempfile
 
-# Must be set before jax initialises its backends. Two devices, not eight: on 2-core machines
-# eight fake devices can deadlock in collectives.
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
-    ).strip()
+
+def _add_xla_flag(flag):
+    name = flag.split("=")[0]
+    if name not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
+
+
+# Must be set before jax initialises its backends; subprocesses the tests start inherit them.
+# Two devices, not eight: on 2-core machines eight fake devices can deadlock in collectives.
+_add_xla_flag("--xla_force_host_platform_device_count=2")
+# LLVM at -O0 compiles the tests' small programs about 2-3x faster; the programs run slower,
+# which their tiny arrays do not notice. XLA's own graph passes (fusion and so on) still run.
+_add_xla_flag("--xla_backend_optimization_level=0")
+
+# A compilation cache for this session only: eager calls retrace the scan with a new closure
+# each time, and tests and the processes they start compile the same programs again, which
+# then load from disk instead of compiling. The environment carries it into subprocesses.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _CACHE_DIR = tempfile.mkdtemp(prefix="jaxlstm-test-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE_DIR
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
+else:
+    _CACHE_DIR = None
 
 import jax  # noqa: E402
 
 # Silent broadcasting between arrays of different ranks is an error in the tests (as in
 # equinox and rlax), so the library cannot rely on it by accident.
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+def pytest_unconfigure(config):
+    if _CACHE_DIR is not None:
+        shutil.rmtree(_CACHE_DIR, ignore_errors=True)
