@@ -150,6 +150,10 @@ def test_example_job_runs_and_reports(user_process):
 
 
 def test_readme_first_command_runs_the_quickstart_config():
+    """The command is the installed console script; the config ships inside the package
+    (tests/test_cli.py runs both from a non-editable install in another folder)."""
     first = code_blocks("bash")[0].strip()
-    assert first == "pip install -e . && python -m experiments.train configs/quickstart.yaml"
-    assert (ROOT / "configs" / "quickstart.yaml").is_file()
+    assert first == "pip install -e . && jaxlstm train quickstart"
+    assert (ROOT / "jaxlstm" / "configs" / "quickstart.yaml").is_file()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'jaxlstm = "jaxlstm.cli:main"' in pyproject
