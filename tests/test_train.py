@@ -191,3 +191,12 @@ def test_sampling_command_generates_text_from_a_checkpoint(tmp_path, capsys):
     assert main([result.run_dir, "--prompt", "def ", "--length", "50"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("def ") and len(text) >= 54  # the prompt, 50 characters, a newline
+
+
+def test_a_run_that_cannot_plot_says_so_on_one_line(tmp_path, monkeypatch, capsys):
+    from jaxlstm.train import plots
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    assert plots.draw_all(str(tmp_path), None, None, []) == []
+    assert capsys.readouterr().err == (
+        "plots skipped: matplotlib is not installed (pip install matplotlib).\n")

@@ -6,6 +6,7 @@ matplotlib is optional: without it `draw_all` draws nothing and says so in the s
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import jax
@@ -52,6 +53,8 @@ def draw_all(run_dir: str, state: TrainState, task: Any, eval_batches: list[dict
     try:
         import matplotlib  # noqa: F401
     except ImportError:
+        print("plots skipped: matplotlib is not installed (pip install matplotlib).",
+              file=sys.stderr)
         return []
     from jaxlstm.plotting import plot_gates
 
