@@ -299,7 +299,10 @@ def run_experiment(config: ExperimentConfig, *, interrupt_at: int | None = None)
                 summary["steps_per_s"] = float(np.median([r["steps_per_s"] for r in rates]))
                 summary["sequences_per_s"] = summary["steps_per_s"] * train_cfg.batch_size
         if config.logging.plots:
-            summary["plots"] = plots.draw_all(run_dir, state, task, eval_batches)
+            try:
+                summary["plots"] = plots.draw_all(run_dir, state, task, eval_batches)
+            except Exception as err:  # noqa: BLE001 - a picture must not cost the summary
+                print(f"plots failed: {type(err).__name__}: {err}", file=sys.stderr)
         if hasattr(task, "decode") and not config.model.bidirectional:
             summary["samples"] = write_samples(run_dir, state.params, task, train_cfg.seed)
     try:
