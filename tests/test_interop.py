@@ -99,8 +99,8 @@ class TestTorch:
             return (jnp.sum(outputs * readout) + jnp.sum(jnp.stack([s.h for s in ours]) * h_readout)
                     + jnp.sum(jnp.stack([s.c for s in ours]) * c_readout))
 
-        grads, x_grad = jax.grad(our_loss, argnums=(0, 1))(interop.from_torch(module),
-                                                           jnp.asarray(xs))
+        grads, x_grad = jax.jit(jax.grad(our_loss, argnums=(0, 1)))(interop.from_torch(module),
+                                                                    jnp.asarray(xs))
         for layer, layer_grads in enumerate(grads):
             for g, suffix in zip(layer_grads, ("", "_reverse")):
                 key = f"_l{layer}{suffix}"

@@ -146,7 +146,7 @@ def test_inter_layer_and_input_dropout_change_the_output():
 
 def test_gradients_flow_through_every_layer():
     params, xs = setup()
-    grads = jax.grad(lambda p: jnp.sum(jaxlstm.lstm_stack(p, xs)[0] ** 2))(params)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(jaxlstm.lstm_stack(p, xs)[0] ** 2)))(params)
     for leaf in jax.tree.leaves(grads):
         assert np.all(np.isfinite(leaf)) and np.any(leaf != 0)
 
