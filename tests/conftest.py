@@ -37,6 +37,11 @@ import jax  # noqa: E402
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: takes tens of seconds of CPU; still part of the default run (and CI)")
+
+
 def pytest_unconfigure(config):
     if _CACHE_DIR is not None:
         shutil.rmtree(_CACHE_DIR, ignore_errors=True)

@@ -103,6 +103,7 @@ def test_core_modules_import_only_jax_numpy_chex():
                 )
 
 
+@pytest.mark.slow  # shares the user process with the README examples
 def test_import_jaxlstm_pulls_in_no_flax_optax_orbax(user_process):
     assert user_process["heavy_modules"] == []
 
@@ -132,6 +133,7 @@ README_OUTPUTS = [  # what each ```python block of the README prints, in order
 ]
 
 
+@pytest.mark.slow
 def test_readme_examples_run_as_written(user_process):
     blocks = code_blocks("python")
     assert len(blocks) == len(README_OUTPUTS), "add the new README example's output here"
@@ -142,6 +144,7 @@ def test_readme_examples_run_as_written(user_process):
         assert result["stdout"].strip() == expected, block
 
 
+@pytest.mark.slow
 def test_example_job_runs_and_reports(user_process):
     result = user_process["example"]
     assert result["error"] is None, result["error"]
