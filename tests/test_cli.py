@@ -7,6 +7,7 @@ only the installed console script runs as a real process, since installing is th
 import dataclasses
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import typing
@@ -196,8 +197,11 @@ sys.exit(main(["train", "quickstart"]))
 
 
 def test_ctrl_c_while_the_command_imports_jax_is_one_line_and_130(tmp_path):
+    # As from a terminal: SIGINT at its default, whatever this process inherited (a process
+    # started with SIGINT ignored, as by `nohup` or a background job, rightly ignores it).
     result = subprocess.run([sys.executable, "-c", CTRL_C_WHILE_IMPORTING], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120, check=False)
+                            capture_output=True, text=True, timeout=120, check=False,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert result.returncode == 130, result.stderr
     assert result.stderr == "jaxlstm: interrupted by Ctrl-C.\n"
     assert not os.listdir(tmp_path)
