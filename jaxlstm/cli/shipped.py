@@ -70,7 +70,7 @@ def listing() -> list[str]:
 def main(argv: list[str]) -> int:
     """`jaxlstm configs`: prints `listing()` and where the files are."""
     if argv in (["-h"], ["--help"]):
-        print(f"usage: jaxlstm configs\n\nLists the shipped configs: name, task, what it shows.")
+        print("usage: jaxlstm configs\n\nLists the shipped configs: name, task, what it shows.")
         return DONE
     if argv:
         raise UsageError(f"configs takes no arguments, got {' '.join(argv)!r}.")
