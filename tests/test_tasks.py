@@ -134,6 +134,19 @@ def test_train_batches_are_pure_functions_of_seed_and_step(name):
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
+def test_each_process_rows_are_rows_of_the_same_global_batch(name):
+    # Data parallelism builds each process's rows separately: together they must be the
+    # batch one process would build, or a run on 2 hosts would train on other data.
+    task = build(name)
+    whole = task.train_batch(3, 5, 8)
+    halves = [task.train_batch(3, 5, 8, rows=slice(a, a + 4)) for a in (0, 4)]
+    for key in whole:
+        assert halves[0][key].shape[0] == 4
+        np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), whole[key])
+    assert not np.array_equal(halves[0]["inputs"], halves[1]["inputs"])
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
 def test_held_out_set_is_fixed(name):
     one = build(name).eval_batches(8)
     two = build(name).eval_batches(8)

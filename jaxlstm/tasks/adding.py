@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from jaxlstm.tasks.base import Batch, TaskSpec, regression_metrics, step_rng
+from jaxlstm.tasks.base import Batch, TaskSpec, regression_metrics, step_rng, take_rows
 
 _EVAL_SEED = 2**31 - 7  # the held-out set is the same for every run
 
@@ -47,8 +47,9 @@ class AddingTask:
         self._eval = adding_batch(np.random.default_rng(_EVAL_SEED), self.eval_size,
                                   self.seq_len)
 
-    def train_batch(self, seed: int, step: int, batch_size: int) -> Batch:
-        return adding_batch(step_rng(seed, step), batch_size, self.seq_len)
+    def train_batch(self, seed: int, step: int, batch_size: int,
+                    rows: slice | None = None) -> Batch:
+        return take_rows(adding_batch(step_rng(seed, step), batch_size, self.seq_len), rows)
 
     def eval_batches(self, batch_size: int) -> list[Batch]:
         return [{k: v[i:i + batch_size] for k, v in self._eval.items()}

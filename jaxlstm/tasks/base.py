@@ -2,7 +2,9 @@
 
 Batches are pure functions of (seed, step): `train_batch(seed, step, batch_size)` always returns
 the same arrays, so a resumed run sees exactly the data an uninterrupted one would, and the
-checkpoint needs only the step. Arrays are NumPy, batch-major:
+checkpoint needs only the step. `rows=slice(a, b)` returns rows a:b of that same batch: each
+process of a data-parallel run builds only the rows its devices hold, and the global batch is
+the same whatever the number of processes. Arrays are NumPy, batch-major:
 
     inputs   (B, T, I) float32
     targets  (B, T_out, O) float32 for regression, (B, T_out) int32 for classification
@@ -52,8 +54,10 @@ class TaskSpec:
 class Task(Protocol):
     spec: TaskSpec
 
-    def train_batch(self, seed: int, step: int, batch_size: int) -> Batch:
-        """The training batch of `step`, a pure function of its arguments."""
+    def train_batch(self, seed: int, step: int, batch_size: int,
+                    rows: slice | None = None) -> Batch:
+        """The training batch of `step` (its `rows` only, if given), a pure function of its
+        arguments."""
 
     def eval_batches(self, batch_size: int) -> list[Batch]:
         """The fixed held-out set, in batches."""
@@ -94,6 +98,11 @@ def classification_metrics(outputs: Array, batch: dict[str, Array]) -> dict[str,
     count = jnp.maximum(jnp.sum(mask), 1)
     loss = jnp.sum(nll * mask) / count
     return {"loss": loss, "cross_entropy": loss, "accuracy": jnp.sum(correct * mask) / count}
+
+
+def take_rows(batch: Batch, rows: slice | None) -> Batch:
+    """Rows `rows` of every array of `batch` (all of them for None)."""
+    return batch if rows is None else {key: value[rows] for key, value in batch.items()}
 
 
 def step_rng(seed: int, step: int) -> np.random.Generator:

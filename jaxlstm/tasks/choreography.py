@@ -43,7 +43,13 @@ from jaxlstm.tasks._data import (
     save_figure,
     split_batches,
 )
-from jaxlstm.tasks.base import Batch, TaskSpec, classification_metrics, step_rng
+from jaxlstm.tasks.base import (
+    Batch,
+    TaskSpec,
+    classification_metrics,
+    step_rng,
+    take_rows,
+)
 
 SEQ_LEN = 64
 NUM_POSES = 4
@@ -145,10 +151,11 @@ class ChoreographyTask:
         return {"inputs": angles.astype(np.float32),
                 "targets": labels.astype(np.int32).reshape(-1, 1)}
 
-    def train_batch(self, seed: int, step: int, batch_size: int) -> Batch:
+    def train_batch(self, seed: int, step: int, batch_size: int,
+                    rows: slice | None = None) -> Batch:
         """Fresh phrases of uniformly drawn classes: inputs (B, 64, J), targets (B, 1)."""
         rng = step_rng(seed, step)
-        return self._batch(rng, rng.integers(0, NUM_CLASSES, int(batch_size)))
+        return take_rows(self._batch(rng, rng.integers(0, NUM_CLASSES, int(batch_size))), rows)
 
     def eval_batches(self, batch_size: int) -> list[Batch]:
         """The held-out set in batches of `batch_size` rounded down to a multiple of 8 (at

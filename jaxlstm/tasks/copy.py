@@ -21,7 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlstm.tasks._data import concat_outputs, new_figure, save_figure, split_batches
-from jaxlstm.tasks.base import Batch, TaskSpec, classification_metrics, step_rng
+from jaxlstm.tasks.base import (
+    Batch,
+    TaskSpec,
+    classification_metrics,
+    step_rng,
+    take_rows,
+)
 
 NUM_SYMBOLS = 8  # a0..a7
 BLANK = 8  # a8
@@ -66,8 +72,9 @@ class CopyTask:
         self._eval = copy_batch(np.random.default_rng(_EVAL_SEED), self.eval_size,
                                 self.seq_len)
 
-    def train_batch(self, seed: int, step: int, batch_size: int) -> Batch:
-        return copy_batch(step_rng(seed, step), batch_size, self.seq_len)
+    def train_batch(self, seed: int, step: int, batch_size: int,
+                    rows: slice | None = None) -> Batch:
+        return take_rows(copy_batch(step_rng(seed, step), batch_size, self.seq_len), rows)
 
     def eval_batches(self, batch_size: int) -> list[Batch]:
         return split_batches(self._eval, batch_size)

@@ -99,11 +99,13 @@ class DigitsTask:
     def train_size(self) -> int:
         return len(self.train_indices)
 
-    def train_batch(self, seed: int, step: int, batch_size: int) -> Batch:
+    def train_batch(self, seed: int, step: int, batch_size: int,
+                    rows: slice | None = None) -> Batch:
         """Batch `step` of a per-epoch permutation of the training split."""
         batch_size = check_batch_size(batch_size, self.train_size, "digits")
-        rows = epoch_indices(seed, step, batch_size, self.train_size)
-        return {k: v[rows] for k, v in self._train.items()}
+        indices = epoch_indices(seed, step, batch_size, self.train_size)
+        indices = indices if rows is None else indices[rows]
+        return {k: v[indices] for k, v in self._train.items()}
 
     def eval_batches(self, batch_size: int) -> list[Batch]:
         return split_batches(self._eval, batch_size)

@@ -109,11 +109,13 @@ class SunspotsTask:
         """From model units back to sunspot numbers."""
         return values * self.std + self.mean
 
-    def train_batch(self, seed: int, step: int, batch_size: int) -> Batch:
+    def train_batch(self, seed: int, step: int, batch_size: int,
+                    rows: slice | None = None) -> Batch:
         """Batch `step` of a per-epoch permutation of the training windows."""
         batch_size = check_batch_size(batch_size, self.train_size, "sunspots")
-        rows = epoch_indices(seed, step, batch_size, self.train_size)
-        return {k: v[rows] for k, v in self._train.items()}
+        indices = epoch_indices(seed, step, batch_size, self.train_size)
+        indices = indices if rows is None else indices[rows]
+        return {k: v[indices] for k, v in self._train.items()}
 
     def eval_batches(self, batch_size: int) -> list[Batch]:
         """The held-out years as one batch, whatever `batch_size` (so the RMSE is exact)."""

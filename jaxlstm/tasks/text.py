@@ -94,7 +94,8 @@ class TextTask:
     def windows_per_epoch(self) -> int:
         return (len(self.train_ids) - 1) // self.seq_len - 1
 
-    def train_batch(self, seed: int, step: int, batch_size: int) -> Batch:
+    def train_batch(self, seed: int, step: int, batch_size: int,
+                    rows: slice | None = None) -> Batch:
         """Inputs (B, T, 97) one-hot, targets (B, T) int32: batch `step` of its epoch."""
         per_epoch = self.windows_per_epoch
         batch_size = check_batch_size(batch_size, per_epoch, "text")
@@ -102,7 +103,7 @@ class TextTask:
         rng = np.random.default_rng([int(seed), epoch])
         offset = int(rng.integers(0, self.seq_len))
         order = rng.permutation(per_epoch)[index * batch_size:(index + 1) * batch_size]
-        starts = offset + order * self.seq_len
+        starts = offset + (order if rows is None else order[rows]) * self.seq_len
         windows = self.train_ids[starts[:, None] + np.arange(self.seq_len + 1)]
         return self._batch(windows)
 

@@ -15,6 +15,12 @@ What can go wrong on disk, and what happens:
 `restore_newest_good` restores the newest checkpoint that restores cleanly, and only then moves
 the unusable newer ones aside (into `<run_dir>/unusable_checkpoints/`, nothing is deleted), so a
 resume that finds nothing usable changes nothing.
+
+Several processes: every process calls `save` and the restores (orbax coordinates them and
+process 0 writes), and restores target the layout of the state passed in (its arrays'
+shardings), so a checkpoint written on 4 devices resumes on 1, or on 2 hosts, and vice versa.
+The state is replicated, so each process checks the CRCs on its own copy; only process 0
+moves folders.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxlstm.train.distributed import is_primary, sync
 from jaxlstm.train.step import TrainState, tree_is_finite
 
 _ORBAX_METADATA = "_CHECKPOINT_METADATA"  # written last, when a step's folder is complete
@@ -57,10 +64,30 @@ def _arrays(state: TrainState) -> dict[str, Any]:
             "rng": state.rng}
 
 
+def host_copy(tree: Any) -> Any:
+    """`tree`'s replicated arrays as NumPy arrays, from this process's own copy (a global
+    array spanning other processes cannot be fetched whole, but each holds all of it)."""
+
+    def fetch(leaf: Any) -> np.ndarray:
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            if not leaf.is_fully_replicated:
+                raise ValueError(f"host_copy: expected replicated arrays, got {leaf.sharding}")
+            leaf = leaf.addressable_data(0)
+        return np.asarray(jax.device_get(leaf))
+
+    return jax.tree.map(fetch, tree)
+
+
 def _checksums(tree: Any) -> dict[str, int]:
-    leaves = jax.tree_util.tree_leaves_with_path(jax.device_get(tree))
+    leaves = jax.tree_util.tree_leaves_with_path(host_copy(tree))
     return {jax.tree_util.keystr(path): zlib.crc32(np.ascontiguousarray(leaf).tobytes())
             for path, leaf in leaves}
+
+
+def _abstract(tree: Any) -> Any:
+    """Shapes, dtypes and shardings: what a restore fills, laid out like `tree`."""
+    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(
+        np.shape(leaf), leaf.dtype, sharding=getattr(leaf, "sharding", None)), tree)
 
 
 _jit_all_finite = jax.jit(tree_is_finite)
@@ -121,7 +148,7 @@ class Checkpoints:
         folder = os.path.join(self.directory, str(step))
         if not os.path.isfile(os.path.join(folder, _ORBAX_METADATA)):
             raise ValueError("unfinished write (no orbax metadata)")
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _arrays(state))
+        abstract = _abstract(_arrays(state))
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), integrity=ocp.args.JsonRestore()))
         arrays, integrity = restored["state"], restored["integrity"]
@@ -160,6 +187,7 @@ class Checkpoints:
                 continue
             for name in [s.name for s in skipped] + leftovers:
                 self._move_aside(name)
+            sync("checkpoints moved aside")
             skipped += [Skipped(name, "left by an interrupted write") for name in leftovers]
             self._manager.reload()
             return restored, skipped
@@ -168,10 +196,13 @@ class Checkpoints:
             raise NoUsableCheckpoint(f"no checkpoint in {self.directory} restores ({reasons}).")
         for name in leftovers:
             self._move_aside(name)
+        sync("checkpoint leftovers moved aside")
         self._manager.reload()
         return None, [Skipped(name, "left by an interrupted write") for name in leftovers]
 
     def _move_aside(self, name: str) -> None:
+        if not is_primary():
+            return
         os.makedirs(self.aside, exist_ok=True)
         target, n = os.path.join(self.aside, name), 1
         while os.path.exists(target):

@@ -96,6 +96,23 @@ class CheckpointConfig:
 
 
 @dataclasses.dataclass
+class DistributedConfig:
+    """Several processes (hosts) training one model: `jax.distributed.initialize`'s arguments.
+
+    Nothing to set on one machine, nor under SLURM (srun), Open MPI or a TPU pod, which JAX
+    detects; set them to start processes by hand (every process gets the same config but its
+    own `process_id`)."""
+
+    coordinator_address: str | None = None  # "host:port" of process 0, e.g. 10.0.0.1:1234
+    num_processes: int | None = None  # processes in the job; null: detected
+    process_id: int | None = None  # this process, in [0, num_processes); null: detected
+    local_device_ids: list[int] | None = None  # this process's devices; null: all it sees
+    initialization_timeout_s: int = 300  # how long to wait for every process to join
+    heartbeat_timeout_s: int = 100  # a process silent this long is declared dead
+    shutdown_timeout_s: int = 300  # how long process 0 waits for the others at the end
+
+
+@dataclasses.dataclass
 class ExperimentConfig:
     """One experiment. `name` defaults to the config file's stem; runs go to
     `<runs_root>/<name>/<timestamp>/` unless `run_dir` is given."""
@@ -107,6 +124,7 @@ class ExperimentConfig:
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)
     checkpointing: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+    distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
     name: str | None = None
     runs_root: str = "runs"
     run_dir: str | None = None  # an explicit run folder instead of <runs_root>/<name>/<time>
@@ -223,6 +241,19 @@ def check_values(config: ExperimentConfig, path: str = "config") -> None:
             fail(f"model.{key}", "a rate in [0, 1)", value)
     if not math.isfinite(model.forget_bias):
         fail("model.forget_bias", "a finite float", model.forget_bias)
+    dist = config.distributed
+    for key in ("initialization_timeout_s", "heartbeat_timeout_s", "shutdown_timeout_s"):
+        if getattr(dist, key) < 1:
+            fail(f"distributed.{key}", "a positive int", getattr(dist, key))
+    if dist.num_processes is not None and dist.num_processes < 1:
+        fail("distributed.num_processes", "a positive int or null", dist.num_processes)
+    if dist.process_id is not None and not (
+            0 <= dist.process_id < (dist.num_processes or SEED_LIMIT)):
+        fail("distributed.process_id", "an int in [0, num_processes) or null", dist.process_id)
+    if dist.local_device_ids is not None and (
+            not dist.local_device_ids or min(dist.local_device_ids) < 0):
+        fail("distributed.local_device_ids", "a non-empty list of ints >= 0 or null",
+             dist.local_device_ids)
     if not 0 <= config.training.seed < SEED_LIMIT:
         fail("training.seed", "an int in [0, 2**32)", config.training.seed)
     if not (math.isfinite(optimizer.learning_rate) and optimizer.learning_rate > 0):

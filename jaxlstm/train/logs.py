@@ -70,6 +70,19 @@ class MetricsLog:
             self._writer.close()
 
 
+class NoLog:
+    """What the processes other than process 0 log: nothing (process 0 writes the files)."""
+
+    def write(self, step: int, split: str, values: dict[str, float]) -> None:
+        pass
+
+    def write_speed(self, step: int, values: dict[str, float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def truncate_after(path: str, step: int) -> None:
     """Keeps the records of `path` up to `step`, dropping torn lines (atomically)."""
     if not os.path.exists(path):

@@ -63,17 +63,22 @@ def make_optimizer(config: OptimizerConfig, schedule: optax.Schedule
 
 
 def check_optimizer(config: OptimizerConfig) -> None:
-    """Builds the optimizer and takes one update on a tiny tree, so that a bad name or
+    """Builds the optimizer and traces one update on a tiny tree, so that a bad name or
     keyword argument (`b1: abc`) is reported when the config is loaded, not at step 1.
 
     Raises:
         ValueError: naming `optimizer.name` or `optimizer.kwargs`.
     """
     tx = make_optimizer(config, optax.constant_schedule(config.learning_rate))
-    params = {"w": jnp.ones((2, 2), jnp.float32), "b": jnp.ones((2,), jnp.float32)}
+
+    def one_update():
+        params = {"w": jnp.ones((2, 2), jnp.float32), "b": jnp.ones((2,), jnp.float32)}
+        return tx.update(params, tx.init(params), params)[0]
+
     try:
-        updates, _ = tx.update(params, tx.init(params), params)
-        jax.block_until_ready(updates)
+        # Traced, not run: a config is loaded before `jax.distributed.initialize`, which
+        # refuses to start once anything has touched a device.
+        jax.eval_shape(one_update)
     except Exception as err:  # noqa: BLE001 - optax raises whatever the bad kwarg causes
         message = " ".join(str(err).split("\n")[0].split())[:200]
         raise ValueError(f"optimizer.kwargs: optax.{config.name} fails with "

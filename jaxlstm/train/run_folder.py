@@ -27,7 +27,12 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from jaxlstm.train.config import ConfigError, ExperimentConfig, load_config
+from jaxlstm.train.config import (
+    ConfigError,
+    DistributedConfig,
+    ExperimentConfig,
+    load_config,
+)
 from jaxlstm.train.files import json_safe, write_atomically
 
 # Keys a resume may change: they decide how long to train and how often to look, not what
@@ -35,8 +40,10 @@ from jaxlstm.train.files import json_safe, write_atomically
 # would silently continue a different experiment, or fail to restore at all.
 SAFE_TO_CHANGE_ON_RESUME = ("training.steps", "training.eval_every",
                             "training.eval_batch_size", "logging.", "checkpointing.")
-# Where the run goes, not what it is.
+# Where the run goes and where it runs, not what it is: a run started on 4 devices or 2 hosts
+# resumes on 1 and vice versa (`summary.json` records where each part ran).
 NOT_COMPARED = ("name", "runs_root", "run_dir", "resume")
+NOT_COMPARED_SECTIONS = ("distributed.",)
 
 _STAMP = re.compile(r"^(\d{8}-\d{6})(?:-(\d+))?$")
 
@@ -123,7 +130,8 @@ def _flat(config: ExperimentConfig) -> dict[str, Any]:
         return {prefix[:-1]: node}
 
     flat = walk(container, "")
-    return {k: v for k, v in flat.items() if k not in NOT_COMPARED}
+    return {k: v for k, v in flat.items()
+            if k not in NOT_COMPARED and not k.startswith(NOT_COMPARED_SECTIONS)}
 
 
 def resume_changes(run_dir: str, config: ExperimentConfig) -> dict[str, list[Any]]:
@@ -168,4 +176,5 @@ def write_summary(run_dir: str, summary: dict[str, Any]) -> None:
 
 def saved_config(config: ExperimentConfig) -> ExperimentConfig:
     """What `config.yaml` holds: the config without where-it-ran and resume settings."""
-    return dataclasses.replace(config, run_dir=None, resume=False)
+    return dataclasses.replace(config, run_dir=None, resume=False,
+                               distributed=DistributedConfig())

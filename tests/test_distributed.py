@@ -1,0 +1,222 @@
+"""The same config on 1 device, 4 devices and 2 processes trains the same model.
+
+Device counts are fixed when jax starts, so every run here is a child process
+(`tests/distributed_run.py`) with its own `--xla_force_host_platform_device_count`; the two
+processes of a multi-process run meet through `jax.distributed.initialize` on 127.0.0.1 (gloo
+collectives on CPU), each with 2 devices. The runs are started together in a few waves, once
+per module, and the tests read their folders.
+
+Tolerance: the global batch is the same on every layout, so the only difference is the order
+in which the gradient's batch sum is added up (per device, then across devices). Measured
+differences after 12 Adam steps are around 1e-7 relative; the tests allow 1e-5 relative (plus
+1e-7 absolute for values near zero), far below any real difference (a different batch or a
+missing gradient average changes the loss in the second or third digit).
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from tests.test_train import QUICKSTART, TINY, final_params, read
+from jaxlstm.train.config import load_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHILD = os.path.join(ROOT, "tests", "distributed_run.py")
+RUN = [*TINY, "training.steps=12", "training.eval_every=4", "logging.log_every=2",
+       "checkpointing.every=4"]
+RTOL, ATOL = 1e-5, 1e-7
+WAIT_S = 150  # per wave; a hung collective fails the test instead of hanging the suite
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def child_env(devices: int) -> dict[str, str]:
+    env = dict(os.environ)
+    flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
+    env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+def start(run_dir, devices, *overrides, interrupt_at=None):
+    request = {"config": QUICKSTART, "overrides": [*RUN, f"run_dir={run_dir}", *overrides],
+               "interrupt_at": interrupt_at}
+    return subprocess.Popen([sys.executable, CHILD, json.dumps(request)], cwd=ROOT,
+                            env=child_env(devices), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def start_two_processes(run_dir, *overrides, steps_overrides=()):
+    """Two processes of one run, 2 devices each; short timeouts so a dead peer is noticed."""
+    address = f"127.0.0.1:{free_port()}"
+    return [start(run_dir, 2, f"distributed.coordinator_address={address}",
+                  "distributed.num_processes=2", f"distributed.process_id={i}",
+                  "distributed.initialization_timeout_s=60",
+                  "distributed.heartbeat_timeout_s=10", "distributed.shutdown_timeout_s=20",
+                  *overrides, *steps_overrides)
+            for i in range(2)]
+
+
+def finish(processes, *, expect=0):
+    """Waits for every process; returns the last stdout line (JSON) of each."""
+    deadline = time.monotonic() + WAIT_S
+    results = []
+    try:
+        for process in processes:
+            out, err = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            assert process.returncode == expect, err[-3000:]
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    return results
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Run folders: `one` (1 device), `four` (4 devices), `two_processes` (2 x 2 devices),
+    and a 4-device run interrupted at step 6, resumed on 1 device and on 2 processes."""
+    root = tmp_path_factory.mktemp("distributed")
+    folder = {name: str(root / name) for name in ("one", "four", "split", "two_processes")}
+    waves = [
+        [start(folder["one"], 1), start(folder["four"], 4),
+         start(folder["split"], 4, interrupt_at=6)],
+    ]
+    done = {}
+    for name, result in zip(("one", "four", "split"), finish(waves[0]), strict=True):
+        done[name] = result
+    folder["four_then_one"] = str(root / "four_then_one")
+    folder["four_then_two"] = str(root / "four_then_two")
+    shutil.copytree(folder["split"], folder["four_then_one"])
+    shutil.copytree(folder["split"], folder["four_then_two"])
+    second = [start(folder["four_then_one"], 1, "resume=true"),
+              *start_two_processes(folder["two_processes"])]
+    results = finish(second)
+    done["four_then_one"], done["two_processes"] = results[0], results[1]
+    done["two_processes_other"] = results[2]
+    done["four_then_two"] = finish(start_two_processes(folder["four_then_two"],
+                                                      "resume=true"))[0]
+    return folder, done
+
+
+def records(run_dir):
+    return [json.loads(line) for line in read(run_dir).splitlines()]
+
+
+def assert_same_metrics(run_dir, reference):
+    ours, theirs = records(run_dir), records(reference)
+    assert [(r["step"], r["split"], sorted(r)) for r in ours] == \
+        [(r["step"], r["split"], sorted(r)) for r in theirs]
+    worst = 0.0
+    for mine, other in zip(ours, theirs, strict=True):
+        for key in sorted(set(mine) - {"step", "split"}):
+            worst = max(worst, abs(mine[key] - other[key]) / max(abs(other[key]), 1e-30))
+            np.testing.assert_allclose(mine[key], other[key], rtol=RTOL, atol=ATOL,
+                                       err_msg=f"step {mine['step']} {mine['split']} {key}")
+    print(f"{os.path.basename(run_dir)}: metrics differ by at most {worst:.2e} relative")
+
+
+def assert_same_params(run_dir, reference):
+    config = load_config(QUICKSTART, RUN)
+    ours = final_params(run_dir, config).params
+    theirs = final_params(reference, config).params
+    worst = 0.0
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
+        a, b = np.asarray(a), np.asarray(b)
+        worst = max(worst, float(np.max(np.abs(a - b))))
+        np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
+    print(f"{os.path.basename(run_dir)}: params differ by at most {worst:.2e} absolute")
+
+
+def summary(run_dir):
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        return json.load(f)
+
+
+def test_four_devices_train_what_one_device_trains(runs):
+    folder, done = runs
+    assert (done["one"]["devices"], done["four"]["devices"]) == (1, 4)
+    assert summary(folder["four"])["mesh"] == {"data": 4}
+    assert_same_metrics(folder["four"], folder["one"])
+    assert_same_params(folder["four"], folder["one"])
+
+
+def test_two_processes_train_what_one_device_trains(runs):
+    folder, done = runs
+    assert done["two_processes"]["processes"] == 2 and done["two_processes"]["devices"] == 4
+    assert done["two_processes_other"]["run_dir"] == done["two_processes"]["run_dir"]
+    where = summary(folder["two_processes"])
+    assert (where["processes"], where["devices"], where["local_devices"]) == (2, 4, 2)
+    assert_same_metrics(folder["two_processes"], folder["one"])
+    assert_same_params(folder["two_processes"], folder["one"])
+
+
+def test_only_process_zero_writes_and_the_saved_config_runs_anywhere(runs):
+    folder, _ = runs
+    saved = load_config(os.path.join(folder["two_processes"], "config.yaml"))
+    assert saved.distributed.coordinator_address is None  # where it ran is not what it is
+    assert sorted(os.listdir(folder["two_processes"])) == sorted(os.listdir(folder["one"]))
+
+
+@pytest.mark.parametrize("resumed", ["four_then_one", "four_then_two"])
+def test_a_checkpoint_written_on_four_devices_resumes_elsewhere(runs, resumed):
+    folder, done = runs
+    assert done["split"]["status"] == "interrupted" and done["split"]["step"] == 6
+    assert done[resumed]["status"] == "completed"
+    assert_same_metrics(folder[resumed], folder["one"])
+    assert_same_params(folder[resumed], folder["one"])
+    resumes = summary(folder[resumed])["resumes"]
+    assert [(r["step"], r["devices"]) for r in resumes] == [(6, 1 if "one" in resumed else 4)]
+
+
+def test_a_batch_that_does_not_split_over_the_devices_is_one_line_and_exit_2(tmp_path):
+    process = subprocess.run(
+        [sys.executable, "-m", "jaxlstm.cli", "train", QUICKSTART, *RUN,
+         f"run_dir={tmp_path / 'odd'}", "training.batch_size=6"],
+        cwd=ROOT, env=child_env(4), capture_output=True, text=True, timeout=WAIT_S)
+    assert process.returncode == 2, process.stderr
+    assert process.stderr.count("\n") == 1
+    assert "training.batch_size: expected a multiple of the number of devices (4" in \
+        process.stderr
+    assert not os.path.exists(tmp_path / "odd")
+
+
+def test_a_killed_process_stops_the_other_instead_of_hanging(tmp_path):
+    run_dir = str(tmp_path / "killed")
+    processes = start_two_processes(run_dir, steps_overrides=[
+        "training.steps=100000", "training.eval_every=100000", "checkpointing.every=100000"])
+    try:
+        metrics = os.path.join(run_dir, "metrics.jsonl")
+        deadline = time.monotonic() + WAIT_S
+        while not (os.path.exists(metrics) and read(run_dir).count("\n") >= 3):
+            assert processes[0].poll() is None, processes[0].communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the two processes never got going"
+            time.sleep(0.2)
+        processes[1].send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        _, err = processes[0].communicate(timeout=90)
+        assert processes[0].returncode != 0
+        print(f"process 0 exited {processes[0].returncode} after "
+              f"{time.monotonic() - killed_at:.1f} s: {err.strip().splitlines()[-1][:300]}")
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
