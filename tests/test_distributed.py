@@ -220,3 +220,41 @@ def test_a_killed_process_stops_the_other_instead_of_hanging(tmp_path):
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+SLURM_TASK = {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "node[1-2]", "SLURM_PROCID": "1",
+              "SLURM_LOCALID": "0"}
+
+
+@pytest.mark.parametrize("env, values, expected", [
+    ({}, {}, False),  # one machine: nothing to start
+    ({**SLURM_TASK, "SLURM_NTASKS": "1"}, {}, False),  # one SLURM task: still one process
+    ({**SLURM_TASK, "SLURM_NTASKS": "4"}, {}, True),  # srun with 4 tasks
+    ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}, {}, False),  # sbatch's script, not a step
+    ({"OMPI_MCA_orte_hnp_uri": "1;tcp://h:1", "OMPI_COMM_WORLD_SIZE": "2"}, {}, True),
+    ({}, {"coordinator_address": "127.0.0.1:1234"}, True),
+    ({}, {"enabled": True}, True),  # a TPU pod slice
+    ({**SLURM_TASK, "SLURM_NTASKS": "4"}, {"enabled": False}, False),
+])
+def test_the_runtime_starts_exactly_when_there_are_several_processes(monkeypatch, env, values,
+                                                                      expected):
+    from jaxlstm.train import distributed
+    from jaxlstm.train.config import DistributedConfig
+
+    for name in [*SLURM_TASK, "SLURM_NTASKS", "OMPI_MCA_orte_hnp_uri", "OMPI_COMM_WORLD_SIZE"]:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert distributed.wanted(DistributedConfig(**values)) is expected
+
+
+def test_bad_distributed_values_are_config_errors(tmp_path):
+    from jaxlstm.train.config import ConfigError
+
+    for override, message in (("distributed.process_id=2", "distributed.process_id"),
+                              ("distributed.num_processes=0", "distributed.num_processes"),
+                              ("distributed.local_device_ids=[]", "local_device_ids"),
+                              ("distributed.heartbeat_timeout_s=0", "heartbeat_timeout_s")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(QUICKSTART, [override, "distributed.num_processes=2"]
+                        if "process_id" in override else [override])

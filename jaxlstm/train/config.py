@@ -99,10 +99,11 @@ class CheckpointConfig:
 class DistributedConfig:
     """Several processes (hosts) training one model: `jax.distributed.initialize`'s arguments.
 
-    Nothing to set on one machine, nor under SLURM (srun), Open MPI or a TPU pod, which JAX
-    detects; set them to start processes by hand (every process gets the same config but its
-    own `process_id`)."""
+    Nothing to set on one machine, nor under SLURM (srun) or Open MPI, which JAX detects; on a
+    TPU pod slice set `enabled: true`; to start processes by hand, set the address, the count
+    and each process's own `process_id`."""
 
+    enabled: bool | None = None  # null: if a value below is set or srun/mpirun ran us; true: always (TPU pods)
     coordinator_address: str | None = None  # "host:port" of process 0, e.g. 10.0.0.1:1234
     num_processes: int | None = None  # processes in the job; null: detected
     process_id: int | None = None  # this process, in [0, num_processes); null: detected

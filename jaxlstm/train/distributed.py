@@ -5,8 +5,8 @@ same jitted steps in the same order, each feeding its slice of the batch. This m
 
 - starts the runtime (`jax.distributed.initialize`) when the config's `distributed` section
   says so, or when JAX would detect a cluster of more than one process (SLURM under `srun`,
-  Open MPI's `mpirun`); nothing happens on a single machine, and a TPU pod slice is left to
-  JAX's own start-up;
+  Open MPI's `mpirun`); nothing happens on a single machine; on a TPU pod slice set
+  `distributed.enabled=true` and JAX detects the rest;
 - answers who writes (`is_primary`: process 0 writes the run folder's files);
 - makes the host-side decisions every process must take identically (stop now? which folder?)
   the same on all of them (`agree`, `broadcast_text`); a process that decided alone would
@@ -39,6 +39,8 @@ def _detected_process_count() -> int:
 
 def wanted(config: DistributedConfig) -> bool:
     """Whether this process is one of several: the config says so, or a cluster does."""
+    if config.enabled is not None:
+        return config.enabled
     explicit = (config.coordinator_address, config.num_processes, config.process_id,
                 config.local_device_ids)
     return any(value is not None for value in explicit) or _detected_process_count() > 1
