@@ -27,8 +27,8 @@ import jax
 import numpy as np
 import pytest
 
-from tests.test_train import QUICKSTART, TINY, final_params, read
 from jaxlstm.train.config import load_config
+from tests.test_train import QUICKSTART, TINY, final_params, read
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHILD = os.path.join(ROOT, "tests", "distributed_run.py")
@@ -187,7 +187,7 @@ def test_a_checkpoint_written_on_four_devices_resumes_elsewhere(runs, resumed):
 
 
 def test_a_batch_that_does_not_split_over_the_devices_is_one_line_and_exit_2(tmp_path):
-    process = subprocess.run(
+    process = subprocess.run(  # noqa: PLW1510 - the exit code is the test
         [sys.executable, "-m", "jaxlstm.cli", "train", QUICKSTART, *RUN,
          f"run_dir={tmp_path / 'odd'}", "training.batch_size=6"],
         cwd=ROOT, env=child_env(4), capture_output=True, text=True, timeout=WAIT_S)
