@@ -75,8 +75,17 @@ class DataParallel:
                              f"{batch_size}, not one contiguous block per process.")
         return rows
 
-    def global_batch(self, local: Batch, batch_size: int) -> dict[str, jax.Array]:
-        """The global batch of `batch_size` rows from this process's rows `local`."""
+    def global_batch(self, local: Batch, batch_size: int) -> Batch | dict[str, jax.Array]:
+        """The global batch of `batch_size` rows from this process's rows `local`.
+
+        In one process the NumPy batch is returned as it is: the jitted step's `in_shardings`
+        split it over the devices on the way in, a few percent faster per step than
+        assembling the array first."""
+        if jax.process_count() == 1:
+            return local
+        return self._assemble(local, batch_size)
+
+    def _assemble(self, local: Batch, batch_size: int) -> dict[str, jax.Array]:
         sharding = self.batch_sharding
         return {key: jax.make_array_from_process_local_data(
                     sharding, value, (batch_size, *np.shape(value)[1:]))
@@ -89,7 +98,7 @@ class DataParallel:
         rows = len(next(iter(batch.values())))
         if rows % self.device_count == 0:
             local = self.local_rows(rows)
-            return self.global_batch({k: v[local] for k, v in batch.items()}, rows)
+            return self._assemble({k: v[local] for k, v in batch.items()}, rows)
         return {key: jax.make_array_from_process_local_data(self.replicated, value)
                 for key, value in batch.items()}
 
