@@ -31,9 +31,9 @@ _EXPORTS = {
 }
 _PUBLIC_MODULES = ("gates", "interop", "variants")
 # Every submodule, so `jaxlstm.scan` or `jaxlstm.train` resolve as attributes too.
-_SUBMODULES = frozenset({*_PUBLIC_MODULES, "benchmark", "cell", "cli", "flax", "params",
-                         "plotting", "recurrence", "regularisation", "scan", "stack", "step",
-                         "tasks", "tbptt", "train", "validation"})
+_SUBMODULES = frozenset({*_PUBLIC_MODULES, "benchmark", "cell", "cli", "flax", "launch",
+                         "params", "plotting", "recurrence", "regularisation", "scan", "stack",
+                         "step", "tasks", "tbptt", "train", "validation"})
 
 __all__ = sorted([*_EXPORTS, *_PUBLIC_MODULES])
 

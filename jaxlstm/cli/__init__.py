@@ -1,13 +1,14 @@
-"""The `jaxlstm` command: train from configs, sample from text runs, list configs, benchmark.
+"""The `jaxlstm` command: train from configs, launch jobs and sweeps, sample, list, benchmark.
 
     jaxlstm train CONFIG [key=value ...] [--resume]
+    jaxlstm launch CONFIG [key=value[,value...] ...] [--executor slurm|local] [flags]
     jaxlstm sample RUN_DIR [--prompt TEXT] [--length N] [--temperature T] [--seed S]
     jaxlstm configs
     jaxlstm bench [--quick] ...
 
-The top layer of the package: it calls `jaxlstm.train` and `jaxlstm.benchmark`, and nothing in
-the package imports it. Each command is a `main(argv) -> int` in its own module; see
-`jaxlstm.cli.exits` for the exit codes they share.
+The top layer of the package: it calls `jaxlstm.train`, `jaxlstm.launch` and
+`jaxlstm.benchmark`, and nothing in the package imports it. Each command is a
+`main(argv) -> int` in its own module; see `jaxlstm.cli.exits` for the exit codes they share.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ _guard = (threading.current_thread() is threading.main_thread()
 if _guard:
     signal.signal(signal.SIGINT, _exit_on_ctrl_c)
 
-from jaxlstm.cli import bench, reference, sample, shipped, train  # noqa: E402
+from jaxlstm.cli import bench, launch, reference, sample, shipped, train  # noqa: E402
 from jaxlstm.cli.exits import DONE, UsageError, command  # noqa: E402
 
 if _guard:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-COMMANDS = {"train": train, "sample": sample, "configs": shipped, "bench": bench}
+COMMANDS = {"train": train, "launch": launch, "sample": sample, "configs": shipped,
+            "bench": bench}
 
 
 def overview() -> str:
@@ -44,8 +46,8 @@ def overview() -> str:
     commands = "\n".join(f"  {name} {module.USAGE}".rstrip() + f"\n      {module.SUMMARY}"
                          for name, module in COMMANDS.items())
     return (f"usage: jaxlstm COMMAND [ARGS ...]\n\n"
-            f"LSTMs in JAX: train them from config files, sample text from a trained run, time "
-            f"the library.\n\ncommands:\n{commands}\n"
+            f"LSTMs in JAX: train them from config files, here or as SLURM jobs and sweeps, "
+            f"sample text from a trained run, time the library.\n\ncommands:\n{commands}\n"
             f"`jaxlstm COMMAND --help` describes one command; `jaxlstm --version` prints the "
             f"version.\n\n{reference.train_reference()}")
 
