@@ -62,14 +62,14 @@ def start(run_dir, devices, *overrides, interrupt_at=None):
                             stderr=subprocess.PIPE, text=True)
 
 
-def start_two_processes(run_dir, *overrides, steps_overrides=()):
+def start_two_processes(run_dir, *overrides, steps_overrides=(), interrupt_at=None):
     """Two processes of one run, 2 devices each; short timeouts so a dead peer is noticed."""
     address = f"127.0.0.1:{free_port()}"
     return [start(run_dir, 2, f"distributed.coordinator_address={address}",
                   "distributed.num_processes=2", f"distributed.process_id={i}",
                   "distributed.initialization_timeout_s=60",
                   "distributed.heartbeat_timeout_s=10", "distributed.shutdown_timeout_s=20",
-                  *overrides, *steps_overrides)
+                  *overrides, *steps_overrides, interrupt_at=interrupt_at)
             for i in range(2)]
 
 
@@ -92,7 +92,8 @@ def finish(processes, *, expect=0):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Run folders: `one` (1 device), `four` (4 devices), `two_processes` (2 x 2 devices),
-    and a 4-device run interrupted at step 6, resumed on 1 device and on 2 processes."""
+    a 4-device run interrupted at step 6, resumed on 1 device and on 2 processes, and a
+    2-process run interrupted at step 6 and resumed on 2 processes (`two_split`)."""
     root = tmp_path_factory.mktemp("distributed")
     folder = {name: str(root / name) for name in ("one", "four", "split", "two_processes")}
     waves = [
@@ -111,8 +112,12 @@ def runs(tmp_path_factory):
     results = finish(second)
     done["four_then_one"], done["two_processes"] = results[0], results[1]
     done["two_processes_other"] = results[2]
-    done["four_then_two"] = finish(start_two_processes(folder["four_then_two"],
-                                                      "resume=true"))[0]
+    folder["two_split"] = str(root / "two_split")
+    third = [*start_two_processes(folder["four_then_two"], "resume=true"),
+             *start_two_processes(folder["two_split"], interrupt_at=6)]
+    results = finish(third)
+    done["four_then_two"], done["two_split"] = results[0], results[2]
+    done["two_resumed"] = finish(start_two_processes(folder["two_split"], "resume=true"))[0]
     return folder, done
 
 
@@ -184,6 +189,19 @@ def test_a_checkpoint_written_on_four_devices_resumes_elsewhere(runs, resumed):
     assert_same_params(folder[resumed], folder["one"])
     resumes = summary(folder[resumed])["resumes"]
     assert [(r["step"], r["devices"]) for r in resumes] == [(6, 1 if "one" in resumed else 4)]
+
+
+def test_two_processes_interrupted_then_resumed_equal_two_processes_uninterrupted(runs):
+    # Exact: same layout, same sums, so the files are identical, not merely close.
+    folder, done = runs
+    assert done["two_split"]["status"] == "interrupted" and done["two_split"]["step"] == 6
+    assert done["two_resumed"]["status"] == "completed"
+    assert read(folder["two_split"]) == read(folder["two_processes"])
+    config = load_config(QUICKSTART, RUN)
+    resumed = final_params(folder["two_split"], config).params
+    whole = final_params(folder["two_processes"], config).params
+    for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(whole), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_a_batch_that_does_not_split_over_the_devices_is_one_line_and_exit_2(tmp_path):

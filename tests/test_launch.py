@@ -10,6 +10,8 @@ import json
 import os
 import signal
 import stat
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -215,8 +217,16 @@ def test_one_config_is_one_job_in_its_own_run_folder(fake_slurm, tmp_path, capsy
 def test_a_resume_waits_for_local_jobs_still_running(tmp_path):
     import subprocess
 
-    job = subprocess.Popen(["sh", "-c", "sleep 30", "submitit"])  # as a local controller
+    # A process whose command line names submitit, as a local controller's does. Not
+    # `sh -c "sleep 30"`: dash execs its last command, and the command line becomes sleep's.
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "submitit"])
     try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until the child has exec'd its own command line
+            with open(f"/proc/{job.pid}/cmdline", "rb") as f:
+                if b"submitit" in f.read():
+                    break
+            time.sleep(0.02)
         launch = {"executor": "local", "host": executors.hostname(),
                   "jobs": {"a": str(job.pid), "b": "999999999"}}
         assert executors.still_queued(launch) == [str(job.pid)]
