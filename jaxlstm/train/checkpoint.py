@@ -59,7 +59,8 @@ class Skipped:
     reason: str
 
 
-def _arrays(state: TrainState) -> dict[str, Any]:
+def state_arrays(state: TrainState) -> dict[str, Any]:
+    """The arrays of the train state: what a checkpoint holds."""
     return {"step": state.step, "params": state.params, "opt_state": state.opt_state,
             "rng": state.rng}
 
@@ -131,7 +132,7 @@ class Checkpoints:
         step = int(state.step)
         if step in self._saved_here:
             return step
-        arrays = _arrays(state)
+        arrays = state_arrays(state)
         if not all_finite(arrays):
             raise NonFiniteState(f"the state at step {step} holds NaN or inf; not saved.")
         if step in self._manager.all_steps():
@@ -148,7 +149,7 @@ class Checkpoints:
         folder = os.path.join(self.directory, str(step))
         if not os.path.isfile(os.path.join(folder, _ORBAX_METADATA)):
             raise ValueError("unfinished write (no orbax metadata)")
-        abstract = _abstract(_arrays(state))
+        abstract = _abstract(state_arrays(state))
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), integrity=ocp.args.JsonRestore()))
         arrays, integrity = restored["state"], restored["integrity"]

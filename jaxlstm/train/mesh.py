@@ -107,31 +107,27 @@ class DataParallel:
         return {"processes": jax.process_count(), "devices": self.device_count,
                 "local_devices": jax.local_device_count(),
                 "mesh": dict(self.mesh.shape), "platform": jax.devices()[0].platform,
-                "device_kind": jax.devices()[0].device_kind}
+                "device": jax.devices()[0].device_kind}
+
+
+# Cached per mesh (a DataParallel is equal to another over the same devices), so every run on
+# the same devices reuses one compiled step.
+@functools.cache
+def train_step(parallel: DataParallel) -> Any:
+    """`step.train_step` jitted for the mesh: state replicated and donated, batch split."""
+    from jaxlstm.train import step
+
+    return jax.jit(step.train_step, in_shardings=(parallel.replicated, parallel.batch_sharding),
+                   out_shardings=(parallel.replicated, parallel.replicated), donate_argnums=0)
 
 
 @functools.cache
-def _jitted(mesh: Mesh, name: str) -> Any:
+def eval_step(parallel: DataParallel) -> Any:
+    """`step.eval_step` jitted for the mesh: metrics of the whole batch, replicated. Held-out
+    batches may be replicated (see `eval_batch`), so their layout comes with them."""
     from jaxlstm.train import step
 
-    parallel = DataParallel(mesh)
-    replicated, batch = parallel.replicated, parallel.batch_sharding
-    if name == "train":
-        return jax.jit(step.train_step, in_shardings=(replicated, batch),
-                       out_shardings=(replicated, replicated), donate_argnums=0)
-    # Held-out batches may be replicated (see `eval_batch`): their layout comes with them.
-    return jax.jit(getattr(step, f"{name}_step" if name == "eval" else name),
-                   out_shardings=replicated)
-
-
-def train_step(parallel: DataParallel) -> Any:
-    """`step.train_step` jitted for the mesh: state replicated and donated, batch split."""
-    return _jitted(parallel.mesh, "train")
-
-
-def eval_step(parallel: DataParallel) -> Any:
-    """`step.eval_step` jitted for the mesh: metrics of the whole batch, replicated."""
-    return _jitted(parallel.mesh, "eval")
+    return jax.jit(step.eval_step, out_shardings=parallel.replicated)
 
 
 def init_state(parallel: DataParallel, create: Any) -> Any:

@@ -56,6 +56,7 @@ from jaxlstm.train.checkpoint import (
     NoUsableCheckpoint,
     host_copy,
     report_skipped,
+    state_arrays,
 )
 from jaxlstm.train.config import ConfigError, ExperimentConfig, to_yaml
 from jaxlstm.train.files import json_safe, write_atomically
@@ -367,7 +368,6 @@ def run_experiment(config: ExperimentConfig, *, interrupt_at: int | None = None)
         "status": status, "step": step,
         "wall_time_s": round(time.perf_counter() - started, 2),
         "versions": _versions(),
-        "device": where["device_kind"], "platform": where["platform"],
     })
     if status == "completed":
         final = evaluate(state, held_out)
@@ -391,8 +391,7 @@ _SIGNALLED, _WRITE_FAILED = 1, 2
 def host_state(state: TrainState) -> TrainState:
     """The state with NumPy arrays: this process's own copy, for work that runs on process 0
     alone (plots, samples), which must not touch arrays spanning other processes."""
-    return state.replace(**host_copy({"step": state.step, "params": state.params,
-                                      "opt_state": state.opt_state, "rng": state.rng}))
+    return state.replace(**host_copy(state_arrays(state)))
 
 
 def _finish_folder(config: ExperimentConfig, run_dir: str, summary: dict[str, Any],
