@@ -80,15 +80,17 @@ def init_lstm(
     forget_bias: float = 1.0,
     input_init: Initializer | None = None,
     recurrent_init: Initializer | None = None,
+    bias_init: Initializer | None = None,
 ) -> LSTMParams:
     """Initialises one LSTM layer.
 
     Each gate's block is initialised on its own: `input_init(key, (input_size, H), float32)`
     for each gate's slice of w_x (default LeCun normal, as Flax) and
     `recurrent_init(key, (H, H), float32)` for each gate's slice of w_h (default orthogonal, so
-    every gate's recurrent map starts norm-preserving). The bias is zero except the forget gate's,
-    which is `forget_bias` (Gers et al. 2000; Jozefowicz et al. 2015): with f_t near 1 the cell
-    starts out remembering, which helps gradients flow early in training.
+    every gate's recurrent map starts norm-preserving). Each gate's bias block is
+    `bias_init(key, (H,), float32)` (default zeros), and `forget_bias` is added to the forget
+    gate's (Gers et al. 2000; Jozefowicz et al. 2015): with f_t near 1 the cell starts out
+    remembering, which helps gradients flow early in training.
 
     A variant's own weights (`cell`) start where the variant equals or is closest to the
     standard cell: peepholes 0, layer-norm gains 1 and shifts 0; the retained-readout W_u is
@@ -107,6 +109,7 @@ def init_lstm(
         forget_bias: initial value of the forget gate's bias b_f.
         input_init: initialiser for each gate's (I, H) block of w_x.
         recurrent_init: initialiser for each gate's (H, H) block of w_h.
+        bias_init: initialiser for each gate's (H,) block of b (default zeros).
 
     Returns:
         `LSTMParams` with w_x (I, G*H), w_h (R, G*H), b (G*H,), the variant's weights in `cell`
@@ -132,8 +135,12 @@ def init_lstm(
     num_gates = variant.num_gates
     w_x = _per_gate(input_init, key_x, input_size, hidden_size, num_gates)
     w_h = _per_gate(recurrent_init, key_h, proj_size or hidden_size, hidden_size, num_gates)
-    b = jnp.zeros((num_gates, hidden_size), jnp.float32)
-    b = b.at[variant.forget_index].set(forget_bias).reshape(-1)
+    if bias_init is None:
+        b = jnp.zeros((num_gates, hidden_size), jnp.float32)
+    else:  # its own key, so the kernels are the same with and without a bias_init
+        keys = jax.random.split(jax.random.fold_in(key, 2), num_gates)
+        b = jnp.stack([bias_init(k, (hidden_size,), jnp.float32) for k in keys])
+    b = b.at[variant.forget_index].add(forget_bias).reshape(-1)
     cell_weights = variant.init_weights(key_cell, hidden_size)
     w_p = None
     if proj_size is not None:
