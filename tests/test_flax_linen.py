@@ -449,12 +449,27 @@ def test_dtype_sets_the_computation_dtype():
     np.testing.assert_allclose(outputs.astype(jnp.float32), full, atol=5e-2)
 
 
-def test_cell_dtype_in_rnn():
-    # Flax's OptimizedLSTMCell(dtype=bfloat16) runs inside nn.RNN; so must ours.
+@pytest.mark.parametrize("param_dtype", [jnp.float32, jnp.bfloat16])
+def test_cell_dtype_in_rnn_output_is_the_carry_as_in_flax(param_dtype):
+    # Flax's cells with dtype=bfloat16 run inside nn.RNN, and their output *is* the new h:
+    # the carry's dtype (param_dtype, from initialize_carry), whatever computes the gates.
     xs = inputs()
-    rnn = nn.RNN(LSTMCell(HIDDEN, dtype=jnp.bfloat16))
-    variables = {"params": {"cell": to_module_params(init_layer())}}
-    assert jax.eval_shape(rnn.apply, variables, xs).dtype == jnp.bfloat16
+    for flax_cell in (nn.LSTMCell, nn.OptimizedLSTMCell):
+        ours = nn.RNN(LSTMCell(HIDDEN, dtype=jnp.bfloat16, param_dtype=param_dtype),
+                      return_carry=True)
+        theirs = nn.RNN(flax_cell(HIDDEN, dtype=jnp.bfloat16, param_dtype=param_dtype),
+                        return_carry=True)
+        variables = {"params": {"cell": to_module_params(init_layer())}}
+        variables = jax.tree.map(lambda a: a.astype(param_dtype), variables)
+        (c, h), ys = ours.apply(variables, xs)
+        flax_variables = {"params": {"cell": to_flax_linen(to_lstm_params(
+            variables["params"]["cell"]))}}
+        (_, h_flax), ys_flax = theirs.apply(flax_variables, xs)
+        assert ys.dtype == h.dtype == c.dtype == ys_flax.dtype == h_flax.dtype == param_dtype
+        np.testing.assert_array_equal(ys[:, -1], h)
+        tolerance = 1e-2 if param_dtype == jnp.float32 else 5e-2
+        np.testing.assert_allclose(ys.astype(jnp.float32), ys_flax.astype(jnp.float32),
+                                   atol=tolerance)
 
 
 # --- params: conversions and serialisation -----------------------------------------------------

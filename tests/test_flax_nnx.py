@@ -416,12 +416,15 @@ def test_cell_carry_shapes_and_batch_axes():
     c, h = ours.initialize_carry((2, BATCH, INPUT))
     assert c.shape == (2, BATCH, HIDDEN) and h.shape == (2, BATCH, PROJ)
     np.testing.assert_array_equal(c, 0.0)
-    c, h = ours.initialize_carry((BATCH, INPUT), carry_init=nnx.initializers.ones)
+    c, h = ours.initialize_carry((BATCH, INPUT), nnx.Rngs(0), carry_init=nnx.initializers.ones)
     np.testing.assert_array_equal(c, 1.0)
     np.testing.assert_array_equal(h, 1.0)
     ones = build(lambda: LSTMCell(INPUT, HIDDEN, carry_init=nnx.initializers.ones,
                                   rngs=nnx.Rngs(0)))
-    np.testing.assert_array_equal(ones.initialize_carry((BATCH, INPUT))[0], 1.0)
+    np.testing.assert_array_equal(ones.initialize_carry((BATCH, INPUT), nnx.Rngs(0))[0], 1.0)
+    # As Flax's cells: an initialiser other than zeros needs rngs (zeros do not).
+    with pytest.raises(ValueError, match="RNGs must be provided"):
+        ones.initialize_carry((BATCH, INPUT))
     # Two batch axes: nnx.RNN finds the time axis from num_feature_axes.
     xs = inputs((2, BATCH, STEPS, INPUT))
 
@@ -462,11 +465,24 @@ def test_dtype_sets_the_computation_dtype():
     np.testing.assert_allclose(outputs.astype(jnp.float32), full, atol=5e-2)
 
 
-def test_cell_dtype_in_rnn():
-    # Flax's OptimizedLSTMCell(dtype=bfloat16) runs inside nnx.RNN; so must ours.
-    cell = build(lambda: LSTMCell(INPUT, HIDDEN, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)))
-    outputs = nnx.eval_shape(lambda cell, xs: nnx.RNN(cell)(xs), cell, inputs())
-    assert outputs.dtype == jnp.bfloat16
+@pytest.mark.parametrize("param_dtype", [jnp.float32, jnp.bfloat16])
+def test_cell_dtype_in_rnn_output_is_the_carry_as_in_flax(param_dtype):
+    # Flax's cells with dtype=bfloat16 run inside nnx.RNN and output the new h itself, in the
+    # carry's dtype (param_dtype, from initialize_carry). (nnx.OptimizedLSTMCell cannot
+    # initialise bfloat16 params on CPU: XLA:CPU has no bfloat16 QR for its orthogonal init.)
+    cells = [nnx.LSTMCell] + [nnx.OptimizedLSTMCell] * (param_dtype == jnp.float32)
+    for flax_cell in cells:
+        ours = LSTMCell(INPUT, HIDDEN, dtype=jnp.bfloat16, param_dtype=param_dtype,
+                        flax_compatible=flax_cell.__name__, rngs=nnx.Rngs(0))
+        theirs = flax_cell(INPUT, HIDDEN, dtype=jnp.bfloat16, param_dtype=param_dtype,
+                           rngs=nnx.Rngs(0))
+        (c, h), ys = nnx.RNN(ours, return_carry=True)(inputs())
+        (_, h_flax), ys_flax = nnx.RNN(theirs, return_carry=True)(inputs())
+        assert ys.dtype == h.dtype == c.dtype == ys_flax.dtype == h_flax.dtype == param_dtype
+        np.testing.assert_array_equal(ys[:, -1], h)
+        tolerance = 1e-2 if param_dtype == jnp.float32 else 5e-2
+        np.testing.assert_allclose(ys.astype(jnp.float32), ys_flax.astype(jnp.float32),
+                                   atol=tolerance)
 
 
 # --- params: conversions and serialisation -----------------------------------------------------

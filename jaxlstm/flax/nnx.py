@@ -11,17 +11,22 @@ Weights are `nnx.Param`s named after `LSTMParams`' fields (a layer's `w_x`, `w_h
 
 from __future__ import annotations
 
+import itertools
+import warnings
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax.nnx.nn.dtypes import promote_dtype as flax_promote_dtype
 
-from jaxlstm.cell import LSTMState
+from jaxlstm.flax import dropin
+from jaxlstm.flax.carry import check_carry_format, from_flax_carry, to_flax_carry
 from jaxlstm.flax.params import arrange_outputs, cast_for_compute, check_module_options
 from jaxlstm.params import Initializer, LSTMParams, init_lstm
 from jaxlstm.stack import Directions, StackParams, lstm_stack
-from jaxlstm.step import lstm_cell
 from jaxlstm.variants import variant_named, variant_of
 
 Array = jax.Array
@@ -39,11 +44,12 @@ class _CellWeights(nnx.Module):
 class _Weights(nnx.Module):
     """One layer's (one direction's) weights, `nnx.Param`s named after `LSTMParams`' fields."""
 
-    def __init__(self, params: LSTMParams):
+    def __init__(self, params: LSTMParams, metadata: Mapping[str, Mapping[str, Any]] | None = None):
+        metadata = metadata or {}
         self.variant = variant_of(params.cell).name
-        self.w_x = nnx.Param(params.w_x)
-        self.w_h = nnx.Param(params.w_h)
-        self.b = nnx.Param(params.b)
+        self.w_x = nnx.Param(params.w_x, **metadata.get("w_x", {}))
+        self.w_h = nnx.Param(params.w_h, **metadata.get("w_h", {}))
+        self.b = nnx.Param(params.b, **metadata.get("b", {}))
         has_weights = params.cell is not None and bool(params.cell._fields)
         self.cell = _CellWeights(params.cell) if has_weights else None
         self.w_p = nnx.Param(params.w_p) if params.w_p is not None else None
@@ -93,61 +99,109 @@ def _key(rngs: Any) -> Array:
 
 
 class LSTMCell(_Weights, nnx.RNNCellBase):
-    """One LSTM step as an NNX `RNNCellBase`, for `nnx.RNN`; any cell variant.
+    """One LSTM step as an NNX `RNNCellBase`: a drop-in for `nnx.LSTMCell` and
+    `nnx.OptimizedLSTMCell`, in `nnx.RNN`, `nnx.Bidirectional` or a Python loop.
 
-    The carry is Flax's `(c, h)`; c has `hidden_features` units and h
-    `proj_size or hidden_features`.
+    Computes `jaxlstm.lstm_cell` (any cell variant) with Flax's semantics: the carry is
+    `(c, h)`, integer inputs promote to the params' float dtype, and the output is the new h,
+    in the carry's dtype. Takes every argument Flax's cells take, with Flax's meaning, and
+    jaxlstm's own after them.
 
     Args:
         in_features: I.
         hidden_features: H.
+        gate_fn, activation_fn: the gates' and the candidate's / output's activations (default
+            sigmoid and tanh, which run `jaxlstm.lstm_cell`; others compose the same gate
+            functions with the given activations, standard cell only).
+        kernel_init, recurrent_kernel_init, bias_init: initialisers of each gate's input
+            kernel, recurrent kernel and bias blocks (LeCun normal, orthogonal, zeros);
+            `forget_bias` is added to the forget gate's bias.
+        dtype: computation dtype; None promotes the inputs' and params' dtypes.
+        param_dtype: dtype the params are stored in.
+        carry_init: the default initialiser of `initialize_carry` (zeros if None).
+        promote_dtype: how inputs and params meet a dtype, Flax's `promote_dtype` by default.
+        keep_rngs: keep a fork of `rngs.carry` for `initialize_carry` (deprecated in Flax).
+        rngs: `nnx.Rngs` with a 'params' stream.
+        kernel_metadata, recurrent_kernel_metadata, bias_metadata: metadata of the `w_x`,
+            `w_h` and `b` params (e.g. sharding names), as Flax sets them on its kernels.
         cell: the variant: "lstm", "peephole", "cifg", "layer_norm" or "retained_readout".
         proj_size: P, to project h (LSTMP), or None.
-        forget_bias: initial forget-gate bias.
-        kernel_init, recurrent_kernel_init: initialisers of each gate's input and recurrent
-            kernel blocks (defaults LeCun normal and orthogonal).
-        dtype: computation dtype; None promotes the inputs' and params' dtypes.
-        param_dtype: dtype the params are stored in (initialised in float32, then cast).
-        carry_init: initialiser of the carry (default zeros).
-        rngs: `nnx.Rngs` with a 'params' stream.
+        forget_bias: added to the forget gate's initial bias; None means 1.0, or 0.0 (Flax's)
+            with `flax_compatible`.
+        flax_compatible: True or "LSTMCell" initialises exactly as `nnx.LSTMCell` (a kernel
+            per gate), "OptimizedLSTMCell" as `nnx.OptimizedLSTMCell` (one fused kernel): the
+            same numbers from the same `rngs`. The params keep jaxlstm's layout.
     """
+
+    flax_name = "LSTMCell"
+    """The Flax cell `flax_compatible=True` initialises as."""
 
     def __init__(
         self,
         in_features: int,
         hidden_features: int,
         *,
-        cell: str = "lstm",
-        proj_size: int | None = None,
-        forget_bias: float = 1.0,
-        kernel_init: Initializer | None = None,
-        recurrent_kernel_init: Initializer | None = None,
+        gate_fn: Callable[..., Any] = jax.nn.sigmoid,
+        activation_fn: Callable[..., Any] = jnp.tanh,
+        kernel_init: Initializer = dropin.LECUN_NORMAL,
+        recurrent_kernel_init: Initializer = dropin.ORTHOGONAL,
+        bias_init: Initializer = dropin.ZEROS,
         dtype: Dtype | None = None,
         param_dtype: Dtype = jnp.float32,
         carry_init: Initializer | None = None,
+        promote_dtype: dropin.PromoteDtype = flax_promote_dtype,
+        keep_rngs: bool = False,
         rngs: nnx.Rngs,
+        kernel_metadata: Mapping[str, Any] = MappingProxyType({}),
+        recurrent_kernel_metadata: Mapping[str, Any] = MappingProxyType({}),
+        bias_metadata: Mapping[str, Any] = MappingProxyType({}),
+        cell: str = "lstm",
+        proj_size: int | None = None,
+        forget_bias: float | None = None,
+        flax_compatible: bool | str = False,
     ):
-        super().__init__(init_lstm(
-            rngs.params(), in_features, hidden_features, cell=cell, proj_size=proj_size,
-            dtype=param_dtype, forget_bias=forget_bias, input_init=kernel_init,
-            recurrent_init=recurrent_kernel_init,
-        ))
+        flax_cell = dropin.flax_cell_name(flax_compatible, type(self).flax_name)
+        forget = dropin.default_forget_bias(forget_bias, flax_cell)
+        if flax_cell is None:
+            params = init_lstm(
+                rngs.params(), in_features, hidden_features, cell=cell, proj_size=proj_size,
+                dtype=param_dtype, forget_bias=forget, input_init=kernel_init,
+                recurrent_init=recurrent_kernel_init,
+                bias_init=None if bias_init is dropin.ZEROS else bias_init,
+            )
+        else:
+            dropin.check_flax_init(flax_cell, cell, proj_size)
+            params = dropin.flax_init(
+                (rngs.params() for _ in itertools.count()), in_features, hidden_features,
+                fused=flax_cell == "OptimizedLSTMCell", kernel_init=kernel_init,
+                recurrent_kernel_init=recurrent_kernel_init, bias_init=bias_init,
+                param_dtype=param_dtype, forget_bias=forget,
+            )
+        super().__init__(params, metadata={"w_x": kernel_metadata,
+                                           "w_h": recurrent_kernel_metadata,
+                                           "b": bias_metadata})
         self.in_features = in_features
         self.hidden_features = hidden_features
         self.proj_size = proj_size
+        self.gate_fn = gate_fn
+        self.activation_fn = activation_fn
         self.dtype = dtype
         self.param_dtype = param_dtype
-        self.carry_init = carry_init or nnx.initializers.zeros_init()
+        self.promote_dtype = promote_dtype
+        self.carry_init = carry_init
+        if keep_rngs:
+            warnings.warn("keep_rngs is deprecated in Flax: pass rngs to initialize_carry.",
+                          DeprecationWarning, stacklevel=2)
+            self.rngs = rngs.carry.fork()
+        else:
+            self.rngs = nnx.data(None)
 
     def __call__(self, carry: tuple[Array, Array], inputs: Array) -> tuple[tuple[Array, Array],
                                                                           Array]:
         """`((c, h), x_t) -> ((c', h'), h')`; any leading batch dimensions."""
-        c, h = carry
-        params, inputs, (c_in, h_in) = cast_for_compute(
-            self.dtype, (self.lstm_params(), inputs, carry))
-        state, h_t = lstm_cell(params, LSTMState(h=h_in, c=c_in), inputs)
-        # The carry keeps its dtype (a scan needs that); the output is in the compute dtype.
-        return (state.c.astype(c.dtype), state.h.astype(h.dtype)), h_t
+        return dropin.step(self.lstm_params(), carry, inputs, dtype=self.dtype,
+                           gate_fn=self.gate_fn, activation_fn=self.activation_fn,
+                           promote_dtype=self.promote_dtype)
 
     def initialize_carry(
         self,
@@ -155,19 +209,35 @@ class LSTMCell(_Weights, nnx.RNNCellBase):
         rngs: nnx.Rngs | nnx.RngStream | None = None,
         carry_init: Initializer | None = None,
     ) -> tuple[Array, Array]:
-        """`(c, h)` for inputs of shape (batch..., I), by `carry_init` (default zeros)."""
+        """`(c, h)` for inputs of shape (batch..., I), as Flax's cells make it.
+
+        `carry_init` (else the constructor's, else zeros) draws c and then h from the
+        'carry' stream of `rngs` (else of the kept rngs). Zeros need no rngs.
+        """
         init = carry_init or self.carry_init
-        key = jax.random.key(0) if rngs is None else (
-            rngs.carry() if isinstance(rngs, nnx.Rngs) else _key(rngs))
-        key_c, key_h = jax.random.split(key)
+        stream = self.rngs if rngs is None else rngs
+        if isinstance(stream, nnx.Rngs):
+            stream = stream.carry
+        if stream is None:
+            if init is not None:
+                raise ValueError("RNGs must be provided to initialize the cell carry.")
+            init, stream = nnx.initializers.zeros_init(), lambda: jax.random.key(0)
+        init = init or nnx.initializers.zeros_init()
         batch = tuple(input_shape[:-1])
-        c = init(key_c, batch + (self.hidden_features,), self.param_dtype)
-        h = init(key_h, batch + (self.proj_size or self.hidden_features,), self.param_dtype)
+        c = init(stream(), batch + (self.hidden_features,), self.param_dtype)
+        h = init(stream(), batch + (self.proj_size or self.hidden_features,), self.param_dtype)
         return c, h
 
     @property
     def num_feature_axes(self) -> int:
         return 1
+
+
+class OptimizedLSTMCell(LSTMCell):
+    """`LSTMCell` under the name of Flax's other cell; `flax_compatible=True` initialises as
+    `nnx.OptimizedLSTMCell` does (one fused kernel each for W_x and W_h)."""
+
+    flax_name = "OptimizedLSTMCell"
 
 
 class _Layer(nnx.Module):
@@ -196,6 +266,7 @@ class LSTM(nnx.Module):
         dtype: computation dtype; None promotes the inputs' and params' dtypes.
         param_dtype: dtype the params are stored in.
         deterministic: the default for `__call__`'s `deterministic` (as `nnx.Dropout`).
+        carry_format: "jaxlstm" or "flax", as the linen `LSTM`'s.
         rngs: `nnx.Rngs`: 'params' for initialisation; its 'dropout' stream (forked) draws
             the masks when a rate is set.
     """
@@ -224,10 +295,14 @@ class LSTM(nnx.Module):
         dtype: Dtype | None = None,
         param_dtype: Dtype = jnp.float32,
         deterministic: bool = False,
+        carry_format: str = "jaxlstm",
         rngs: nnx.Rngs,
     ):
         check_module_options(num_layers, merge, dropout, recurrent_dropout, zoneout_h,
                              zoneout_c)
+        check_carry_format(carry_format)
+        self.carry_format = carry_format
+        self.bidirectional = bidirectional
         self.num_layers = num_layers
         directions = 2 if bidirectional else 1
         keys = jax.random.split(rngs.params(), (self.num_layers, directions))
@@ -297,6 +372,9 @@ class LSTM(nnx.Module):
             if source is None:
                 raise ValueError("deterministic is False and a rate is set, but no rngs.")
             key = _key(source)
+        if self.carry_format == "flax" and initial_carry is not None:
+            initial_carry = from_flax_carry(initial_carry, num_layers=self.num_layers,
+                                            bidirectional=self.bidirectional)
         params, inputs, initial_carry = cast_for_compute(self.dtype,
                                               (self.lstm_params(), inputs, initial_carry))
         dropout, recurrent_dropout, zoneout_h, zoneout_c = self.rates
@@ -307,7 +385,9 @@ class LSTM(nnx.Module):
             residual=self.residual, key=key, deterministic=not training,
             return_gates=return_gates, unroll=self.unroll, remat_chunk=self.remat_chunk,
         )
+        if self.carry_format == "flax":
+            result = (result[0], to_flax_carry(result[1]), *result[2:])
         return arrange_outputs(result, return_carry, return_gates)
 
 
-__all__ = ["LSTM", "LSTMCell"]
+__all__ = ["LSTM", "LSTMCell", "OptimizedLSTMCell"]

@@ -5,6 +5,7 @@ Nothing here imports torch or flax at import time.
 
 from jaxlstm.interop.flax_params import (
     from_flax_linen,
+    from_flax_model,
     from_flax_nnx,
     to_flax_linen,
     to_flax_nnx,
@@ -13,6 +14,7 @@ from jaxlstm.interop.pytorch import from_torch, load_torch, to_torch
 
 __all__ = [
     "from_flax_linen",
+    "from_flax_model",
     "from_flax_nnx",
     "from_torch",
     "load_torch",
