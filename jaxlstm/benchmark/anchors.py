@@ -12,6 +12,8 @@ imported inside their builders, so a missing one skips its rows instead of break
 `jaxlstm_linen` and `jaxlstm_nnx` run jaxlstm's own core through its full-sequence Flax modules
 (`jaxlstm.flax.linen.LSTM`, `jaxlstm.flax.nnx.LSTM`) on the `jaxlstm` row's very arrays, each
 timed the way its Flax anchor is: they measure what the module layer costs, not an alternative.
+`jaxlstm_linen_cell` and `jaxlstm_nnx_cell` drop jaxlstm's cells into the Flax anchors' own
+`nn.RNN` / `nnx.RNN` (the drop-in use), again on the same arrays.
 """
 
 from __future__ import annotations
@@ -186,6 +188,32 @@ def _jaxlstm_nnx_setup(kwargs: dict[str, Any]) -> Callable[[Size], tuple[Apply, 
     return setup
 
 
+def _jaxlstm_linen_cell_setup(size: Size) -> tuple[Apply, Any]:
+    import flax.linen as nn
+
+    from jaxlstm.flax import linen as jl, to_module_params
+
+    # jaxlstm's cell dropped into the flax_linen row's nn.RNN, on the jaxlstm row's arrays.
+    model = nn.RNN(jl.OptimizedLSTMCell(size.hidden_size))
+    return model.apply, {"params": {"cell": to_module_params(_jaxlstm_params(size))}}
+
+
+def _jaxlstm_nnx_cell_setup(size: Size) -> tuple[Apply, Any]:
+    from flax import nnx
+
+    from jaxlstm.flax import nnx as jn
+
+    cell = jn.OptimizedLSTMCell(size.input_size, size.hidden_size, rngs=nnx.Rngs(0))
+    cell.load_lstm_params(_jaxlstm_params(size))
+    graphdef, params = nnx.split(nnx.RNN(cell, rngs=False))  # timed as the flax_nnx row
+
+    def apply(params: nnx.State, xs: jax.Array) -> jax.Array:
+        zeros = jnp.zeros((xs.shape[0], size.hidden_size), xs.dtype)
+        return nnx.merge(graphdef, params)(xs, initial_carry=(zeros, zeros))
+
+    return apply, params
+
+
 def _flax_linen_setup(size: Size) -> tuple[Apply, Any]:
     import flax.linen as nn
 
@@ -313,7 +341,11 @@ def implementations(jaxlstm_kwargs: dict[str, Any]) -> list[Impl]:
         _jax_impl("jaxlstm_nnx", "jaxlstm.flax.nnx.LSTM", _jaxlstm_nnx_setup(jaxlstm_kwargs),
                   "flax", refuses=_module_refuses("nnx", jaxlstm_kwargs)),
         _jax_impl("flax_linen", "flax linen RNN(OptimizedLSTMCell)", _flax_linen_setup, "flax"),
+        _jax_impl("jaxlstm_linen_cell", "flax linen RNN(jaxlstm OptimizedLSTMCell)",
+                  _jaxlstm_linen_cell_setup, "flax"),
         _jax_impl("flax_nnx", "flax nnx RNN(OptimizedLSTMCell)", _flax_nnx_setup, "flax"),
+        _jax_impl("jaxlstm_nnx_cell", "flax nnx RNN(jaxlstm OptimizedLSTMCell)",
+                  _jaxlstm_nnx_cell_setup, "flax"),
         _jax_impl("equinox", "equinox LSTMCell+scan+vmap", _equinox_setup, "equinox"),
         _torch_impl("torch", "torch nn.LSTM", "cpu", threads=None),
         # Batch 1 is latency-bound: one thread beats two there (measured for the README).
