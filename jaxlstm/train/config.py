@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 class ModelConfig:
     """The LSTM and its read-out head."""
 
-    api: str = "functional"  # "functional" (jaxlstm.lstm_stack) or "linen" (jaxlstm.flax)
+    api: str = "functional"  # "functional" (jaxlstm.lstm_stack), "linen" or "nnx" (jaxlstm.flax)
     hidden_size: int = 64
     num_layers: int = 1
     bidirectional: bool = False
@@ -230,8 +230,8 @@ def check_values(config: ExperimentConfig, path: str = "config") -> None:
         value = getattr(model, key)
         if value is not None and value < 1:
             fail(f"model.{key}", "a positive int or null", value)
-    if model.api not in ("functional", "linen"):
-        fail("model.api", "one of functional, linen", model.api)
+    if model.api not in ("functional", "linen", "nnx"):
+        fail("model.api", "one of functional, linen, nnx", model.api)
     from jaxlstm.variants import VARIANTS
 
     if model.cell not in VARIANTS:

@@ -44,7 +44,7 @@ def sample(params: Any, prompt_ids: np.ndarray, length: int, vocab_size: int, *,
     """Reads `prompt_ids`, then samples `length` ids from softmax(logits / temperature).
 
     Args:
-        params: a trained model's params (functional or linen API, unidirectional).
+        params: a trained model's params (functional, linen or nnx API, unidirectional).
         prompt_ids: int ids (P,), P >= 1, each in [0, vocab_size).
         length: how many ids to generate, >= 0.
         vocab_size: the one-hot input size.
