@@ -127,6 +127,8 @@ README_OUTPUTS = [  # what each ```python block of the README prints, in order
     "(4, 16) (12, 4, 16)",
     "(4, 12, 16) (4, 12, 32) (4, 16)",
     "True (4, 12, 8)",
+    "True",
+    "True True",
     "10",
     "(8, 32)",
     "True",
