@@ -13,7 +13,10 @@ from jaxlstm.train.run import run_experiment
 CONFIGS = sorted((pathlib.Path(__file__).parent.parent / "configs").glob("*.yaml"))
 NEEDS = {"digits": "sklearn", "sunspots": "statsmodels"}
 # Options that shrink a task to seconds; the rest keep the config's values.
-SMALL_OPTIONS = {"adding": {"seq_len": 8}, "copy": {"seq_len": 4}, "text": {"seq_len": 12}}
+SMALL_OPTIONS = {"adding": {"seq_len": 8}, "copy": {"seq_len": 4}, "text": {"seq_len": 12},
+                 "parity": {"eval_max_len": 48, "eval_size": 8},
+                 "cycle_navigation": {"eval_max_len": 48, "eval_size": 8},
+                 "mqar": {"num_pairs": 2, "num_queries": 2, "eval_size": 8}}
 
 
 def test_there_are_configs():

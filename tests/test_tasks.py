@@ -20,6 +20,9 @@ TINY = {
     "sunspots": {"window": 12},
     "text": {"seq_len": 16},
     "choreography": {"eval_per_class": 3, "num_joints": 3},
+    "parity": {"eval_max_len": 48, "eval_size": 20},
+    "cycle_navigation": {"eval_max_len": 48, "eval_size": 20},
+    "mqar": {"num_pairs": 3, "num_queries": 2, "eval_size": 20},
 }
 NEEDS = {"digits": "sklearn", "sunspots": "statsmodels"}
 
@@ -59,7 +62,8 @@ def random_outputs(task, batch, seed=0):
 
 
 def test_registry_names_every_task():
-    assert set(TASKS) == {"adding", "copy", "digits", "sunspots", "text", "choreography"}
+    assert set(TASKS) == {"adding", "copy", "digits", "sunspots", "text", "choreography",
+                          "parity", "cycle_navigation", "mqar"}
     for name, cls in TASKS.items():
         assert dataclasses.is_dataclass(cls)
         assert set(task_options(name)) == {f.name for f in dataclasses.fields(cls)}
@@ -119,7 +123,8 @@ def test_batches_have_the_documented_layout(name):
     for batch in batches:
         batch_structure(task, batch)
     total = sum(batch_weight(b) for b in batches)
-    assert total == sum(b["targets"].shape[0] * b["targets"].shape[1] for b in batches)
+    assert total == sum(b["mask"].sum() if "mask" in b else
+                        b["targets"].shape[0] * b["targets"].shape[1] for b in batches)
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
@@ -431,3 +436,41 @@ def test_choreography_metrics_on_hand_made_outputs():
     metrics = task.metrics(10.0 * jax.nn.one_hot(predicted, 8), batch)
     assert float(metrics["order_only_accuracy"]) == 0.0
     assert float(metrics["accuracy"]) == 0.5
+
+
+# --- The xLSTM paper's tasks ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["parity", "cycle_navigation"])
+def test_formal_languages_follow_the_definition(name):
+    task = build(name)
+    batch = task.train_batch(3, 1, 64)
+    lengths, inputs = batch["lengths"], batch["inputs"]
+    assert lengths.min() >= 3 and lengths.max() <= 40 and inputs.shape[1] == 40
+    moves = {"parity": [0, 1], "cycle_navigation": [0, 1, -1]}[name]
+    modulus = {"parity": 2, "cycle_navigation": 5}[name]
+    for row in range(64):
+        valid = inputs[row, :lengths[row]]
+        assert np.all(valid.sum(axis=1) == 1) and np.all(inputs[row, lengths[row]:] == 0)
+        answer = sum(moves[int(token)] for token in valid.argmax(axis=1)) % modulus
+        assert batch["targets"][row, 0] == answer
+    held_out = task.eval_batches(64)[0]["lengths"]
+    assert held_out.min() >= 40 and held_out.max() <= 48  # tested longer than trained
+    with pytest.raises(ValueError, match="train_min_len"):
+        make_task(name, train_min_len=0)
+
+
+def test_mqar_queries_ask_for_the_values_shown():
+    task = build("mqar", num_pairs=4, num_queries=3)
+    batch = task.train_batch(0, 2, 16)
+    tokens = batch["inputs"].argmax(axis=2)
+    for row in range(16):
+        pairs = dict(zip(tokens[row, 0:8:2], tokens[row, 1:8:2]))
+        assert len(pairs) == 4 and all(k < 16 <= v for k, v in pairs.items())
+        for step in range(8, 11):
+            assert batch["mask"][row, step] == 1
+            assert batch["targets"][row, step] == pairs[tokens[row, step]]
+        assert batch["mask"][row, :8].sum() == 0
+    assert task.baseline()["accuracy"] == 1 / 16
+    with pytest.raises(ValueError, match="num_queries"):
+        make_task("mqar", num_pairs=2, num_queries=3)

@@ -6,6 +6,9 @@
     sunspots      next-year sunspot forecasting (needs statsmodels)
     text          character-level language model on `pydoc_data.topics`
     choreography  limb-angle phrases that differ in pose order or hold length
+    parity        bit strings' parity, trained on 3-40 bits and tested on 40-256 (xLSTM)
+    cycle_navigation  a walk on a cycle of 5 places, trained short and tested long (xLSTM)
+    mqar          multi-query associative recall (Zoology; xLSTM)
 
 `make_task("copy", seq_len=50)` builds one from a config's options. The digits and sunspots data
 ship inside scikit-learn and statsmodels, the optional `tasks` extra
@@ -25,6 +28,8 @@ from jaxlstm.tasks.base import Task, TaskSpec, batch_weight
 from jaxlstm.tasks.choreography import ChoreographyTask
 from jaxlstm.tasks.copy import CopyTask
 from jaxlstm.tasks.digits import DigitsTask
+from jaxlstm.tasks.formal import CycleNavigationTask, ParityTask
+from jaxlstm.tasks.mqar import MQARTask
 from jaxlstm.tasks.sunspots import SunspotsTask
 from jaxlstm.tasks.text import TextTask
 
@@ -35,6 +40,9 @@ TASKS: dict[str, type] = {
     "sunspots": SunspotsTask,
     "text": TextTask,
     "choreography": ChoreographyTask,
+    "parity": ParityTask,
+    "cycle_navigation": CycleNavigationTask,
+    "mqar": MQARTask,
 }
 
 
@@ -97,7 +105,10 @@ __all__ = [
     "AddingTask",
     "ChoreographyTask",
     "CopyTask",
+    "CycleNavigationTask",
     "DigitsTask",
+    "MQARTask",
+    "ParityTask",
     "SunspotsTask",
     "Task",
     "TaskSpec",
