@@ -30,7 +30,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 else:
     _CACHE_DIR = None
 
-import jax  # noqa: E402
+import jax
 
 # Silent broadcasting between arrays of different ranks is an error in the tests (as in
 # equinox and rlax), so the library cannot rely on it by accident.

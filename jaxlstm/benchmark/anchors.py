@@ -191,7 +191,8 @@ def _jaxlstm_nnx_setup(kwargs: dict[str, Any]) -> Callable[[Size], tuple[Apply, 
 def _jaxlstm_linen_cell_setup(size: Size) -> tuple[Apply, Any]:
     import flax.linen as nn
 
-    from jaxlstm.flax import linen as jl, to_module_params
+    from jaxlstm.flax import linen as jl
+    from jaxlstm.flax import to_module_params
 
     # jaxlstm's cell dropped into the flax_linen row's nn.RNN, on the jaxlstm row's arrays.
     model = nn.RNN(jl.OptimizedLSTMCell(size.hidden_size))

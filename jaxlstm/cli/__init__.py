@@ -31,8 +31,8 @@ _guard = (threading.current_thread() is threading.main_thread()
 if _guard:
     signal.signal(signal.SIGINT, _exit_on_ctrl_c)
 
-from jaxlstm.cli import bench, launch, reference, sample, shipped, train  # noqa: E402
-from jaxlstm.cli.exits import DONE, UsageError, command  # noqa: E402
+from jaxlstm.cli import bench, launch, reference, sample, shipped, train
+from jaxlstm.cli.exits import DONE, UsageError, command
 
 if _guard:
     signal.signal(signal.SIGINT, signal.default_int_handler)
