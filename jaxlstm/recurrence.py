@@ -23,7 +23,10 @@ elementwise part of a step:
   recomputes the segment before differentiating it.
 
 Cell variants (`jaxlstm.variants`), the projection, recurrent dropout and zoneout all live in
-the elementwise step, so every one of them gets the same fast backward. The step's own weights
+the elementwise step, so every one of them gets the same fast backward. So does the sLSTM
+(`jaxlstm.xlstm.slstm`): its state carries a normaliser n and a stabiliser m besides h and c.
+Of a state the loop reads only h (the input to W_h) and c (zoneout, the gate record); the rest
+is a pytree it masks, carries and differentiates like them. The step's own weights
 (peepholes, layer-norm gains, W_u, the projection W_p) get their gradients inside the reverse
 loop from the same `jax.vjp`, accumulated in its carry; those are vectors or one (H, H)-sized
 product per step. A variant whose pre-activations are not the plain sum z_x + z_h + b (layer
@@ -43,6 +46,7 @@ import jax.numpy as jnp
 
 from jaxlstm import gates
 from jaxlstm.cell import LSTMState
+from jaxlstm.params import LSTMParams
 from jaxlstm.variants import VARIANTS, CellVariant
 
 Array = jax.Array
@@ -71,6 +75,21 @@ class StepWeights(NamedTuple):
 
     cell: Any
     w_p: Array | None
+
+
+class LoopMasks(NamedTuple):
+    """What the loop masks with, each None when unused.
+
+    Attributes:
+        lengths: int (N,), valid steps per sequence; later steps hold the state and output 0.
+        rec_mask: recurrent dropout mask (N, R) on h_{t-1}, one per sequence.
+        keep_h, keep_c: zoneout keep masks per step, (T, N, R) and (T, N, H).
+    """
+
+    lengths: Array | None = None
+    rec_mask: Array | None = None
+    keep_h: Array | None = None
+    keep_c: Array | None = None
 
 
 class StepInputs(NamedTuple):
@@ -148,18 +167,19 @@ def masked_lstm_step(lengths: Array | None, options: LoopOptions) -> Step:
 
     def step(weights: StepWeights, z: Any, state: LSTMState,
              inputs: StepInputs) -> tuple[LSTMState, Any]:
-        h_t, c_t, step_gates = variant.pointwise(weights.cell, z, state.c)
+        new_state, step_gates = variant.pointwise(weights.cell, z, state)
+        h_t = new_state.h
         if weights.w_p is not None:
             h_t = h_t @ weights.w_p  # LSTMP: the projected h is the output and is fed back
-        new_state = LSTMState(h=_zoneout(h_t, state.h, inputs.keep_h, rate_h),
-                              c=_zoneout(c_t, state.c, inputs.keep_c, rate_c))
+        new_state = new_state._replace(h=_zoneout(h_t, state.h, inputs.keep_h, rate_h),
+                                       c=_zoneout(new_state.c, state.c, inputs.keep_c, rate_c))
         if options.return_gates:
             out = (new_state.h, step_gates._replace(c=new_state.c))
         else:
             out = new_state.h
         if lengths is not None:
             valid = (inputs.t < lengths)[:, None]
-            new_state = LSTMState(*(jnp.where(valid, n, o) for n, o in zip(new_state, state)))
+            new_state = jax.tree.map(lambda n, o: jnp.where(valid, n, o), new_state, state)
             out = jax.tree.map(lambda a: jnp.where(valid, a, jnp.zeros_like(a)), out)
         return new_state, out
 
@@ -243,24 +263,27 @@ def _recurrent_input(h: Array, rec_mask: Array | None) -> Array:
     return h if rec_mask is None else h * rec_mask
 
 
-def _forward(w_x, w_h, b, weights, xs, per_step, state0, lengths, rec_mask,
+def _forward(params: LSTMParams, xs, per_step, state0, masks: LoopMasks,
              options: LoopOptions, keep_residuals: bool):
     """Runs the loop over xs (T, N, I) with per-step `StepInputs` (leading axis T).
 
     Returns `(final_state, outs, residuals)`; residuals (for the backward pass) are the
     pre-activations z of every step and the states before each step, or None.
     """
-    step = masked_lstm_step(lengths, options)
+    step = masked_lstm_step(masks.lengths, options)
+    weights = step_weights(params, options)
     additive = options.cell.additive
 
     def chunk_fn(state, inputs):
         (x_chunk, in_chunk), _ = inputs
         # All k input projections: one matmul. Additive cells take the bias here as well.
-        zx = gates.input_projection(x_chunk, w_x, b) if additive else x_chunk @ w_x
+        zx = (gates.input_projection(x_chunk, params.w_x, params.b) if additive
+              else x_chunk @ params.w_x)
         k = x_chunk.shape[0]
         outs, residuals = [None] * k, [None] * k
         for j in reversed(range(k)) if options.reverse else range(k):
-            zh = gates.recurrent_projection(_recurrent_input(state.h, rec_mask), w_h)
+            r = _recurrent_input(state.h, masks.rec_mask)
+            zh = gates.recurrent_projection(r, params.w_h)
             z = zx[j] + zh if additive else (zx[j], zh)
             residuals[j] = (z, state)
             state, outs[j] = step(weights, z, state, _at(in_chunk, j))
@@ -272,7 +295,7 @@ def _forward(w_x, w_h, b, weights, xs, per_step, state0, lengths, rec_mask,
     return final_state, outs, residuals
 
 
-def _forward_in_segments(w_x, w_h, b, weights, xs, per_step, state0, lengths, rec_mask,
+def _forward_in_segments(params: LSTMParams, xs, per_step, state0, masks: LoopMasks,
                          options: LoopOptions, checkpoint: bool):
     """The forward in segments of `options.remat_chunk` steps, keeping each segment's start.
 
@@ -283,8 +306,7 @@ def _forward_in_segments(w_x, w_h, b, weights, xs, per_step, state0, lengths, re
 
     def segment_fn(state, inputs):
         (x_seg, in_seg), _ = inputs
-        new_state, outs, _ = _forward(w_x, w_h, b, weights, x_seg, in_seg, state, lengths,
-                                      rec_mask, options, False)
+        new_state, outs, _ = _forward(params, x_seg, in_seg, state, masks, options, False)
         return new_state, (outs, state)
 
     if checkpoint:
@@ -294,18 +316,19 @@ def _forward_in_segments(w_x, w_h, b, weights, xs, per_step, state0, lengths, re
     )
 
 
-def _backward(w_h, weights, residuals, d_outs, per_step, carry, lengths, rec_mask,
+def _backward(params: LSTMParams, residuals, d_outs, per_step, carry, masks: LoopMasks,
               options: LoopOptions):
     """The reverse loop over one segment.
 
-    Carries the recurrent gradients (dh, dc) and the step weights' gradients; returns
+    Carries the recurrent gradients (d_state) and the step weights' gradients; returns
     `((d_state0, d_weights), dzs)`, dzs the pre-activations' gradients (T, N, G*H) (a pair
     for z_x and z_h if the variant is not additive). Only the elementwise step is
     differentiated (with `jax.vjp`); the one matmul left in the loop is dz_h @ W_h^T.
     """
-    step = masked_lstm_step(lengths, options)
+    step = masked_lstm_step(masks.lengths, options)
+    weights = step_weights(params, options)
     additive = options.cell.additive
-    w_h_t = w_h.T
+    w_h_t = params.w_h.T
 
     def chunk_fn(carry, inputs):
         d_state, d_weights = carry
@@ -318,8 +341,8 @@ def _backward(w_h, weights, residuals, d_outs, per_step, carry, lengths, rec_mas
             d_w, dzs[j], d_prev = step_vjp((d_state, d_out))
             d_weights = jax.tree.map(lambda acc, g: acc + _accumulate(g), d_weights, d_w)
             d_zh = dzs[j] if additive else dzs[j][1]
-            d_state = LSTMState(h=d_prev.h + _recurrent_input(d_zh @ w_h_t, rec_mask),
-                                c=d_prev.c)
+            d_r = _recurrent_input(d_zh @ w_h_t, masks.rec_mask)
+            d_state = d_prev._replace(h=d_prev.h + d_r)
         return (d_state, d_weights), (_stack(dzs), None)
 
     carry, dzs, _ = scan_in_chunks(
@@ -347,55 +370,54 @@ def _weight_grads(xs, prev_h, dzs, rec_mask, additive: bool):
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(10,))
-def lstm_loop(w_x, w_h, b, cell_weights, w_p, xs, state0, lengths, rec_mask, keeps,
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def lstm_loop(params: LSTMParams, xs: Array, state0: Any, masks: LoopMasks,
               options: LoopOptions):
     """The LSTM over a sequence, time-major with one batch axis, with the fast backward.
 
     Args:
-        w_x, w_h, b, cell_weights, w_p: `LSTMParams` fields, (I, G*H), (R, G*H), (G*H,), the
-            variant's weights (or None) and the projection (H, R) or None.
+        params: `LSTMParams` in the computation dtype: w_x (I, G*H), w_h (R, G*H), b (G*H,),
+            the variant's weights `cell` and the projection `w_p` (H, R) or None. (The sLSTM
+            passes its block-diagonal R as a dense w_h.)
         xs: inputs, (T, N, I).
-        state0: initial `LSTMState`, h (N, R) and c (N, H).
-        lengths: int array (N,) of valid steps, or None.
-        rec_mask: recurrent dropout mask (N, R), or None.
-        keeps: `(keep_h, keep_c)`, zoneout keep masks (T, N, R) and (T, N, H), each or None.
-        options: `LoopOptions` (with the variant).
+        state0: the initial state, `LSTMState` with h (N, R) and c (N, H), or the state of
+            the cell in `options.cell` (fields h and c, and whatever else it carries).
+        masks: `LoopMasks`: lengths, recurrent dropout and zoneout masks, each or None.
+        options: `LoopOptions` (with the cell).
 
     Returns:
         `(final_state, outs)`: outs is hs (T, N, R), or `(hs, gates)` with return_gates.
     """
-    return lstm_loop_autodiff(w_x, w_h, b, cell_weights, w_p, xs, state0, lengths, rec_mask,
-                              keeps, options._replace(remat_chunk=None))
+    return lstm_loop_autodiff(params, xs, state0, masks, options._replace(remat_chunk=None))
 
 
-def step_weights(b, cell_weights, w_p, options: LoopOptions) -> StepWeights:
+def step_weights(params: LSTMParams, options: LoopOptions) -> StepWeights:
     """The step's weights; a variant that is not additive also gets the bias b."""
-    return StepWeights(cell_weights if options.cell.additive else (cell_weights, b), w_p)
+    cell = params.cell if options.cell.additive else (params.cell, params.b)
+    return StepWeights(cell, params.w_p)
 
 
-def _run_forward(w_x, w_h, b, cell_weights, w_p, xs, state0, lengths, rec_mask, keeps,
-                 options: LoopOptions, *, fused: bool):
+def _per_step(xs: Array, masks: LoopMasks) -> StepInputs:
+    return StepInputs(jnp.arange(xs.shape[0], dtype=jnp.int32), masks.keep_h, masks.keep_c)
+
+
+def _run_forward(params: LSTMParams, xs, state0, masks: LoopMasks, options: LoopOptions, *,
+                 fused: bool):
     """The forward over all steps; returns `(final_state, outs, saved)`.
 
     For the fused backward (`fused`), `saved` is what it needs: every step's residuals, or
     with remat each segment's start state. For autodiff nothing is saved by hand, and with
     remat each segment is a `jax.checkpoint` instead.
     """
-    weights = step_weights(b, cell_weights, w_p, options)
-    per_step = StepInputs(jnp.arange(xs.shape[0], dtype=jnp.int32), *keeps)
-    args = (w_x, w_h, b, weights, xs, per_step, state0, lengths, rec_mask, options)
+    args = (params, xs, _per_step(xs, masks), state0, masks, options)
     if options.remat_chunk:
         return _forward_in_segments(*args, checkpoint=not fused)
     return _forward(*args, fused)
 
 
-def _lstm_loop_fwd(w_x, w_h, b, cell_weights, w_p, xs, state0, lengths, rec_mask, keeps,
-                   options):
-    final_state, outs, saved = _run_forward(w_x, w_h, b, cell_weights, w_p, xs, state0,
-                                            lengths, rec_mask, keeps, options, fused=True)
-    residuals = (w_x, w_h, b, cell_weights, w_p, xs, lengths, rec_mask, keeps, saved)
-    return (final_state, outs), residuals
+def _lstm_loop_fwd(params, xs, state0, masks, options):
+    final_state, outs, saved = _run_forward(params, xs, state0, masks, options, fused=True)
+    return (final_state, outs), (params, xs, masks, saved)
 
 
 def _zeros_accumulator(tree: Any) -> Any:
@@ -403,11 +425,10 @@ def _zeros_accumulator(tree: Any) -> Any:
 
 
 def _lstm_loop_bwd(options, residuals, cotangents):
-    w_x, w_h, b, cell_weights, w_p, xs, lengths, rec_mask, keeps, saved = residuals
+    params, xs, masks, saved = residuals
     d_final_state, d_outs = cotangents
     additive = options.cell.additive
-    weights = step_weights(b, cell_weights, w_p, options)
-    per_step = StepInputs(jnp.arange(xs.shape[0], dtype=jnp.int32), *keeps)
+    per_step = _per_step(xs, masks)
     if options.remat_chunk:
         segment, per_step_saved, per_segment = options.remat_chunk, None, saved
     else:
@@ -421,43 +442,39 @@ def _lstm_loop_bwd(options, residuals, cotangents):
         d_state, d_weights, grads = carry
         (x_seg, in_seg, d_out_seg, seg_residuals), start = inputs
         if seg_residuals is None:
-            _, _, seg_residuals = _forward(w_x, w_h, b, weights, x_seg, in_seg, start, lengths,
-                                           rec_mask, options, True)
-        (d_state, d_weights), dzs = _backward(w_h, weights, seg_residuals, d_out_seg, in_seg,
-                                              (d_state, d_weights), lengths, rec_mask, options)
-        seg_grads = _weight_grads(x_seg, seg_residuals[1].h, dzs, rec_mask, additive)
+            _, _, seg_residuals = _forward(params, x_seg, in_seg, start, masks, options, True)
+        (d_state, d_weights), dzs = _backward(params, seg_residuals, d_out_seg, in_seg,
+                                              (d_state, d_weights), masks, options)
+        seg_grads = _weight_grads(x_seg, seg_residuals[1].h, dzs, masks.rec_mask, additive)
         grads = jax.tree.map(jnp.add, grads, seg_grads)
         d_zx = dzs if additive else dzs[0]
-        return (d_state, d_weights, grads), (d_zx @ w_x.T, None)
+        return (d_state, d_weights, grads), (d_zx @ params.w_x.T, None)
 
-    zero_grads = _zeros_accumulator((w_x, w_h, b if additive else None))
-    carry = (d_final_state, _zeros_accumulator(weights), zero_grads)
+    zero_grads = _zeros_accumulator((params.w_x, params.w_h, params.b if additive else None))
+    carry = (d_final_state, _zeros_accumulator(step_weights(params, options)), zero_grads)
     (d_state0, d_weights, (d_w_x, d_w_h, d_b)), d_xs, _ = scan_in_chunks(
         segment_fn, carry, (xs, per_step, d_outs, per_step_saved), per_segment,
         chunk=segment, reverse=not options.reverse,
     )
-    d_cell_weights = d_weights.cell
+    d_cell = d_weights.cell
     if not additive:
-        d_cell_weights, d_b = d_cell_weights
-    grads = (d_w_x, d_w_h, d_b, d_cell_weights, d_weights.w_p)
-    d_w_x, d_w_h, d_b, d_cell_weights, d_w_p = jax.tree.map(
-        lambda g, p: g.astype(p.dtype), grads, (w_x, w_h, b, cell_weights, w_p)
-    )
-    return (d_w_x, d_w_h, d_b, d_cell_weights, d_w_p, d_xs, d_state0, None,
-            None if rec_mask is None else jnp.zeros_like(rec_mask),
-            jax.tree.map(lambda _: None, keeps))
+        d_cell, d_b = d_cell
+    d_params = jax.tree.map(lambda g, p: g.astype(p.dtype),
+                            LSTMParams(d_w_x, d_w_h, d_b, d_cell, d_weights.w_p), params)
+    rec_mask = masks.rec_mask
+    d_masks = LoopMasks(rec_mask=None if rec_mask is None else jnp.zeros_like(rec_mask))
+    return d_params, d_xs, d_state0, d_masks
 
 
 lstm_loop.defvjp(_lstm_loop_fwd, _lstm_loop_bwd)
 
 
-def lstm_loop_autodiff(w_x, w_h, b, cell_weights, w_p, xs, state0, lengths, rec_mask, keeps,
+def lstm_loop_autodiff(params: LSTMParams, xs: Array, state0: Any, masks: LoopMasks,
                        options: LoopOptions):
     """`lstm_loop` without the custom VJP: JAX differentiates the scan itself.
 
     Slower backward, but it supports forward-mode differentiation (`jax.jvp`, `jax.jacfwd`),
     which a custom VJP does not. With `options.remat_chunk`, segments are `jax.checkpoint`ed.
     """
-    final_state, outs, _ = _run_forward(w_x, w_h, b, cell_weights, w_p, xs, state0, lengths,
-                                        rec_mask, keeps, options, fused=False)
+    final_state, outs, _ = _run_forward(params, xs, state0, masks, options, fused=False)
     return final_state, outs

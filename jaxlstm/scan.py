@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from jaxlstm.cell import LSTMState, zero_state_like
 from jaxlstm.params import LSTMParams
 from jaxlstm.recurrence import (
+    LoopMasks,
     LoopOptions,
     auto_chunks,
     lstm_loop,
@@ -30,9 +31,10 @@ from jaxlstm.validation import (
 Array = jax.Array
 
 
-def _loop_sizes(unroll: Any, num_steps: int, batch_size: int,
+def loop_sizes(unroll: Any, num_steps: int, batch_size: int,
                 hidden_size: int) -> tuple[int, int, int]:
-    """(forward chunk, backward chunk, gradient segment): steps per scan iteration."""
+    """(forward chunk, backward chunk, gradient segment): steps per scan iteration, from
+    `unroll` (None: by problem size; see `jaxlstm.lstm`). Also used by `jaxlstm.slstm`."""
     chunk, backward_chunk, segment = auto_chunks(num_steps, batch_size, hidden_size)
     if unroll is None:
         return chunk, backward_chunk, segment
@@ -180,7 +182,7 @@ def lstm(
 
     # The loop works on one flat batch axis: (T, N, I) and (N, H).
     batch_size = math.prod(batch_shape)
-    chunk, backward_chunk, segment = _loop_sizes(unroll, num_steps, batch_size, hidden_size)
+    chunk, backward_chunk, segment = loop_sizes(unroll, num_steps, batch_size, hidden_size)
     flat_xs = xs_tm.reshape((num_steps, batch_size, input_size))
     flat_state = LSTMState(*(s.reshape((batch_size, s.shape[-1])) for s in initial_state))
     flat_lengths = None if seq_lengths is None else seq_lengths.reshape(batch_size)
@@ -204,8 +206,8 @@ def lstm(
         zoneout=(0.0, 0.0) if training else rates[1:],
     )
     loop = lstm_loop if fused_backward else lstm_loop_autodiff
-    final_state, out = loop(params.w_x, params.w_h, params.b, params.cell, params.w_p, flat_xs,
-                            flat_state, flat_lengths, rec_mask, (keep_h, keep_c), options)
+    masks = LoopMasks(lengths=flat_lengths, rec_mask=rec_mask, keep_h=keep_h, keep_c=keep_c)
+    final_state, out = loop(params, flat_xs, flat_state, masks, options)
 
     def unflatten(a: Array) -> Array:
         return a.reshape(a.shape[:-2] + batch_shape + a.shape[-1:])

@@ -1,4 +1,8 @@
-"""Stacked and bidirectional LSTMs, with dropout and residual connections, as pure functions."""
+"""Stacked and bidirectional LSTMs, with dropout and residual connections, as pure functions.
+
+A layer is an LSTM (`LSTMParams`, any variant) or an sLSTM (`jaxlstm.xlstm.slstm.SLSTMParams`);
+the stack runs each with its own sequence function and the same conventions.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,19 @@ from jaxlstm.params import Initializer, LSTMParams, init_lstm
 from jaxlstm.regularisation import dropout
 from jaxlstm.scan import lstm
 from jaxlstm.validation import (
+    LayerSizes,
     check_floating,
     check_params,
     check_positive_int,
     check_rate,
+)
+from jaxlstm.xlstm.slstm import (
+    SLSTM_CELL,
+    SLSTMParams,
+    SLSTMState,
+    check_slstm_params,
+    init_slstm,
+    slstm,
 )
 
 Array = jax.Array
@@ -35,8 +48,8 @@ class Directions(NamedTuple, Generic[T]):
     backward: T | None = None
 
 
-StackParams = tuple[Directions[LSTMParams], ...]
-StackState = tuple[Directions[LSTMState], ...]
+StackParams = tuple[Directions[LSTMParams | SLSTMParams], ...]
+StackState = tuple[Directions[LSTMState | SLSTMState], ...]
 
 
 def init_lstm_stack(
@@ -49,16 +62,23 @@ def init_lstm_stack(
     proj_size: int | None = None,
     cell: str = "lstm",
     dtype: jnp.dtype = jnp.float32,
-    forget_bias: float = 1.0,
+    forget_bias: float | None = None,
     input_init: Initializer | None = None,
     recurrent_init: Initializer | None = None,
+    num_heads: int = 4,
 ) -> StackParams:
     """Initialises a stack of `num_layers` LSTM layers, each one- or two-directional.
 
     Layer 0 reads `input_size` features; every later layer reads the previous layer's output,
     R = `proj_size or hidden_size` features, or 2R when bidirectional (the directions are
     concatenated between layers, as in PyTorch). Each direction is `init_lstm(...)` with the
-    given options (the cell variant `cell`, the projection `proj_size`) and its own key.
+    given options (the cell variant `cell`, the projection `proj_size`, `forget_bias`, default
+    1.0) and its own key.
+
+    `cell="slstm"` makes every layer an sLSTM: `init_slstm(..., num_heads=num_heads)` with the
+    reference's defaults and layer l's place in the stack for its forget-gate bias
+    (`block_index=l`, `num_blocks=num_layers`); `proj_size`, `forget_bias`, `input_init` and
+    `recurrent_init` are LSTM options and raise there.
 
     Returns:
         A tuple of `num_layers` `Directions(forward, backward)` of `LSTMParams`.
@@ -71,23 +91,40 @@ def init_lstm_stack(
     num_layers = check_positive_int(num_layers, "num_layers")
     directions = 2 if bidirectional else 1
     keys = jax.random.split(key, (num_layers, directions))
+    lstm_only = {"proj_size": proj_size, "forget_bias": forget_bias, "input_init": input_init,
+                 "recurrent_init": recurrent_init}
+    if cell == "slstm" and any(v is not None for v in lstm_only.values()):
+        given = [name for name, v in lstm_only.items() if v is not None]
+        raise ValueError(f"{', '.join(given)} apply to LSTM layers, not to cell='slstm'.")
+
+    def init_layer(key: Array, layer_input: int, layer: int) -> LSTMParams | SLSTMParams:
+        if cell == "slstm":
+            return init_slstm(key, layer_input, hidden_size, num_heads=num_heads, dtype=dtype,
+                              block_index=layer, num_blocks=num_layers)
+        return init_lstm(key, layer_input, hidden_size, cell=cell, proj_size=proj_size,
+                         dtype=dtype, forget_bias=1.0 if forget_bias is None else forget_bias,
+                         input_init=input_init, recurrent_init=recurrent_init)
+
     layers = []
     for layer in range(num_layers):
         layer_input = input_size if layer == 0 else directions * (proj_size or hidden_size)
-        per_direction = [
-            init_lstm(keys[layer, d], layer_input, hidden_size, cell=cell, proj_size=proj_size,
-                      dtype=dtype,
-                      forget_bias=forget_bias, input_init=input_init,
-                      recurrent_init=recurrent_init)
-            for d in range(directions)
-        ]
+        per_direction = [init_layer(keys[layer, d], layer_input, layer)
+                         for d in range(directions)]
         layers.append(Directions(*per_direction))
     return tuple(layers)
 
 
+def _layer_sizes(params: Any, name: str) -> LayerSizes:
+    """The sizes of one direction's params, an sLSTM's or an LSTM's."""
+    if isinstance(params, SLSTMParams):
+        input_size, hidden_size, _ = check_slstm_params(params, name)
+        return LayerSizes(input_size, hidden_size, hidden_size, SLSTM_CELL)
+    return check_params(params, name)
+
+
 def _check_stack(params: Any, xs: Array) -> bool:
     """Checks the layers chain up; returns whether they are bidirectional."""
-    if isinstance(params, (Directions, LSTMParams)):
+    if isinstance(params, (Directions, LSTMParams, SLSTMParams)):
         raise TypeError(
             "params must be a non-empty tuple of Directions(forward, backward), one per layer, "
             f"got a single {type(params).__name__}: wrap it as (params,)."
@@ -111,7 +148,7 @@ def _check_stack(params: Any, xs: Array) -> bool:
                 f"params[{n}] has {1 + (layer.backward is not None)} directions but params[0] "
                 f"has {1 + bidirectional}: every layer needs the same number."
             )
-        sizes = {check_params(p, f"params[{n}].{name}")
+        sizes = {_layer_sizes(p, f"params[{n}].{name}")
                  for name, p in layer._asdict().items() if p is not None}
         if len(sizes) > 1:
             described = sorted(f"{s.variant.name} I={s.input_size} H={s.hidden_size} "
@@ -164,9 +201,11 @@ def lstm_stack(
     are equal adds its input to its output (after dropout on that input).
 
     Args:
-        params: from `init_lstm_stack`: a tuple of `Directions` of `LSTMParams`.
+        params: from `init_lstm_stack`: a tuple of `Directions` of `LSTMParams` or
+            `SLSTMParams` (an sLSTM layer runs `jaxlstm.xlstm.slstm.slstm`).
         xs: inputs, (batch..., T, I), or (T, batch..., I) if `time_major`.
-        initial_state: a tuple (one per layer) of `Directions` of `LSTMState`; zeros if None.
+        initial_state: a tuple (one per layer) of `Directions` of `LSTMState` (`SLSTMState`
+            for an sLSTM layer); zeros if None.
         seq_lengths: integer array of the batch shape, valid steps per sequence.
         time_major: whether time is the leading axis of `xs` and the outputs.
         merge: how the last layer's directions are returned: "concat" (2H features), "sum"
@@ -177,14 +216,15 @@ def lstm_stack(
         output_dropout: dropout on the final output.
         residual: add each later layer's input to its output where their widths are equal.
         recurrent_dropout: variational dropout on h_{t-1} in every layer (one mask per sequence).
-        zoneout_h, zoneout_c: zoneout rates on h and c in every layer.
+        zoneout_h, zoneout_c: zoneout rates on h and c in every layer. These three are LSTM
+            options: with an sLSTM layer in the stack they raise.
         key: PRNG key for dropout, recurrent dropout and zoneout; required when
             `deterministic` is False and a rate is set.
         deterministic: no dropout at all (evaluation). True by default.
         return_gates: also return each layer's and direction's gates (`LSTMGates`, or the
             variant's record).
-        **lstm_options: passed to every `jaxlstm.lstm` call (`unroll`, `fused_backward`,
-            `remat_chunk`).
+        **lstm_options: passed to every `jaxlstm.lstm` (and sLSTM) call (`unroll`,
+            `fused_backward`, `remat_chunk`).
 
     Returns:
         `(outputs, final_states)`, or `(outputs, final_states, gates)` with `return_gates`.
@@ -230,11 +270,20 @@ def lstm_stack(
     def maybe_dropout(x: Array, rate: float) -> Array:
         return dropout(next(keys), x, rate) if regularise else x
 
-    def run(p: LSTMParams, x: Array, state: LSTMState | None, reverse: bool, n: int):
-        layer_key = recurrent_keys[n, int(reverse)] if regularise_recurrence else None
-        out = lstm(p, x, initial_state=state, seq_lengths=seq_lengths, reverse=reverse,
-                   time_major=time_major, return_gates=return_gates, key=layer_key,
-                   deterministic=not regularise_recurrence, **recurrent_rates, **lstm_options)
+    def run(p: LSTMParams | SLSTMParams, x: Array, state: Any, reverse: bool, n: int):
+        common = dict(initial_state=state, seq_lengths=seq_lengths, reverse=reverse,
+                      time_major=time_major, return_gates=return_gates, **lstm_options)
+        if isinstance(p, SLSTMParams):
+            if any(recurrent_rates.values()):
+                raise ValueError(
+                    "recurrent_dropout, zoneout_h and zoneout_c apply to LSTM layers; "
+                    f"params[{n}] is an sLSTM layer."
+                )
+            out = slstm(p, x, **common)
+        else:
+            layer_key = recurrent_keys[n, int(reverse)] if regularise_recurrence else None
+            out = lstm(p, x, key=layer_key, deterministic=not regularise_recurrence,
+                       **recurrent_rates, **common)
         return out if return_gates else (*out, None)
 
     layer_input = maybe_dropout(xs, rates["input_dropout"])

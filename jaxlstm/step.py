@@ -47,6 +47,6 @@ def lstm_cell(params: LSTMParams, state: LSTMState, x_t: Array) -> tuple[LSTMSta
     z_h = gates.recurrent_projection(state.h, params.w_h)
     z = z_x + z_h if additive else (z_x, z_h)
     step = masked_lstm_step(None, options)
-    weights = step_weights(params.b, params.cell, params.w_p, options)
+    weights = step_weights(params, options)
     new_state, h_t = step(weights, z, state, StepInputs(t=jnp.zeros((), jnp.int32)))
     return new_state, h_t

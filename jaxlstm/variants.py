@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlstm import gates
-from jaxlstm.cell import LSTMGates, lstm_pointwise
+from jaxlstm.cell import LSTMGates, LSTMState, lstm_pointwise
 
 Array = jax.Array
 
@@ -108,7 +108,7 @@ class RetainedReadoutGates(NamedTuple):
     c: Array
 
 
-Pointwise = Callable[[Any, Any, Array], tuple[Array, Array, Any]]
+Pointwise = Callable[[Any, Any, Any], tuple[Any, Any]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +124,9 @@ class CellVariant:
             receives that sum and the backward needs one gradient for z_x, z_h and b alike.
             Otherwise (layer norm) it receives `(z_x, z_h)` without the bias and gets `b` with
             its weights.
-        pointwise: `pointwise(weights, z, c_prev) -> (h_t, c_t, gates)`, the elementwise step.
+        pointwise: `pointwise(weights, z, state) -> (new_state, gates)`, the elementwise step
+            from the previous state (an `LSTMState`, or another cell's state with fields h
+            and c) to the new one; `gates` is a record with a field c.
         init_weights: `init_weights(key, hidden_size) -> weights` in float32.
         weight_shapes: `weight_shapes(hidden_size) -> {field: shape}`.
     """
@@ -139,12 +141,12 @@ class CellVariant:
     weight_shapes: Callable[[int], dict[str, tuple[int, ...]]] = dataclasses.field(repr=False)
 
 
-def _standard(weights: None, z: Array, c_prev: Array) -> tuple[Array, Array, LSTMGates]:
-    state, step_gates = lstm_pointwise(z, c_prev)
-    return state.h, state.c, step_gates
+def _standard(weights: None, z: Array, state: LSTMState) -> tuple[LSTMState, LSTMGates]:
+    return lstm_pointwise(z, state.c)
 
 
-def _peephole(weights: PeepholeWeights, z: Array, c_prev: Array):
+def _peephole(weights: PeepholeWeights, z: Array, state: LSTMState):
+    c_prev = state.c
     z_i, z_f, z_g, z_o = gates.split_gates(z)
     i_t = gates.peephole_gate(z_i, weights.w_ci, c_prev)
     f_t = gates.peephole_gate(z_f, weights.w_cf, c_prev)
@@ -152,10 +154,11 @@ def _peephole(weights: PeepholeWeights, z: Array, c_prev: Array):
     c_t = gates.cell_update(f_t, c_prev, i_t, g_t)
     o_t = gates.peephole_gate(z_o, weights.w_co, c_t)
     h_t = gates.hidden_update(o_t, c_t)
-    return h_t, c_t, LSTMGates(i=i_t, f=f_t, g=g_t, o=o_t, c=c_t)
+    return LSTMState(h=h_t, c=c_t), LSTMGates(i=i_t, f=f_t, g=g_t, o=o_t, c=c_t)
 
 
-def _cifg(weights: CoupledGates, z: Array, c_prev: Array):
+def _cifg(weights: CoupledGates, z: Array, state: LSTMState):
+    c_prev = state.c
     z_f, z_g, z_o = jnp.split(z, 3, axis=-1)
     f_t = gates.forget_gate(z_f)
     i_t = gates.coupled_input_gate(f_t)
@@ -163,12 +166,13 @@ def _cifg(weights: CoupledGates, z: Array, c_prev: Array):
     o_t = gates.output_gate(z_o)
     c_t = gates.cell_update(f_t, c_prev, i_t, g_t)
     h_t = gates.hidden_update(o_t, c_t)
-    return h_t, c_t, LSTMGates(i=i_t, f=f_t, g=g_t, o=o_t, c=c_t)
+    return LSTMState(h=h_t, c=c_t), LSTMGates(i=i_t, f=f_t, g=g_t, o=o_t, c=c_t)
 
 
 def _layer_norm(weights_and_bias: tuple[LayerNormWeights, Array], z: tuple[Array, Array],
-                c_prev: Array):
+                state: LSTMState):
     weights, b = weights_and_bias
+    c_prev = state.c
     z_x, z_h = z
     z = gates.layer_norm(z_x, weights.gain_x) + gates.layer_norm(z_h, weights.gain_h, b)
     z_i, z_f, z_g, z_o = gates.split_gates(z)
@@ -178,10 +182,11 @@ def _layer_norm(weights_and_bias: tuple[LayerNormWeights, Array], z: tuple[Array
     o_t = gates.output_gate(z_o)
     c_t = gates.cell_update(f_t, c_prev, i_t, g_t)
     h_t = gates.hidden_update(o_t, gates.layer_norm(c_t, weights.gain_c, weights.bias_c))
-    return h_t, c_t, LSTMGates(i=i_t, f=f_t, g=g_t, o=o_t, c=c_t)
+    return LSTMState(h=h_t, c=c_t), LSTMGates(i=i_t, f=f_t, g=g_t, o=o_t, c=c_t)
 
 
-def _retained_readout(weights: RetainedReadoutWeights, z: Array, c_prev: Array):
+def _retained_readout(weights: RetainedReadoutWeights, z: Array, state: LSTMState):
+    c_prev = state.c
     z_i, z_f, z_g, z_v = gates.split_gates(z)
     i_t = gates.input_gate(z_i)
     f_t = gates.forget_gate(z_f)
@@ -191,7 +196,7 @@ def _retained_readout(weights: RetainedReadoutWeights, z: Array, c_prev: Array):
     c_t = i_t * g_t + retained
     u_t = gates.retained_readout(retained, weights.w_u, weights.b_u)
     h_t = u_t * v_t
-    return h_t, c_t, RetainedReadoutGates(i=i_t, f=f_t, g=g_t, u=u_t, v=v_t, c=c_t)
+    return LSTMState(h=h_t, c=c_t), RetainedReadoutGates(i=i_t, f=f_t, g=g_t, u=u_t, v=v_t, c=c_t)
 
 
 def _ones(n: int) -> Array:

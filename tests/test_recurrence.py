@@ -25,7 +25,7 @@ def problem(dtype=jnp.float32):
     # Random cotangents for every output, so each path of the backward is exercised.
     w_hs, w_gates = jax.random.normal(keys[4], (2, BATCH, STEPS, HIDDEN))
     w_final = jax.random.normal(keys[5], (2, BATCH, HIDDEN))
-    cast = lambda tree: jax.tree.map(lambda a: a.astype(dtype), tree)  # noqa: E731
+    cast = lambda tree: jax.tree.map(lambda a: a.astype(dtype), tree)
     return cast(params), cast(xs), cast(jaxlstm.LSTMState(h=h0, c=c0)), (w_hs, w_gates, w_final)
 
 
@@ -37,7 +37,7 @@ def loss_of(hs, final, gates, weights):
     return total
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def float32_reference_grads(lengths, reverse, return_gates):
     """Reference gradients for `problem()`, computed once per combination."""
     params, xs, state, weights = problem()
@@ -67,14 +67,14 @@ class FusedBackwardTest(parameterized.TestCase):
         reverse=[False, True],
         with_lengths=[False, True],
         return_gates=[True],
-        loop=[dict(unroll=1), dict(unroll=3), dict(unroll=2, remat_chunk=4),
-              dict(fused_backward=False, remat_chunk=2)],
+        loop=[{"unroll": 1}, {"unroll": 3}, {"unroll": 2, "remat_chunk": 4},
+              {"fused_backward": False, "remat_chunk": 2}],
     )
     def test_float32_against_loop_autodiff(self, reverse, with_lengths, return_gates, loop):
         self.check_against_loop(reverse, with_lengths, return_gates, loop)
 
     @parameterized.product(
-        reverse=[False, True], return_gates=[False], loop=[dict(unroll=3, remat_chunk=3)]
+        reverse=[False, True], return_gates=[False], loop=[{"unroll": 3, "remat_chunk": 3}]
     )
     def test_float32_without_gates(self, reverse, return_gates, loop):
         self.check_against_loop(reverse, True, return_gates, loop)
@@ -114,7 +114,7 @@ class FusedBackwardTest(parameterized.TestCase):
     def test_vmap_of_grad_over_params(self):
         params, xs, _, _ = problem()
         stacked = jax.tree.map(lambda a: jnp.stack([a, 2 * a]), params)
-        loss = lambda p: jnp.sum(jaxlstm.lstm(p, xs)[0] ** 2)  # noqa: E731
+        loss = lambda p: jnp.sum(jaxlstm.lstm(p, xs)[0] ** 2)
         grads = jax.jit(jax.vmap(jax.grad(loss)))(stacked)
         grad = jax.jit(jax.grad(loss))
         for n in range(2):
@@ -125,7 +125,7 @@ class FusedBackwardTest(parameterized.TestCase):
     def test_forward_mode_needs_the_autodiff_backward(self):
         params, xs, _, _ = problem()
         tangent = jax.tree.map(jnp.ones_like, params)
-        run = lambda fused: lambda p: jaxlstm.lstm(p, xs, fused_backward=fused)[0]  # noqa: E731
+        run = lambda fused: lambda p: jaxlstm.lstm(p, xs, fused_backward=fused)[0]
         _, jvp_out = jax.jvp(run(False), (params,), (tangent,))
         eps = 1e-3
         shifted = jax.tree.map(lambda p, t: p + eps * t, params, tangent)
@@ -146,15 +146,15 @@ def test_bad_remat_chunk(bad):
 @pytest.mark.parametrize("segment", [1, 3])
 def test_weight_gradients_in_several_segments(reverse, segment):
     """The backward sums weight gradients over segments (several here, with a shorter last)."""
-    from jaxlstm.recurrence import LoopOptions, lstm_loop
+    from jaxlstm.recurrence import LoopMasks, LoopOptions, lstm_loop
 
     params, xs, state, weights = problem()
     lengths = jnp.array(LENGTHS)
     options = LoopOptions(reverse=reverse, chunk=2, return_gates=False, grad_segment=segment)
 
     def loss(params, xs, state):
-        final, hs = lstm_loop(*params, jnp.swapaxes(xs, 0, 1), state, lengths, None,
-                              (None, None), options)
+        final, hs = lstm_loop(params, jnp.swapaxes(xs, 0, 1), state, LoopMasks(lengths),
+                              options)
         return loss_of(jnp.swapaxes(hs, 0, 1), final, None, weights)
 
     got = jax.grad(loss, argnums=(0, 1, 2))(params, xs, state)

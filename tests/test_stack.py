@@ -8,9 +8,10 @@ import pytest
 
 import jaxlstm
 from jaxlstm import Directions
+from jaxlstm.xlstm.slstm import SLSTMParams, SLSTMState, slstm
 
 BATCH, STEPS, INPUT, HIDDEN = 3, 6, 4, 5
-TOL = dict(atol=1e-5, rtol=1e-5)
+TOL = {"atol": 1e-5, "rtol": 1e-5}
 
 
 def setup(num_layers=2, bidirectional=True, input_size=INPUT):
@@ -138,7 +139,7 @@ def test_dropout_depends_on_the_key_and_keeps_the_expectation():
 def test_inter_layer_and_input_dropout_change_the_output():
     params, xs = setup()
     plain, _ = jaxlstm.lstm_stack(params, xs)
-    for kwargs in (dict(dropout_rate=0.5), dict(input_dropout=0.5)):
+    for kwargs in ({"dropout_rate": 0.5}, {"input_dropout": 0.5}):
         out, _ = jaxlstm.lstm_stack(params, xs, key=jax.random.key(0), deterministic=False,
                                     **kwargs)
         assert not np.allclose(out, plain)
@@ -177,3 +178,26 @@ def test_bad_input(call, error, match):
     params, xs = setup()
     with pytest.raises(error, match=match):
         call(params, xs)
+
+
+def test_slstm_layers_stack_like_lstm_layers():
+    params = jaxlstm.init_lstm_stack(jax.random.key(0), INPUT, 4, num_layers=2,
+                                     bidirectional=True, cell="slstm", num_heads=2)
+    assert isinstance(params[1].backward, SLSTMParams) and params[1].forward.w_x.shape == (8, 16)
+    forget = np.asarray(params[1].forward.b).reshape(4, 2, 2)[1, 0]
+    np.testing.assert_allclose(forget, [5.0, -7.0])  # the last block's power law
+    xs = jax.random.normal(jax.random.key(1), (BATCH, STEPS, INPUT))
+    lengths = jnp.array([6, 3, 0])
+    out, finals = jaxlstm.lstm_stack(params, xs, seq_lengths=lengths)
+    layer_input = xs
+    for n, layer in enumerate(params):
+        hs_f, s_f = slstm(layer.forward, layer_input, seq_lengths=lengths)
+        hs_b, s_b = slstm(layer.backward, layer_input, seq_lengths=lengths, reverse=True)
+        layer_input = jnp.concatenate([hs_f, hs_b], axis=-1)
+        assert isinstance(finals[n].backward, SLSTMState)
+        chex.assert_trees_all_close(finals[n], Directions(s_f, s_b), **TOL)
+    chex.assert_trees_all_close(out, layer_input, **TOL)
+    with pytest.raises(ValueError, match="zoneout_h and zoneout_c apply to LSTM layers"):
+        jaxlstm.lstm_stack(params, xs, zoneout_h=0.1)
+    with pytest.raises(ValueError, match="proj_size apply to LSTM layers"):
+        jaxlstm.init_lstm_stack(jax.random.key(0), INPUT, 4, cell="slstm", proj_size=2)
