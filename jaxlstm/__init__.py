@@ -26,6 +26,10 @@ _EXPORTS = {
     "Directions": "stack", "init_lstm_stack": "stack", "lstm_stack": "stack",
     "lstm_cell": "step",
     "truncated_lstm": "tbptt",
+    "MLSTMParams": "xlstm.mlstm", "MLSTMState": "xlstm.mlstm", "init_mlstm": "xlstm.mlstm",
+    "mlstm": "xlstm.mlstm",
+    "SLSTMParams": "xlstm.slstm", "SLSTMState": "xlstm.slstm", "init_slstm": "xlstm.slstm",
+    "slstm": "xlstm.slstm", "slstm_cell": "xlstm.slstm",
     "CoupledGates": "variants", "LayerNormWeights": "variants", "PeepholeWeights": "variants",
     "RetainedReadoutGates": "variants", "RetainedReadoutWeights": "variants",
 }
@@ -33,7 +37,7 @@ _PUBLIC_MODULES = ("gates", "interop", "variants")
 # Every submodule, so `jaxlstm.scan` or `jaxlstm.train` resolve as attributes too.
 _SUBMODULES = frozenset({*_PUBLIC_MODULES, "benchmark", "cell", "cli", "flax", "launch",
                          "params", "plotting", "recurrence", "regularisation", "scan", "stack",
-                         "step", "tasks", "tbptt", "train", "validation"})
+                         "step", "tasks", "tbptt", "train", "validation", "xlstm"})
 
 __all__ = sorted([*_EXPORTS, *_PUBLIC_MODULES])
 

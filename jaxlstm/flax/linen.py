@@ -283,4 +283,7 @@ class LSTM(nn.Module):
         return arrange_outputs(result, return_carry, return_gates)
 
 
-__all__ = ["LSTM", "LSTMCell", "OptimizedLSTMCell", "to_lstm_params", "to_module_params"]
+from jaxlstm.flax.xlstm_linen import MLSTM, SLSTM  # xLSTM's cells, re-exported
+
+__all__ = ["LSTM", "MLSTM", "SLSTM", "LSTMCell", "OptimizedLSTMCell", "to_lstm_params",
+           "to_module_params"]

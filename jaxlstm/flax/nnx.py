@@ -390,4 +390,6 @@ class LSTM(nnx.Module):
         return arrange_outputs(result, return_carry, return_gates)
 
 
-__all__ = ["LSTM", "LSTMCell", "OptimizedLSTMCell"]
+from jaxlstm.flax.xlstm_nnx import MLSTM, SLSTM  # xLSTM's cells, re-exported
+
+__all__ = ["LSTM", "MLSTM", "SLSTM", "LSTMCell", "OptimizedLSTMCell"]
