@@ -131,6 +131,8 @@ README_OUTPUTS = [  # what each ```python block of the README prints, in order
     "True (4, 12, 8)",
     "True",
     "True True",
+    "(4, 100, 32) (4, 32) (4, 8, 4, 8)\n(4, 100, 64) SLSTMState",
+    "(4, 100, 32) (4, 4, 8, 8)\nTrue True",
     "10",
     "(8, 32)",
     "True",
