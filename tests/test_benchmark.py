@@ -123,3 +123,26 @@ def test_timing_of_a_very_slow_call_stops_at_the_time_cap():
     assert timing.repeats == 2
     assert len(calls) <= 2 + 2
     assert timing.min_ms <= timing.median_ms
+
+
+def test_xlstm_rows_run_only_when_named_and_compare_with_their_references(tmp_path):
+    from jaxlstm.benchmark.anchors import XLSTM_KEYS, xlstm_chunk_size
+
+    impls = implementations({})
+    assert {i.key for i in impls if not i.default} == set(XLSTM_KEYS)
+    assert (xlstm_chunk_size(100), xlstm_chunk_size(200), xlstm_chunk_size(1024)) == (50, 50, 64)
+    results = run_benchmark(
+        tmp_path, "--only", "slstm,xlstm_slstm_vanilla,mlstm_chunkwise,mlstm_kernels_chunkwise")
+    ran = {r["impl"] for r in results["rows"]}
+    skipped = {s["impl"] for s in results["skipped"]}
+    assert ran | skipped == {"slstm", "xlstm_slstm_vanilla", "mlstm_chunkwise",
+                             "mlstm_kernels_chunkwise"}
+    assert {"slstm", "mlstm_chunkwise"} <= ran  # jax only: they always run
+    assert all(r["gflops"] is None for r in results["rows"])  # not the LSTM's FLOPs
+    assert results["comparisons"] == []  # no LSTM row, and the xLSTM rows are no LSTM anchors
+    compared = {(c["impl"], c["pass"]) for c in results["vs_reference"]}
+    want = {("slstm", "xlstm_slstm_vanilla"), ("mlstm_chunkwise", "mlstm_kernels_chunkwise")}
+    assert compared == {(impl, p) for impl, ref in want if ref in ran
+                        for p in ("forward", "fwd_bwd")}
+    if compared:
+        assert "xLSTM cells vs their references" in (tmp_path / "results.md").read_text()

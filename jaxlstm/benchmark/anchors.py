@@ -14,6 +14,17 @@ imported inside their builders, so a missing one skips its rows instead of break
 timed the way its Flax anchor is: they measure what the module layer costs, not an alternative.
 `jaxlstm_linen_cell` and `jaxlstm_nnx_cell` drop jaxlstm's cells into the Flax anchors' own
 `nn.RNN` / `nnx.RNN` (the drop-in use), again on the same arrays.
+
+The xLSTM rows (`XLSTM_KEYS`) time another function, one xLSTM cell with `XLSTM_HEADS` heads at
+the same (B, T, I, H): jaxlstm's sLSTM (`slstm`) and mLSTM in each form (`mlstm_chunkwise`,
+`mlstm_parallel`, `mlstm_recurrent`), and their references in torch on the CPU:
+`xlstm_slstm_vanilla` (NX-AI's `sLSTMCell`, vanilla backend, after a dense nn.Linear(I, 4H) for
+the input projection, which is what jaxlstm's W_x computes; the reference's `sLSTMLayer` has
+per-head projections and needs I = H) and `mlstm_kernels_chunkwise` (mlstm_kernels' native
+torch chunkwise kernel with its custom backward, after nn.Linear q, k, v and gate projections).
+Both chunkwise rows use the same chunk size, the largest divisor of T up to 64, since
+mlstm_kernels' kernel needs T divisible by it. These rows run only when `--only` names them
+(`Impl.default` is False): they are not anchors of the LSTM, and the default run is unchanged.
 """
 
 from __future__ import annotations
@@ -54,6 +65,8 @@ class Impl:
         prepare: `prepare(size, pass_name) -> Prepared`.
         unavailable: the reason it cannot run here (missing package, no GPU), or None.
         sizes: the size names it runs at; None for all.
+        default: whether it runs without `--only`; False for rows of another function (the
+            xLSTM cells), which are also not counted as LSTM anchors and get no LSTM FLOP rate.
     """
 
     key: str
@@ -61,6 +74,7 @@ class Impl:
     prepare: Callable[[Size, str], Prepared]
     unavailable: Callable[[], str | None]
     sizes: tuple[str, ...] | None = None
+    default: bool = True
 
     def runs_at(self, size: Size) -> bool:
         """Whether this row is measured at `size`."""
@@ -98,7 +112,7 @@ def _prepare_jax(apply: Apply, params: Any, size: Size, pass_name: str) -> Prepa
 
 def _jax_impl(key: str, label: str, setup: Callable[[Size], tuple[Apply, Any]],
               needs: str | None = None, backend: str | None = None,
-              refuses: Callable[[], str | None] | None = None) -> Impl:
+              refuses: Callable[[], str | None] | None = None, default: bool = True) -> Impl:
     """A JAX row from `setup(size) -> (apply, params)`; `needs` a package, or a jax `backend`.
 
     `refuses()`, checked once the package is there, gives any other reason the row cannot run.
@@ -115,7 +129,7 @@ def _jax_impl(key: str, label: str, setup: Callable[[Size], tuple[Apply, Any]],
             return f"needs jax on {backend}, jax runs on {jax.default_backend()}"
         return refuses() if refuses is not None else None
 
-    return Impl(key, label, prepare, unavailable)
+    return Impl(key, label, prepare, unavailable, default=default)
 
 
 def _jaxlstm_setup(kwargs: dict[str, Any]) -> Callable[[Size], tuple[Apply, Any]]:
@@ -328,6 +342,131 @@ def _torch_impl(key: str, label: str, device: str, threads: int | None,
     return Impl(key, label, prepare, unavailable, sizes)
 
 
+XLSTM_HEADS = 4
+"""The number of heads of every xLSTM row."""
+
+
+def xlstm_chunk_size(steps: int) -> int:
+    """The chunk of both chunkwise mLSTM rows: the largest divisor of T up to 64."""
+    return max(c for c in range(1, min(steps, 64) + 1) if steps % c == 0)
+
+
+def _slstm_setup(size: Size) -> tuple[Apply, Any]:
+    from jaxlstm.xlstm.slstm import init_slstm, slstm
+
+    params = init_slstm(jax.random.key(0), size.input_size, size.hidden_size,
+                        num_heads=XLSTM_HEADS, recurrent_init="standard")
+    return (lambda p, xs: slstm(p, xs)[0]), params
+
+
+def _mlstm_setup(mode: str) -> Callable[[Size], tuple[Apply, Any]]:
+    def setup(size: Size) -> tuple[Apply, Any]:
+        from jaxlstm.xlstm.mlstm import init_mlstm, mlstm
+
+        params = init_mlstm(jax.random.key(0), size.input_size, size.hidden_size,
+                            num_heads=XLSTM_HEADS)
+        chunk = xlstm_chunk_size(size.steps)
+        return (lambda p, xs: mlstm(p, xs, mode=mode, chunk_size=chunk)[0]), params
+
+    return setup
+
+
+def _torch_xlstm_impl(key: str, label: str, needs: str,
+                      build: Callable[[Any, Size], tuple[Any, Callable[[Any], Any]]]) -> Impl:
+    """A torch CPU row (all cores) of an xLSTM reference: `build(torch, size)` returns the
+    modules holding its parameters and `forward(xs) -> hs` with hs of B * T * H numbers."""
+
+    def prepare(size: Size, pass_name: str) -> Prepared:
+        import torch
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        torch.manual_seed(0)
+        modules, forward = build(torch, size)
+        xs = torch.randn(size.batch, size.steps, size.input_size)
+        with torch.no_grad():
+            numel = forward(xs).numel()
+        if numel != size.batch * size.steps * size.hidden_size:
+            raise ValueError(f"{key} returned {numel} numbers, not B * T * H.")
+        if pass_name == "forward":
+            def call() -> None:
+                with torch.no_grad():
+                    forward(xs)
+        else:
+            xs.requires_grad_(True)
+
+            def call() -> None:
+                modules.zero_grad(set_to_none=True)
+                xs.grad = None
+                forward(xs).sum().backward()
+
+        return Prepared(call, None)
+
+    def unavailable() -> str | None:
+        for package in ("torch", needs):
+            if importlib.util.find_spec(package) is None:
+                return f"{package} is not installed"
+        return None
+
+    return Impl(key, label, prepare, unavailable, default=False)
+
+
+def _xlstm_slstm_build(torch: Any, size: Size) -> tuple[Any, Callable[[Any], Any]]:
+    from xlstm.blocks.slstm.cell import sLSTMCell, sLSTMCellConfig
+
+    cell = sLSTMCell(sLSTMCellConfig(
+        hidden_size=size.hidden_size, num_heads=XLSTM_HEADS, backend="vanilla",
+        dtype="float32", recurrent_weight_init="standard"))
+    projection = torch.nn.Linear(size.input_size, 4 * size.hidden_size)
+
+    def forward(xs: Any) -> Any:
+        return cell(projection(xs))[0]  # (B, heads, T, head_dim)
+
+    return torch.nn.ModuleList([cell, projection]), forward
+
+
+def _mlstm_kernels_build(torch: Any, size: Size) -> tuple[Any, Callable[[Any], Any]]:
+    from mlstm_kernels.torch.chunkwise.native import mlstm_chunkwise__native_custbw
+
+    heads, chunk = XLSTM_HEADS, xlstm_chunk_size(size.steps)
+    qkv = torch.nn.Linear(size.input_size, 3 * size.hidden_size, bias=False)
+    gates = torch.nn.Linear(size.input_size, 2 * heads)  # i~ and f~, one per head
+
+    def forward(xs: Any) -> Any:
+        batch, steps, _ = xs.shape
+        q, k, v = (a.view(batch, steps, heads, -1).transpose(1, 2)
+                   for a in qkv(xs).chunk(3, dim=-1))  # (B, heads, T, d)
+        i_pre, f_pre = gates(xs).transpose(1, 2).chunk(2, dim=1)  # (B, heads, T)
+        return mlstm_chunkwise__native_custbw(q, k, v, i_pre, f_pre, chunk_size=chunk)
+
+    return torch.nn.ModuleList([qkv, gates]), forward
+
+
+def xlstm_implementations() -> list[Impl]:
+    """The xLSTM rows (run only when `--only` names them), each jaxlstm row before its
+    reference."""
+    modes = [_jax_impl(f"mlstm_{mode}", f"jaxlstm mlstm ({mode})", _mlstm_setup(mode),
+                       default=False) for mode in ("chunkwise", "parallel", "recurrent")]
+    return [
+        _jax_impl("slstm", "jaxlstm slstm", _slstm_setup, default=False),
+        _torch_xlstm_impl("xlstm_slstm_vanilla", "xlstm sLSTMCell (vanilla, torch)", "xlstm",
+                          _xlstm_slstm_build),
+        *modes,
+        _torch_xlstm_impl("mlstm_kernels_chunkwise", "mlstm_kernels chunkwise (native, torch)",
+                          "mlstm_kernels", _mlstm_kernels_build),
+    ]
+
+
+XLSTM_REFERENCES = {
+    "slstm": "xlstm_slstm_vanilla",
+    "mlstm_chunkwise": "mlstm_kernels_chunkwise",
+    "mlstm_parallel": "mlstm_kernels_chunkwise",
+    "mlstm_recurrent": "mlstm_kernels_chunkwise",
+}
+"""Each jaxlstm xLSTM row and the reference row it is compared with."""
+
+XLSTM_KEYS = (*XLSTM_REFERENCES, "xlstm_slstm_vanilla", "mlstm_kernels_chunkwise")
+
+
 def implementations(jaxlstm_kwargs: dict[str, Any]) -> list[Impl]:
     """All rows, jaxlstm first; `jaxlstm_kwargs` are passed to every `jaxlstm.lstm` call.
 
@@ -354,6 +493,7 @@ def implementations(jaxlstm_kwargs: dict[str, Any]) -> list[Impl]:
         _jax_impl("jax_cudnn", "jax.experimental.rnn (cuDNN)", _jax_cudnn_setup,
                   backend="gpu"),
         _torch_impl("torch_cuda", "torch nn.LSTM (cuda)", "cuda", threads=None),
+        *xlstm_implementations(),
     ]
 
 

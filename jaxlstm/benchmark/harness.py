@@ -12,6 +12,10 @@ modules and are reported as ratios to the jaxlstm row ("vs_jaxlstm"), not as anc
     jaxlstm bench --only jaxlstm,jaxlstm_linen,jaxlstm_nnx   # module overhead
     jaxlstm bench --jaxlstm-kwargs '{"unroll": 2}'
     jaxlstm bench --memory               # also: T=10000 training step memory
+    jaxlstm bench --sizes S2 --only slstm,xlstm_slstm_vanilla   # an xLSTM cell vs its reference
+
+The xLSTM rows (`anchors.XLSTM_KEYS`) run only when `--only` names them, and are reported
+against their reference rows ("vs_reference"), never as LSTM anchors.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import jax
 from jaxlstm.benchmark import report
 from jaxlstm.benchmark.anchors import (
     IMPL_KEYS,
+    XLSTM_KEYS,
     Impl,
     implementations,
     unsupported_lstm_kwargs,
@@ -85,7 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", type=_names(tuple(SIZES)),
                         help="comma-separated, default all: " + ",".join(SIZES))
     parser.add_argument("--only", type=_names(IMPL_KEYS),
-                        help="rows to run, comma-separated, default all: " + ",".join(IMPL_KEYS))
+                        help=("rows to run, comma-separated, default all but the xLSTM rows ("
+                              + ",".join(XLSTM_KEYS) + "): " + ",".join(IMPL_KEYS)))
     parser.add_argument("--quick", action="store_true",
                         help="a tiny size and few repetitions, for smoke tests")
     parser.add_argument("--repeats", type=_at_least_three,
@@ -144,12 +150,14 @@ def measure(impl: Impl, size: Size, pass_name: str, budget: Budget,
     """Compiles, warms up and times one implementation's pass at one size: one result row."""
     prepared = impl.prepare(size, pass_name)
     timing = time_call(prepared.call, budget)
-    gflops = size.flops(pass_name) / (timing.median_ms * 1e-3) / 1e9
+    # The LSTM's FLOP count; a row of another function (an xLSTM cell) gets no rate.
+    gflops = (size.flops(pass_name) / (timing.median_ms * 1e-3) / 1e9 if impl.default
+              else None)
     row = {
         "size": size.name, "impl": impl.key, "label": impl.label, "pass": pass_name,
         **dataclasses.asdict(timing), "iqr_ms": timing.iqr_ms,
         "compile_ms": prepared.compile_s * 1e3 if prepared.compile_s is not None else None,
-        "gflops": gflops, "pct_of_peak": 100 * gflops / peak_gflops,
+        "gflops": gflops, "pct_of_peak": 100 * gflops / peak_gflops if gflops else None,
     }
     compiled = f", compile {prepared.compile_s:.2f} s" if prepared.compile_s is not None else ""
     print(f"{size.name} {pass_name:7s} {impl.label:36s} {timing.median_ms:9.3f} ms "
@@ -216,7 +224,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     out = args.out or Path("runs/benchmark") / started.strftime("%Y%m%d-%H%M%S")
     sizes, budget = _sizes(args), _budget(args)
     impls, skipped = available(
-        [i for i in implementations(args.jaxlstm_kwargs) if not args.only or i.key in args.only]
+        [i for i in implementations(args.jaxlstm_kwargs)
+         if (i.key in args.only if args.only else i.default)]
     )
     machine = machine_info()
     # Another process on a core starves a thread pool sized to all cores (the machine is
@@ -240,6 +249,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         "rows": rows,
         "comparisons": report.compare(rows, machine["jax_backend"]),
         "vs_jaxlstm": report.compare_modules(rows),
+        "vs_reference": report.compare_xlstm(rows),
         "skipped": skipped,
     }
     if args.memory:

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from jaxlstm.benchmark.anchors import XLSTM_HEADS, XLSTM_KEYS, XLSTM_REFERENCES
 from jaxlstm.benchmark.sizes import PASS_LABELS, PASSES
 
 Results = dict[str, Any]
@@ -35,7 +36,8 @@ def _row(rows: list[dict], impl: str, size: str, pass_name: str) -> dict | None:
 
 def _fastest_anchor(rows: list[dict], size: str, pass_name: str) -> dict | None:
     anchors = [r for r in rows if r["size"] == size and r["pass"] == pass_name
-               and r["impl"] != SUBJECT and r["impl"] not in MODULES]
+               and r["impl"] != SUBJECT and r["impl"] not in MODULES
+               and r["impl"] not in XLSTM_KEYS]  # another function: not an LSTM anchor
     return min(anchors, key=lambda r: r["median_ms"], default=None)
 
 
@@ -99,6 +101,34 @@ def compare_modules(rows: list[dict]) -> list[dict]:
                                               MODULES.index(c["impl"])))
 
 
+def compare_xlstm(rows: list[dict]) -> list[dict]:
+    """Each jaxlstm xLSTM row against its reference row (`XLSTM_REFERENCES`) of the same run,
+    size and pass: `vs_reference` is jaxlstm's median over the reference's (below 1: faster)."""
+    comparisons = []
+    for row in (r for r in rows if r["impl"] in XLSTM_REFERENCES):
+        reference = _row(rows, XLSTM_REFERENCES[row["impl"]], row["size"], row["pass"])
+        if reference is None:
+            continue
+        comparisons.append({
+            "size": row["size"], "pass": row["pass"], "impl": row["impl"],
+            "label": row["label"], "ms": row["median_ms"],
+            "reference": reference["label"], "reference_ms": reference["median_ms"],
+            "vs_reference": row["median_ms"] / reference["median_ms"],
+        })
+    return comparisons
+
+
+def _xlstm_table(comparisons: list[dict]) -> list[str]:
+    lines = ["| size | pass | jaxlstm | ms | reference | ms | jaxlstm / reference |",
+             "|---" * 7 + "|"]
+    for c in comparisons:
+        lines.append(
+            f"| {c['size']} | {PASS_LABELS[c['pass']]} | {c['label']} | {_fmt(c['ms'])} "
+            f"| {c['reference']} | {_fmt(c['reference_ms'])} | {c['vs_reference']:.3f} |"
+        )
+    return lines
+
+
 def _geometric_mean(values: list[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
@@ -117,8 +147,10 @@ def _times_table(results: Results) -> list[str]:
                 if row is None:
                     parts.append("")
                     continue
+                family = impl in XLSTM_KEYS  # bold: the fastest of the same function
                 fastest = min(r["median_ms"] for r in rows
-                              if r["size"] == size and r["pass"] == pass_name)
+                              if r["size"] == size and r["pass"] == pass_name
+                              and (r["impl"] in XLSTM_KEYS) == family)
                 text = _fmt(row["median_ms"])
                 parts.append(f"**{text}**" if row["median_ms"] == fastest else text)
             cells.append(" / ".join(parts) if any(parts) else "")
@@ -215,12 +247,19 @@ def markdown(results: Results) -> str:
     jaxlstm, memory, skipped rows."""
     parts = ["# LSTM benchmark", "", header(results), ""]
     if results["rows"]:
-        parts += _times_table(results) + [""] + _comparison_table(results) + [""]
+        parts += _times_table(results) + [""]
+    if results["comparisons"]:
+        parts += _comparison_table(results) + [""]
     if results.get("vs_jaxlstm"):
         parts += ["## jaxlstm's Flax modules vs jaxlstm (same run)", "",
                   ("Ratios below 1 mean the module was faster than the functional call; "
                    "both compute the same numbers from the same arrays."), ""]
         parts += _modules_table(results["vs_jaxlstm"]) + [""]
+    if results.get("vs_reference"):
+        parts += ["## xLSTM cells vs their references (same run)", "",
+                  (f"One cell, {XLSTM_HEADS} heads, at each size's (B, T, I, H); the references "
+                   "run in torch on the CPU."), ""]
+        parts += _xlstm_table(results["vs_reference"]) + [""]
     if results.get("memory"):
         parts += ["## Long sequences: one training step", ""]
         parts += _memory_table(results["memory"]) + [""]
@@ -241,7 +280,9 @@ def plot(results: Results, path: Path) -> bool:
 
     Returns whether it drew the chart: not without matplotlib, nor without rows.
     """
-    rows, sizes = results["rows"], results["sizes"]
+    # The LSTM rows only: the xLSTM rows compute another function and have no LSTM anchor.
+    rows = [r for r in results["rows"] if r["impl"] not in XLSTM_KEYS]
+    sizes = results["sizes"]
     try:
         import matplotlib
     except ImportError:
