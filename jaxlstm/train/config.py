@@ -21,13 +21,16 @@ from omegaconf.errors import OmegaConfBaseException
 
 @dataclasses.dataclass
 class ModelConfig:
-    """The LSTM and its read-out head."""
+    """The recurrent stack and its read-out head. `cell` "slstm" or "mlstm" (xLSTM, functional
+    API only, `num_heads` heads) refuses the LSTM-only keys (proj_size, recurrent_dropout,
+    zoneout_h, zoneout_c, forget_bias; for mlstm also unroll and remat_chunk)."""
 
     api: str = "functional"  # "functional" (jaxlstm.lstm_stack), "linen" or "nnx" (jaxlstm.flax)
     hidden_size: int = 64
     num_layers: int = 1
     bidirectional: bool = False
-    cell: str = "lstm"  # "lstm", "peephole", "cifg", "layer_norm", "retained_readout"
+    cell: str = "lstm"  # "lstm", "peephole", "cifg", "layer_norm", "retained_readout", "slstm", "mlstm"
+    num_heads: int = 4  # heads of an slstm or mlstm cell; must divide hidden_size
     proj_size: int | None = None
     dropout: float = 0.0  # between layers
     recurrent_dropout: float = 0.0
@@ -201,6 +204,9 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     return config
 
 
+XLSTM_CELLS = ("slstm", "mlstm")
+"""The xLSTM cells a run can use besides the LSTM variants (functional API only)."""
+
 SEED_LIMIT = 2**32  # seeds feed jax.random.PRNGKey and NumPy's generators
 
 
@@ -234,8 +240,9 @@ def check_values(config: ExperimentConfig, path: str = "config") -> None:
         fail("model.api", "one of functional, linen, nnx", model.api)
     from jaxlstm.variants import VARIANTS
 
-    if model.cell not in VARIANTS:
-        fail("model.cell", f"one of {', '.join(VARIANTS)}", model.cell)
+    if model.cell not in (*VARIANTS, *XLSTM_CELLS):
+        fail("model.cell", f"one of {', '.join((*VARIANTS, *XLSTM_CELLS))}", model.cell)
+    _check_cell_options(model, path)
     for key in ("dropout", "recurrent_dropout", "zoneout_h", "zoneout_c"):
         value = getattr(model, key)
         if not 0.0 <= value < 1.0:
@@ -276,6 +283,35 @@ def check_values(config: ExperimentConfig, path: str = "config") -> None:
         check_optimizer(optimizer)
     except ValueError as err:
         raise ConfigError(f"{path}: {err}") from None
+
+
+def _check_cell_options(model: ModelConfig, path: str) -> None:
+    """Refuses, naming the key, each model option that does not apply to `model.cell`."""
+    if model.num_heads < 1:
+        raise ConfigError(f"{path}: model.num_heads: expected a positive int, got "
+                          f"{model.num_heads!r}.")
+    if model.cell not in XLSTM_CELLS:
+        if model.num_heads != ModelConfig.num_heads:
+            raise ConfigError(f"{path}: model.num_heads: applies to cell slstm or mlstm, not "
+                              f"to cell {model.cell!r}; leave it at its default, "
+                              f"{ModelConfig.num_heads}.")
+        return
+    cell = model.cell
+    if model.api != "functional":
+        raise ConfigError(f"{path}: model.api: cell {cell!r} runs on the functional API "
+                          f"only, got {model.api!r}.")
+    if model.hidden_size % model.num_heads:
+        raise ConfigError(f"{path}: model.num_heads: expected a divisor of model.hidden_size "
+                          f"({model.hidden_size}), got {model.num_heads!r}.")
+    defaults = ModelConfig()
+    lstm_only = ["proj_size", "recurrent_dropout", "zoneout_h", "zoneout_c", "forget_bias"]
+    if cell == "mlstm":
+        lstm_only += ["unroll", "remat_chunk"]
+    for key in lstm_only:
+        if getattr(model, key) != getattr(defaults, key):
+            raise ConfigError(f"{path}: model.{key}: does not apply to cell {cell!r} (got "
+                              f"{getattr(model, key)!r}); leave it at its default, "
+                              f"{getattr(defaults, key)!r}.")
 
 
 def to_yaml(config: ExperimentConfig) -> str:

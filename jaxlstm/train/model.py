@@ -1,4 +1,4 @@
-"""The trained model: an LSTM stack and a linear read-out, as pure (init, apply) functions.
+"""The trained model: a recurrent stack and a linear read-out, as pure (init, apply) functions.
 
 The read-out depends on the task: "every" maps each step's output to O features; "last" maps
 the final hidden states (both directions, after each sequence's last valid step) to O features,
@@ -7,6 +7,14 @@ as a (B, 1, O) output. `api="functional"` runs `jaxlstm.lstm_stack` on a params 
 `jaxlstm.flax.nnx.LSTM` module (the same computation). For nnx the params are an `nnx.State`
 (the `nnx.Param`s of a module holding the LSTM and an `nnx.Linear` head), and `apply` merges
 them into the module inside the pure function, so the runner treats all three alike.
+
+xLSTM cells (functional API only): `cell="slstm"` makes the stack's layers sLSTMs (params
+`{"lstm": stack, "head": ...}` as for an LSTM, run by `jaxlstm.lstm_stack`); `cell="mlstm"`
+stacks `jaxlstm.mlstm` layers (params `{"mlstm": layers, "head": ...}`, each layer a
+`Directions` of `MLSTMParams`, run chunkwise), with dropout between layers as the LSTM stack
+has. The mLSTM's state is a matrix memory, not a vector, so its "last" read-out is the output h
+at each sequence's last valid step (for the backward direction, at step 0, the last it reads):
+the h that the final state yields.
 """
 
 from __future__ import annotations
@@ -24,9 +32,11 @@ from flax import nnx
 from jaxlstm.flax.linen import LSTM as LinenLSTM
 from jaxlstm.flax.nnx import LSTM as NnxLSTM
 from jaxlstm.flax.params import to_lstm_params
-from jaxlstm.stack import init_lstm_stack, lstm_stack
+from jaxlstm.regularisation import dropout
+from jaxlstm.stack import Directions, init_lstm_stack, lstm_stack
 from jaxlstm.tasks.base import TaskSpec
 from jaxlstm.train.config import ModelConfig
+from jaxlstm.xlstm.mlstm import init_mlstm, mlstm
 
 Array = jax.Array
 Params = Any
@@ -60,6 +70,42 @@ def _lstm_options(cfg: ModelConfig) -> dict[str, Any]:
 
 def _head_width(cfg: ModelConfig) -> int:
     return (cfg.proj_size or cfg.hidden_size) * (2 if cfg.bidirectional else 1)
+
+
+def _init_mlstm_layers(key: Array, cfg: ModelConfig, input_size: int) -> tuple[Directions, ...]:
+    """`num_layers` mLSTM layers, each a `Directions` of `MLSTMParams`; layer l > 0 reads the
+    previous layer's directions concatenated."""
+    directions = 2 if cfg.bidirectional else 1
+    keys = jax.random.split(key, (cfg.num_layers, directions))
+    layers = []
+    for layer in range(cfg.num_layers):
+        width = input_size if layer == 0 else directions * cfg.hidden_size
+        layers.append(Directions(*(init_mlstm(keys[layer, d], width, cfg.hidden_size,
+                                              num_heads=cfg.num_heads)
+                                   for d in range(directions))))
+    return tuple(layers)
+
+
+def _mlstm_stack(layers: tuple[Directions, ...], inputs: Array, lengths: Array | None,
+                 rate: float, key: Array, train: bool) -> tuple[Array, Array]:
+    """Runs the mLSTM layers with dropout at `rate` between them (when training); returns
+    every step's output (B, T, directions * H) and the last layer's output after each
+    sequence's last valid step, (B, directions * H)."""
+    keys = jax.random.split(key, len(layers))
+    x = inputs
+    for n, layer in enumerate(layers):
+        if n:
+            x = dropout(keys[n], x, rate) if train and rate else x
+        outputs = [mlstm(layer.forward, x, seq_lengths=lengths)[0]]
+        if layer.backward is not None:
+            outputs.append(mlstm(layer.backward, x, seq_lengths=lengths, reverse=True)[0])
+        x = jnp.concatenate(outputs, axis=-1)
+    num_steps = x.shape[-2]
+    last = (jnp.full(x.shape[:-2], num_steps - 1) if lengths is None
+            else jnp.maximum(jnp.asarray(lengths) - 1, 0))
+    forward = jnp.take_along_axis(outputs[0], last[..., None, None], axis=-2)[..., 0, :]
+    final = [forward] + [o[..., 0, :] for o in outputs[1:]]  # backward: its last step is 0
+    return x, jnp.concatenate(final, axis=-1)
 
 
 class _NnxModel(nnx.Module):
@@ -107,15 +153,22 @@ class Model:
             module = _NnxModel(cfg, spec, rngs=nnx.Rngs(params=key, dropout=0))
             return nnx.state(module, nnx.Param)
         key_lstm, key_head = jax.random.split(key)
-        lstm = init_lstm_stack(key_lstm, spec.input_size, cfg.hidden_size,
-                               num_layers=cfg.num_layers, bidirectional=cfg.bidirectional,
-                               proj_size=cfg.proj_size, cell=cfg.cell,
-                               forget_bias=cfg.forget_bias)
         head = {
             "w": jax.nn.initializers.lecun_normal()(key_head,
                                                     (_head_width(cfg), spec.output_size)),
             "b": jnp.zeros((spec.output_size,)),
         }
+        if cfg.cell == "mlstm":
+            return {"mlstm": _init_mlstm_layers(key_lstm, cfg, spec.input_size), "head": head}
+        if cfg.cell == "slstm":
+            lstm = init_lstm_stack(key_lstm, spec.input_size, cfg.hidden_size,
+                                   num_layers=cfg.num_layers, bidirectional=cfg.bidirectional,
+                                   cell="slstm", num_heads=cfg.num_heads)
+        else:
+            lstm = init_lstm_stack(key_lstm, spec.input_size, cfg.hidden_size,
+                                   num_layers=cfg.num_layers, bidirectional=cfg.bidirectional,
+                                   proj_size=cfg.proj_size, cell=cfg.cell,
+                                   forget_bias=cfg.forget_bias)
         return {"lstm": lstm, "head": head}
 
     def apply(self, params: Params, inputs: Array, lengths: Array | None, key: Array,
@@ -128,20 +181,30 @@ class Model:
         if cfg.api == "nnx":
             graphdef, rest = self._nnx_graph
             return nnx.merge(graphdef, params, rest)(inputs, lengths, not train, key)
-        outputs, states = lstm_stack(
-            params["lstm"], inputs, seq_lengths=lengths, dropout_rate=cfg.dropout,
-            recurrent_dropout=cfg.recurrent_dropout, zoneout_h=cfg.zoneout_h,
-            zoneout_c=cfg.zoneout_c, key=key, deterministic=not train, unroll=cfg.unroll,
-            remat_chunk=cfg.remat_chunk,
-        )
-        features = outputs if spec.readout == "every" else _last_hidden(states)[:, None]
+        if cfg.cell == "mlstm":
+            outputs, last = _mlstm_stack(params["mlstm"], inputs, lengths, cfg.dropout, key,
+                                         train)
+        else:
+            # An sLSTM stack gets zero recurrent rates (config refuses others), which it takes.
+            outputs, states = lstm_stack(
+                params["lstm"], inputs, seq_lengths=lengths, dropout_rate=cfg.dropout,
+                recurrent_dropout=cfg.recurrent_dropout, zoneout_h=cfg.zoneout_h,
+                zoneout_c=cfg.zoneout_c, key=key, deterministic=not train, unroll=cfg.unroll,
+                remat_chunk=cfg.remat_chunk,
+            )
+            last = _last_hidden(states)
+        features = outputs if spec.readout == "every" else last[:, None]
         head = params["head"]
         return features @ head["w"] + jnp.reshape(head["b"], (1, 1, -1))
 
 
 def stack_and_head(params: Params) -> tuple[Any, Array, Array]:
     """A trained model's stack params (as `lstm_stack` takes them) and its head's (w, b),
-    whichever API (`functional`, `linen` or `nnx`) trained it."""
+    whichever API (`functional`, `linen` or `nnx`) trained it. An sLSTM stack is returned as
+    it is (`lstm_stack` runs it); an mLSTM model has no such stack and raises ValueError."""
+    if isinstance(params, Mapping) and "mlstm" in params:
+        raise ValueError("an mLSTM model (model.cell=mlstm) has no LSTM stack: sampling and "
+                         "the gates picture need an LSTM or sLSTM cell.")
     if isinstance(params, nnx.State):
         params = nnx.to_pure_dict(params)
     if "lstm" in params and isinstance(params["lstm"], Mapping):  # nnx: layer_0, layer_1, ...

@@ -12,6 +12,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxlstm.params import LSTMParams
 from jaxlstm.scan import lstm
 from jaxlstm.train.logs import read_metrics
 from jaxlstm.train.model import stack_and_head
@@ -68,10 +69,14 @@ def draw_all(run_dir: str, state: TrainState, task: Any, eval_batches: list[dict
         path = os.path.join(run_dir, f"{task.spec.name}.png")
         task.plot(path, outputs, eval_batches)
         written.append(path)
+    if isinstance(state.params, dict) and "mlstm" in state.params:
+        return written  # the gates picture is the LSTM's; an mLSTM has no such gates
+    layer = stack_and_head(state.params)[0][0].forward  # the first layer, forwards
+    if not isinstance(layer, LSTMParams):  # an sLSTM's gates are another record
+        return written
     batch = eval_batches[0]
     inputs = batch["inputs"][:1]
     lengths = batch.get("lengths")
-    layer = stack_and_head(state.params)[0][0].forward  # the first layer, forwards
     _, _, gates = lstm(layer, inputs, return_gates=True,
                        seq_lengths=None if lengths is None else lengths[:1])
     path = os.path.join(run_dir, "gates.png")

@@ -408,5 +408,6 @@ def _finish_folder(config: ExperimentConfig, run_dir: str, summary: dict[str, An
             summary["plots"] = plots.draw_all(run_dir, state, task, held_out.batches)
         except Exception as err:  # noqa: BLE001 - a picture must not cost the summary
             print(f"plots failed: {type(err).__name__}: {err}", file=sys.stderr)
-    if hasattr(task, "decode") and not config.model.bidirectional:
+    if (hasattr(task, "decode") and not config.model.bidirectional
+            and config.model.cell != "mlstm"):  # sampling runs an LSTM or sLSTM stack
         summary["samples"] = write_samples(run_dir, state.params, task, config.training.seed)

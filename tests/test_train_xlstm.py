@@ -1,0 +1,90 @@
+"""xLSTM's cells (`model.cell: slstm | mlstm`) in the config-driven runner."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxlstm.train.config import ConfigError, load_config
+from jaxlstm.train.run import run_experiment
+from tests.test_train import ROOT, final_params, read, tiny_config
+
+PARITY = os.path.join(ROOT, "configs", "parity.yaml")
+TINY_PARITY = ["task.options.train_max_len=8", "task.options.eval_min_len=8",
+               "task.options.eval_max_len=12", "task.options.eval_size=32",
+               "model.hidden_size=8", "model.num_heads=2", "training.batch_size=8",
+               "training.eval_batch_size=32", "training.steps=4", "training.eval_every=2",
+               "logging.log_every=2", "checkpointing.every=2", "logging.progress=false",
+               "logging.tensorboard=false", "logging.plots=false"]
+
+
+@pytest.mark.parametrize("cell, extra", [
+    ("slstm", ["model.num_layers=2", "model.dropout=0.1", "model.bidirectional=true"]),
+    ("mlstm", ["model.bidirectional=true"]),  # two layers and dropout: the resume test
+])
+def test_each_xlstm_cell_trains_on_variable_length_sequences(tmp_path, cell, extra):
+    """Parity: variable lengths and the "last" read-out."""
+    config = load_config(PARITY, [*TINY_PARITY, f"model.cell={cell}", *extra,
+                                  f"runs_root={tmp_path}"])
+    result = run_experiment(config)
+    assert result.status == "completed" and result.step == 4
+    assert np.isfinite(result.summary["final"]["loss"])
+    assert 0.0 <= result.summary["final"]["accuracy"] <= 1.0
+    params = final_params(result.run_dir, config).params
+    assert ("mlstm" if cell == "mlstm" else "lstm") in params
+
+
+def test_mlstm_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    extra = ["model.cell=mlstm", "model.num_heads=2", "model.num_layers=2", "model.dropout=0.2"]
+    whole = run_experiment(tiny_config(tmp_path / "whole", *extra))
+    config = tiny_config(tmp_path / "split", *extra)
+    interrupted = run_experiment(config, interrupt_at=6)
+    assert interrupted.status == "interrupted" and interrupted.step == 6
+    resumed = run_experiment(tiny_config(tmp_path / "split", *extra, "resume=true"))
+    assert resumed.run_dir == interrupted.run_dir and resumed.status == "completed"
+    assert read(resumed.run_dir) == read(whole.run_dir)
+    a = final_params(whole.run_dir, config).params
+    b = final_params(resumed.run_dir, config).params
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_mlstm_last_readout_is_the_output_at_each_last_valid_step():
+    from jaxlstm.tasks.base import TaskSpec
+    from jaxlstm.train.config import ModelConfig
+    from jaxlstm.train.model import Model
+
+    spec = TaskSpec(name="t", input_size=3, output_size=2, readout="last",
+                    kind="classification", metric="accuracy")
+    model = Model(ModelConfig(cell="mlstm", hidden_size=8, num_heads=2, num_layers=2,
+                              bidirectional=True), spec)
+    params = model.init(jax.random.PRNGKey(0))
+    xs = jax.random.normal(jax.random.PRNGKey(1), (3, 7, 3))
+    lengths = jnp.array([7, 4, 1])
+    apply = jax.jit(model.apply, static_argnums=4)
+    batched = apply(params, xs, lengths, jax.random.PRNGKey(2), False)
+    for b, n in enumerate(lengths.tolist()):
+        alone = apply(params, xs[b:b + 1, :n], None, jax.random.PRNGKey(2), False)
+        np.testing.assert_allclose(batched[b], alone[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["model.cell=slstm", "model.recurrent_dropout=0.1"], "model.recurrent_dropout"),
+    (["model.cell=slstm", "model.zoneout_c=0.1"], "model.zoneout_c"),
+    (["model.cell=mlstm", "model.proj_size=4"], "model.proj_size"),
+    (["model.cell=mlstm", "model.unroll=2"], "model.unroll"),
+    (["model.cell=slstm", "model.forget_bias=2.0"], "model.forget_bias"),
+    (["model.cell=mlstm", "model.num_heads=3"], "model.num_heads"),
+    (["model.cell=slstm", "model.num_heads=0"], "model.num_heads"),
+    (["model.num_heads=2"], "model.num_heads"),  # an LSTM has no heads
+    (["model.cell=slstm", "model.api=linen"], "model.api"),
+    (["model.cell=mlstm", "model.api=nnx"], "model.api"),
+    (["model.cell=xlstm"], "model.cell"),
+])
+def test_options_that_do_not_apply_are_one_line_config_errors(overrides, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(PARITY, ["model.hidden_size=8", *overrides])
+    message = str(err.value)
+    assert "\n" not in message and key in message and PARITY in message, message
