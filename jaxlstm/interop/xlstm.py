@@ -27,11 +27,10 @@ What maps, and what it reproduces:
   output before its `outnorm`; with `return_norm=True`, `head_norm` applies the outnorm, giving
   the cell's whole output. Equivalently, call `mlstm_qkv` with your own q, k, v and the gate
   pre-activations x_t @ W_i + b_i, x_t @ W_f + b_f.
-  Not mapped: `mLSTMLayer` (and the blocks above it). It is a whole block (up-projection into
-  two branches, causal conv1d + SiLU, headwise q/k/v projections, the cell, a learnable skip,
-  the output gate h * SiLU(z) and a down-projection), of which jaxlstm's `mlstm` is only the
-  cell: it raises NotImplementedError; convert `layer.mlstm_cell` and write the rest of the
-  block around it.
+* mLSTM layer: `xlstm.blocks.mlstm.layer.mLSTMLayer` (or its state_dict) ->
+  `jaxlstm.xlstm.blocks.MLSTMBlockParams`, for `jaxlstm.xlstm.blocks.mlstm_layer(params, x)`,
+  which equals `layer(x)` (up-projection, causal conv1d + SiLU, headwise q/k/v, the cell, the
+  outnorm, the learnable skip, the output gate h * SiLU(z), the down-projection).
 
 torch is never imported here: modules are read through their `state_dict()`, and a plain
 mapping of NumPy arrays (as `safetensors.numpy.load_file` returns) works as well.
@@ -47,36 +46,27 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlstm.interop.pytorch import _to_numpy
+from jaxlstm.xlstm.blocks import group_norm, mlstm_block_params_from_torch
 from jaxlstm.xlstm.mlstm import MLSTMParams
 from jaxlstm.xlstm.slstm import SLSTMParams
 
 Array = jax.Array
 
-HEAD_NORM_EPS = 1e-5
-"""The epsilon of the reference's `MultiHeadLayerNorm` (its group norm)."""
-
 _SLSTM_PROJECTIONS = ("fgate", "igate", "zgate", "ogate")
 """The sLSTM layer's projection modules in jaxlstm's gate order i, f, z, o: the reference's
 `fgate` feeds the cell's first (input gate) block, its `igate` the second (forget gate)."""
 
-_MLSTM_LAYER_MESSAGE = (
-    "from_xlstm does not convert an mLSTMLayer: it is a whole block (up-projection, causal "
-    "conv1d + SiLU, headwise q/k/v projections, the cell, a learnable skip, the output gate "
-    "h * SiLU(z) and a down-projection), of which jaxlstm's mlstm is only the cell. Convert "
-    "its cell instead, from_xlstm(layer.mlstm_cell) (or the state_dict with "
-    "prefix='mlstm_cell.'), and build the rest of the block around jaxlstm.xlstm.mlstm."
-)
 
 
 def _state_dict_and_config(module_or_state_dict: Any) -> tuple[Mapping[str, Any], Any]:
     if isinstance(module_or_state_dict, Mapping):
         return module_or_state_dict, None
     name = type(module_or_state_dict).__name__
-    if name == "mLSTMLayer":
-        raise NotImplementedError(_MLSTM_LAYER_MESSAGE)
-    if name not in ("sLSTMLayer", "sLSTMCell_vanilla", "sLSTMCell_cuda", "mLSTMCell"):
+    if name not in ("sLSTMLayer", "sLSTMCell_vanilla", "sLSTMCell_cuda", "mLSTMCell",
+                    "mLSTMLayer"):
         raise TypeError(
-            "module_or_state_dict must be an xlstm sLSTMLayer, sLSTMCell or mLSTMCell, or the "
+            "module_or_state_dict must be an xlstm sLSTMLayer, sLSTMCell, mLSTMLayer or "
+            "mLSTMCell, or the "
             f"state_dict of one, got {name}. For a block or a stack, pass its layer "
             "(e.g. block.xlstm for an sLSTMBlock, block.xlstm.mlstm_cell for an mLSTMBlock)."
         )
@@ -89,8 +79,9 @@ def from_xlstm(
     num_heads: int | None = None,
     prefix: str = "",
     return_norm: bool = False,
-) -> SLSTMParams | MLSTMParams | tuple[SLSTMParams | MLSTMParams, Array]:
-    """Converts an `xlstm` sLSTM layer or mLSTM cell (or its state_dict) into jaxlstm params.
+) -> Any:
+    """Converts an `xlstm` sLSTM layer, mLSTM layer or cell (or its state_dict) into jaxlstm
+    params: `SLSTMParams`, `MLSTMBlockParams` or `MLSTMParams`.
 
     See the module docstring for what is reproduced. Which one a state_dict holds is read
     from its keys; the number of heads from the weights' shapes.
@@ -110,7 +101,6 @@ def from_xlstm(
         `(params, scale)` with `return_norm`.
 
     Raises:
-        NotImplementedError: for an `mLSTMLayer` (or its state_dict).
         ValueError: for an sLSTM layer with a conv1d (`conv1d_kernel_size > 0`), for missing or
             misshapen weights, or a `num_heads` the weights disagree with.
         TypeError: for anything that is neither a supported module nor a mapping.
@@ -124,8 +114,11 @@ def from_xlstm(
                if key.startswith(prefix)}
     if not weights:
         raise ValueError(f"No weights found under prefix {prefix!r}.")
-    if "proj_up.weight" in weights or "mlstm_cell.igate.weight" in weights:
-        raise NotImplementedError(_MLSTM_LAYER_MESSAGE)
+    if "proj_up.weight" in weights:  # an mLSTMLayer: the whole block's branch
+        if return_norm:
+            raise ValueError("return_norm applies to cells; an mLSTMLayer's outnorm is in "
+                             "its MLSTMBlockParams.")
+        return mlstm_block_params_from_torch({k: _to_numpy(v) for k, v in weights.items()})
     if "slstm_cell._recurrent_kernel_" in weights:
         kernel = int(getattr(config, "conv1d_kernel_size", 0) or 0)
         if kernel > 0 or "conv1d.conv.weight" in weights:
@@ -230,15 +223,15 @@ def _norm_scale(weights: Mapping[str, Any], key: str, hidden: int) -> Array:
     return jnp.asarray(1.0 + weight)  # the reference's residual weight: scale = 1 + weight
 
 
-def head_norm(hs: Array, scale: Array, num_heads: int, *, eps: float = HEAD_NORM_EPS) -> Array:
+def head_norm(hs: Array, scale: Array, num_heads: int) -> Array:
     """The reference's `MultiHeadLayerNorm`: each head's features normalised to zero mean and
-    unit variance (biased, + eps), then scaled per feature.
+    unit variance (biased, + 1e-5), then scaled per feature (`jaxlstm.xlstm.blocks.group_norm`
+    with the scale instead of its 1 + weight).
 
     Args:
         hs: (..., H) cell outputs, heads concatenated (as `slstm` and `mlstm` return them).
         scale: (H,), as `from_xlstm(..., return_norm=True)` returns it.
         num_heads: the number of heads H is split into.
-        eps: added to the variance.
 
     Returns:
         The normalised outputs, shape and dtype of `hs`.
@@ -247,8 +240,5 @@ def head_norm(hs: Array, scale: Array, num_heads: int, *, eps: float = HEAD_NORM
     if hidden % num_heads or scale.shape != (hidden,):
         raise ValueError(f"hs (..., {hidden}) and scale {scale.shape} must have H features, "
                          f"H divisible by num_heads={num_heads}.")
-    x = hs.reshape(hs.shape[:-1] + (num_heads, hidden // num_heads)).astype(jnp.float32)
-    mean = jnp.mean(x, axis=-1, keepdims=True)
-    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-    normed = ((x - mean) * jax.lax.rsqrt(var + eps)).reshape(hs.shape)
-    return (normed * jnp.reshape(scale, (1,) * (hs.ndim - 1) + (hidden,))).astype(hs.dtype)
+    heads = hs.reshape(hs.shape[:-1] + (num_heads, hidden // num_heads))
+    return group_norm(heads, scale - 1.0).astype(hs.dtype)
