@@ -36,6 +36,15 @@ def test_each_xlstm_cell_trains_on_variable_length_sequences(tmp_path, cell, ext
     assert ("mlstm" if cell == "mlstm" else "lstm") in params
 
 
+def test_xlstm_blocks_train_and_read_the_last_valid_step(tmp_path):
+    """model.blocks: the paper's residual blocks instead of the cell stack."""
+    config = load_config(PARITY, [*TINY_PARITY, "model.blocks=ms", f"runs_root={tmp_path}"])
+    result = run_experiment(config)
+    assert result.status == "completed" and np.isfinite(result.summary["final"]["loss"])
+    params = final_params(result.run_dir, config).params
+    assert set(params) == {"xlstm", "head"} and len(params["xlstm"].blocks) == 2
+
+
 def test_mlstm_resumed_run_equals_an_uninterrupted_one(tmp_path):
     extra = ["model.cell=mlstm", "model.num_heads=2", "model.num_layers=2", "model.dropout=0.2"]
     whole = run_experiment(tiny_config(tmp_path / "whole", *extra))
@@ -82,6 +91,10 @@ def test_mlstm_last_readout_is_the_output_at_each_last_valid_step():
     (["model.cell=slstm", "model.api=linen"], "model.api"),
     (["model.cell=mlstm", "model.api=nnx"], "model.api"),
     (["model.cell=xlstm"], "model.cell"),
+    (["model.blocks=mx"], "model.blocks"),
+    (["model.blocks=ms", "model.bidirectional=true"], "model.bidirectional"),
+    (["model.blocks=ms", "model.cell=slstm"], "model.cell"),
+    (["model.blocks=ms", "model.api=nnx"], "model.api"),
 ])
 def test_options_that_do_not_apply_are_one_line_config_errors(overrides, key):
     with pytest.raises(ConfigError) as err:

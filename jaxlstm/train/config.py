@@ -30,7 +30,10 @@ class ModelConfig:
     num_layers: int = 1
     bidirectional: bool = False
     cell: str = "lstm"  # "lstm", "peephole", "cifg", "layer_norm", "retained_readout", "slstm", "mlstm"
-    num_heads: int = 4  # heads of an slstm or mlstm cell; must divide hidden_size
+    num_heads: int = 4  # heads of an slstm or mlstm cell (or of model.blocks); divides hidden_size
+    # xLSTM blocks as the paper stacks them, e.g. "msm" (m: mLSTM block, s: sLSTM block), in
+    # place of the cell stack; hidden_size is the residual width. Functional API only.
+    blocks: str | None = None
     proj_size: int | None = None
     dropout: float = 0.0  # between layers
     recurrent_dropout: float = 0.0
@@ -285,15 +288,42 @@ def check_values(config: ExperimentConfig, path: str = "config") -> None:
         raise ConfigError(f"{path}: {err}") from None
 
 
+def _check_blocks(model: ModelConfig, path: str) -> None:
+    """`model.blocks` replaces the cell stack: the stack's own options must stay at their
+    defaults."""
+    blocks = model.blocks
+    if not blocks or any(kind not in "ms" for kind in blocks):
+        raise ConfigError(f"{path}: model.blocks: expected a non-empty string of 'm' (mLSTM "
+                          f"block) and 's' (sLSTM block), e.g. 'msm', got {blocks!r}.")
+    if model.api != "functional":
+        raise ConfigError(f"{path}: model.api: model.blocks runs on the functional API only, "
+                          f"got {model.api!r}.")
+    if model.hidden_size % model.num_heads:
+        raise ConfigError(f"{path}: model.num_heads: expected a divisor of model.hidden_size "
+                          f"({model.hidden_size}), got {model.num_heads!r}.")
+    defaults = ModelConfig()
+    for key in ("cell", "num_layers", "bidirectional", "proj_size", "dropout",
+                "recurrent_dropout", "zoneout_h", "zoneout_c", "forget_bias", "unroll",
+                "remat_chunk"):
+        if getattr(model, key) != getattr(defaults, key):
+            raise ConfigError(f"{path}: model.{key}: does not apply with model.blocks (got "
+                              f"{getattr(model, key)!r}); leave it at its default, "
+                              f"{getattr(defaults, key)!r}.")
+
+
 def _check_cell_options(model: ModelConfig, path: str) -> None:
     """Refuses, naming the key, each model option that does not apply to `model.cell`."""
     if model.num_heads < 1:
         raise ConfigError(f"{path}: model.num_heads: expected a positive int, got "
                           f"{model.num_heads!r}.")
+    if model.blocks is not None:
+        _check_blocks(model, path)
+        return
     if model.cell not in XLSTM_CELLS:
         if model.num_heads != ModelConfig.num_heads:
-            raise ConfigError(f"{path}: model.num_heads: applies to cell slstm or mlstm, not "
-                              f"to cell {model.cell!r}; leave it at its default, "
+            raise ConfigError(f"{path}: model.num_heads: applies to cell slstm or mlstm (or "
+                              f"model.blocks), not to cell {model.cell!r}; leave it at its "
+                              "default, "
                               f"{ModelConfig.num_heads}.")
         return
     cell = model.cell

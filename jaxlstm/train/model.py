@@ -15,6 +15,11 @@ stacks `jaxlstm.mlstm` layers (params `{"mlstm": layers, "head": ...}`, each lay
 has. The mLSTM's state is a matrix memory, not a vector, so its "last" read-out is the output h
 at each sequence's last valid step (for the backward direction, at step 0, the last it reads):
 the h that the final state yields.
+
+`blocks="msm"` (functional API only) replaces the cell stack by xLSTM blocks as the paper
+stacks them (`jaxlstm.xlstm.blocks.xlstm_stack`: an input projection to hidden_size, residual
+pre-LayerNorm mLSTM / sLSTM blocks, a final LayerNorm; params `{"xlstm": ..., "head": ...}`);
+its "last" read-out is the output at each sequence's last valid step.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from jaxlstm.regularisation import dropout
 from jaxlstm.stack import Directions, init_lstm_stack, lstm_stack
 from jaxlstm.tasks.base import TaskSpec
 from jaxlstm.train.config import ModelConfig
+from jaxlstm.xlstm.blocks import init_xlstm_stack, xlstm_stack
 from jaxlstm.xlstm.mlstm import init_mlstm, mlstm
 
 Array = jax.Array
@@ -100,12 +106,17 @@ def _mlstm_stack(layers: tuple[Directions, ...], inputs: Array, lengths: Array |
         if layer.backward is not None:
             outputs.append(mlstm(layer.backward, x, seq_lengths=lengths, reverse=True)[0])
         x = jnp.concatenate(outputs, axis=-1)
-    num_steps = x.shape[-2]
-    last = (jnp.full(x.shape[:-2], num_steps - 1) if lengths is None
-            else jnp.maximum(jnp.asarray(lengths) - 1, 0))
-    forward = jnp.take_along_axis(outputs[0], last[..., None, None], axis=-2)[..., 0, :]
+    forward = _at_last_step(outputs[0], lengths)
     final = [forward] + [o[..., 0, :] for o in outputs[1:]]  # backward: its last step is 0
     return x, jnp.concatenate(final, axis=-1)
+
+
+def _at_last_step(outputs: Array, lengths: Array | None) -> Array:
+    """outputs (B, T, F) at each sequence's last valid step (step 0 for length 0): (B, F)."""
+    num_steps = outputs.shape[-2]
+    last = (jnp.full(outputs.shape[:-2], num_steps - 1) if lengths is None
+            else jnp.maximum(jnp.asarray(lengths) - 1, 0))
+    return jnp.take_along_axis(outputs, last[..., None, None], axis=-2)[..., 0, :]
 
 
 class _NnxModel(nnx.Module):
@@ -158,6 +169,10 @@ class Model:
                                                     (_head_width(cfg), spec.output_size)),
             "b": jnp.zeros((spec.output_size,)),
         }
+        if cfg.blocks is not None:
+            return {"xlstm": init_xlstm_stack(key_lstm, spec.input_size, cfg.hidden_size,
+                                              cfg.blocks, num_heads=cfg.num_heads),
+                    "head": head}
         if cfg.cell == "mlstm":
             return {"mlstm": _init_mlstm_layers(key_lstm, cfg, spec.input_size), "head": head}
         if cfg.cell == "slstm":
@@ -181,7 +196,10 @@ class Model:
         if cfg.api == "nnx":
             graphdef, rest = self._nnx_graph
             return nnx.merge(graphdef, params, rest)(inputs, lengths, not train, key)
-        if cfg.cell == "mlstm":
+        if cfg.blocks is not None:
+            outputs = xlstm_stack(params["xlstm"], inputs, seq_lengths=lengths)
+            last = _at_last_step(outputs, lengths)
+        elif cfg.cell == "mlstm":
             outputs, last = _mlstm_stack(params["mlstm"], inputs, lengths, cfg.dropout, key,
                                          train)
         else:
@@ -202,8 +220,9 @@ def stack_and_head(params: Params) -> tuple[Any, Array, Array]:
     """A trained model's stack params (as `lstm_stack` takes them) and its head's (w, b),
     whichever API (`functional`, `linen` or `nnx`) trained it. An sLSTM stack is returned as
     it is (`lstm_stack` runs it); an mLSTM model has no such stack and raises ValueError."""
-    if isinstance(params, Mapping) and "mlstm" in params:
-        raise ValueError("an mLSTM model (model.cell=mlstm) has no LSTM stack: sampling and "
+    if isinstance(params, Mapping) and ("mlstm" in params or "xlstm" in params):
+        raise ValueError("an mLSTM or xLSTM-block model (model.cell=mlstm, model.blocks) has "
+                         "no LSTM stack: sampling and "
                          "the gates picture need an LSTM or sLSTM cell.")
     if isinstance(params, nnx.State):
         params = nnx.to_pure_dict(params)
