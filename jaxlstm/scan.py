@@ -47,6 +47,22 @@ def loop_sizes(unroll: Any, num_steps: int, batch_size: int,
     return unroll, unroll, segment
 
 
+def from_loop_layout(final_state: Any, out: Any, batch_shape: tuple[int, ...],
+                     time_major: bool) -> tuple[Any, Any]:
+    """The time loop's flat results in the caller's layout: each state field (N, F) becomes
+    (batch..., F), and each output (T, N, F) becomes (batch..., T, F), or (T, batch..., F)
+    if `time_major`."""
+
+    def unflatten(a: Array) -> Array:
+        return a.reshape(a.shape[:-2] + batch_shape + a.shape[-1:])
+
+    def to_layout(a: Array) -> Array:
+        return a if time_major else jnp.moveaxis(a, 0, -2)
+
+    final_state = type(final_state)(*(unflatten(s) for s in final_state))
+    return final_state, jax.tree.map(lambda a: to_layout(unflatten(a)), out)
+
+
 def _computation_dtype(xs: Array, params: LSTMParams) -> jnp.dtype:
     return jnp.result_type(xs.dtype, *jax.tree.leaves(params))
 
@@ -209,16 +225,8 @@ def lstm(
     masks = LoopMasks(lengths=flat_lengths, rec_mask=rec_mask, keep_h=keep_h, keep_c=keep_c)
     final_state, out = loop(params, flat_xs, flat_state, masks, options)
 
-    def unflatten(a: Array) -> Array:
-        return a.reshape(a.shape[:-2] + batch_shape + a.shape[-1:])
-
-    final_state = LSTMState(*(unflatten(s) for s in final_state))
-    out = jax.tree.map(unflatten, out)
-
-    def to_layout(a: Array) -> Array:
-        return a if time_major else jnp.moveaxis(a, 0, -2)
-
+    final_state, out = from_loop_layout(final_state, out, batch_shape, time_major)
     if return_gates:
         hs, step_gates = out
-        return to_layout(hs), final_state, jax.tree.map(to_layout, step_gates)
-    return to_layout(out), final_state
+        return hs, final_state, step_gates
+    return out, final_state

@@ -288,6 +288,17 @@ def check_values(config: ExperimentConfig, path: str = "config") -> None:
         raise ConfigError(f"{path}: {err}") from None
 
 
+def _refuse_changed(model: ModelConfig, keys: Any, where: str, path: str) -> None:
+    """ConfigError naming the first of `keys` set away from its default: it does not apply
+    `where` (e.g. "to cell 'mlstm'")."""
+    defaults = ModelConfig()
+    for key in keys:
+        if getattr(model, key) != getattr(defaults, key):
+            raise ConfigError(f"{path}: model.{key}: does not apply {where} (got "
+                              f"{getattr(model, key)!r}); leave it at its default, "
+                              f"{getattr(defaults, key)!r}.")
+
+
 def _check_blocks(model: ModelConfig, path: str) -> None:
     """`model.blocks` replaces the cell stack: the stack's own options must stay at their
     defaults."""
@@ -301,14 +312,9 @@ def _check_blocks(model: ModelConfig, path: str) -> None:
     if model.hidden_size % model.num_heads:
         raise ConfigError(f"{path}: model.num_heads: expected a divisor of model.hidden_size "
                           f"({model.hidden_size}), got {model.num_heads!r}.")
-    defaults = ModelConfig()
-    for key in ("cell", "num_layers", "bidirectional", "proj_size", "dropout",
-                "recurrent_dropout", "zoneout_h", "zoneout_c", "forget_bias", "unroll",
-                "remat_chunk"):
-        if getattr(model, key) != getattr(defaults, key):
-            raise ConfigError(f"{path}: model.{key}: does not apply with model.blocks (got "
-                              f"{getattr(model, key)!r}); leave it at its default, "
-                              f"{getattr(defaults, key)!r}.")
+    _refuse_changed(model, ("cell", "num_layers", "bidirectional", "proj_size", "dropout",
+                            "recurrent_dropout", "zoneout_h", "zoneout_c", "forget_bias",
+                            "unroll", "remat_chunk"), "with model.blocks", path)
 
 
 def _check_cell_options(model: ModelConfig, path: str) -> None:
@@ -333,15 +339,10 @@ def _check_cell_options(model: ModelConfig, path: str) -> None:
     if model.hidden_size % model.num_heads:
         raise ConfigError(f"{path}: model.num_heads: expected a divisor of model.hidden_size "
                           f"({model.hidden_size}), got {model.num_heads!r}.")
-    defaults = ModelConfig()
     lstm_only = ["proj_size", "recurrent_dropout", "zoneout_h", "zoneout_c", "forget_bias"]
     if cell == "mlstm":
         lstm_only += ["unroll", "remat_chunk"]
-    for key in lstm_only:
-        if getattr(model, key) != getattr(defaults, key):
-            raise ConfigError(f"{path}: model.{key}: does not apply to cell {cell!r} (got "
-                              f"{getattr(model, key)!r}); leave it at its default, "
-                              f"{getattr(defaults, key)!r}.")
+    _refuse_changed(model, lstm_only, f"to cell {cell!r}", path)
 
 
 def to_yaml(config: ExperimentConfig) -> str:

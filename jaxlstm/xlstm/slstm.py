@@ -24,7 +24,7 @@ import numpy as np
 from jaxlstm import gates
 from jaxlstm.params import Initializer, LSTMParams
 from jaxlstm.recurrence import LoopMasks, LoopOptions, lstm_loop, lstm_loop_autodiff
-from jaxlstm.scan import loop_sizes
+from jaxlstm.scan import from_loop_layout, loop_sizes
 from jaxlstm.validation import (
     check_features,
     check_floating,
@@ -474,14 +474,7 @@ def slstm(
     final_state, out = loop(as_lstm, flat_xs, flat_state, LoopMasks(lengths=flat_lengths),
                             options)
 
-    def unflatten(a: Array) -> Array:
-        return a.reshape(a.shape[:-2] + batch_shape + a.shape[-1:])
-
-    def to_layout(a: Array) -> Array:
-        return a if time_major else jnp.moveaxis(a, 0, -2)
-
-    final_state = SLSTMState(*(unflatten(s) for s in final_state))
-    out = jax.tree.map(lambda a: to_layout(unflatten(a)), out)
+    final_state, out = from_loop_layout(final_state, out, batch_shape, time_major)
     if return_gates:
         hs, step_gates = out
         return hs, final_state, step_gates
