@@ -47,7 +47,6 @@ Core module: jax, numpy and chex only.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -55,8 +54,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlstm.block_parts import (
+    causal_conv1d,
+    check_block_xs,
+    init_causal_conv,
+    per_feature,
+    residual_layer_norm,
+    round_up_size,
+    small_init,
+    valid_steps,
+    wang_init,
+    zero_padding,
+)
 from jaxlstm.gates import layer_norm
-from jaxlstm.validation import check_floating, check_positive_int, check_seq_lengths
+from jaxlstm.validation import check_positive_int
 from jaxlstm.xlstm.mlstm import MODES, mlstm_qkv
 from jaxlstm.xlstm.slstm import SLSTMParams, init_slstm, slstm
 
@@ -144,22 +155,7 @@ class XLSTMStackParams(NamedTuple):
     norm: Array
 
 
-# --- shared pieces ------------------------------------------------------------------------------
-
-
-def round_up_size(size: float, multiple: int) -> int:
-    """ceil(size / multiple) * multiple: the reference's `UpProjConfigMixin` rounding."""
-    return int(math.ceil(size / multiple) * multiple)
-
-
-def _per_feature(w: Array, like: Array) -> Array:
-    """(D,) -> broadcastable against (..., D) explicitly (rank promotion raises in tests)."""
-    return jnp.reshape(w, (1,) * (like.ndim - 1) + w.shape)
-
-
-def residual_layer_norm(x: Array, weight: Array) -> Array:
-    """The reference's LayerNorm: (1 + weight) * (x - mean) / sqrt(var + 1e-5), no bias."""
-    return layer_norm(x, 1.0 + weight)
+# --- shared pieces (the rest are in jaxlstm.block_parts) ----------------------------------------
 
 
 def group_norm(h: Array, weight: Array) -> Array:
@@ -175,31 +171,7 @@ def group_norm(h: Array, weight: Array) -> Array:
     heads, d = h.shape[-2:]
     normed = layer_norm(h, jnp.ones((d,), h.dtype))
     flat = normed.reshape(h.shape[:-2] + (heads * d,))
-    return flat * _per_feature(1.0 + weight, flat)
-
-
-def causal_conv1d(xs: Array, kernel: Array, bias: Array) -> Array:
-    """Depthwise causal convolution over time (the reference's `CausalConv1d`).
-
-        y_t = sum_{j=0}^{K-1} kernel[j] * x_{t-K+1+j} + bias        (x_s = 0 for s < 0)
-
-    Args:
-        xs: (..., T, F).
-        kernel: (K, F), K >= 1; kernel[K-1] weighs the current step.
-        bias: (F,).
-
-    Returns:
-        (..., T, F). y_t depends on x_{t-K+1..t} only.
-    """
-    size = kernel.shape[0]
-    steps = xs.shape[-2]
-    widths = [(0, 0)] * xs.ndim
-    widths[-2] = (size - 1, 0)
-    padded = jnp.pad(xs, widths)
-    out = _per_feature(bias, xs)
-    for j in range(size):
-        out = out + padded[..., j:j + steps, :] * _per_feature(kernel[j], xs)
-    return out
+    return flat * per_feature(1.0 + weight, flat)
 
 
 def headwise(xs: Array, w: Array) -> Array:
@@ -224,47 +196,6 @@ def headwise_dense(w: Array) -> Array:
     blocks, size_in, size_out = w.shape
     dense = jnp.einsum("pio,pq->piqo", w, jnp.eye(blocks, dtype=w.dtype))
     return dense.reshape(blocks * size_in, blocks * size_out)
-
-
-def _small_init(key: Array, shape: tuple[int, ...], dim: int) -> Array:
-    """N(0, 2 / (5 dim)) ("small init", Nguyen & Salazar 2019), the reference's default."""
-    return math.sqrt(2.0 / (5.0 * dim)) * jax.random.normal(key, shape, jnp.float32)
-
-
-def _wang_init(key: Array, shape: tuple[int, ...], dim: int, num_blocks: int) -> Array:
-    """N(0, (2 / (num_blocks sqrt(dim)))^2), the reference's init of output projections."""
-    return (2.0 / num_blocks / math.sqrt(dim)) * jax.random.normal(key, shape, jnp.float32)
-
-
-def _conv_init(key: Array, size: int, features: int) -> tuple[Array, Array]:
-    """PyTorch's Conv1d default for a depthwise conv: U(+-1/sqrt(K)) for kernel and bias."""
-    if size == 0:
-        return jnp.zeros((0, features), jnp.float32), jnp.zeros((features,), jnp.float32)
-    bound = 1.0 / math.sqrt(size)
-    k_w, k_b = jax.random.split(key)
-    return (jax.random.uniform(k_w, (size, features), jnp.float32, -bound, bound),
-            jax.random.uniform(k_b, (features,), jnp.float32, -bound, bound))
-
-
-def _check_xs(xs: Any, dim: int, name: str = "xs") -> Array:
-    xs = check_floating(xs, name)
-    if xs.ndim < 2 or xs.shape[-1] != dim:
-        raise ValueError(f"{name} must have shape (batch..., T, {dim}), got {tuple(xs.shape)}.")
-    return xs
-
-
-def _valid_steps(xs: Array, seq_lengths: Any) -> Array | None:
-    """(batch..., T) bool mask of valid steps, or None without `seq_lengths`."""
-    if seq_lengths is None:
-        return None
-    steps = xs.shape[-2]
-    lengths = check_seq_lengths(seq_lengths, xs.shape[:-2], steps)
-    time = jnp.arange(steps).reshape((1,) * lengths.ndim + (steps,))
-    return time < lengths[..., None]
-
-
-def _zero_padding(xs: Array, valid: Array | None) -> Array:
-    return xs if valid is None else jnp.where(valid[..., None], xs, 0.0)
 
 
 # --- mLSTM block --------------------------------------------------------------------------------
@@ -320,22 +251,22 @@ def init_mlstm_block(
     keys = jax.random.split(key, 7)
     blocks = inner // qkv_block_size
     qkv_shape = (blocks, qkv_block_size, qkv_block_size)
-    conv_w, conv_b = _conv_init(keys[5], conv_kernel, inner)
+    conv_w, conv_b = init_causal_conv(keys[5], conv_kernel, inner)
     params = MLSTMBlockParams(
         norm=jnp.zeros((dim,), jnp.float32),
-        w_up=_small_init(keys[0], (dim, 2 * inner), dim),
+        w_up=small_init(keys[0], (dim, 2 * inner), dim),
         conv_w=conv_w,
         conv_b=conv_b,
-        w_q=_small_init(keys[1], qkv_shape, dim),
-        w_k=_small_init(keys[2], qkv_shape, dim),
-        w_v=_small_init(keys[3], qkv_shape, dim),
+        w_q=small_init(keys[1], qkv_shape, dim),
+        w_k=small_init(keys[2], qkv_shape, dim),
+        w_v=small_init(keys[3], qkv_shape, dim),
         w_i=jnp.zeros((3 * inner, num_heads), jnp.float32),
         b_i=0.1 * jax.random.normal(keys[4], (num_heads,), jnp.float32),
         w_f=jnp.zeros((3 * inner, num_heads), jnp.float32),
         b_f=jnp.linspace(3.0, 6.0, num_heads, dtype=jnp.float32),
         outnorm=jnp.zeros((inner,), jnp.float32),
         skip=jnp.ones((inner,), jnp.float32),
-        w_down=_wang_init(keys[6], (inner, dim), dim, num_blocks),
+        w_down=wang_init(keys[6], (inner, dim), dim, num_blocks),
     )
     return jax.tree.map(lambda a: a.astype(dtype), params)
 
@@ -360,26 +291,26 @@ def mlstm_layer(
         (batch..., T, D); zero at padded steps.
     """
     dim, inner = params.w_up.shape[0], params.w_down.shape[0]
-    xs = _check_xs(xs, dim)
-    valid = _valid_steps(xs, seq_lengths)
+    xs = check_block_xs(xs, dim)
+    valid = valid_steps(xs, seq_lengths)
     heads = params.b_i.shape[0]
     up = xs @ params.w_up
     u, z = up[..., :inner], up[..., inner:]
-    conv = _zero_padding(jax.nn.silu(causal_conv1d(u, params.conv_w, params.conv_b)), valid)
+    conv = zero_padding(jax.nn.silu(causal_conv1d(u, params.conv_w, params.conv_b)), valid)
     q, k = headwise(conv, params.w_q), headwise(conv, params.w_k)
     v = headwise(u, params.w_v)
     qkv = jnp.concatenate([q, k, v], axis=-1)
-    i_pre = qkv @ params.w_i + _per_feature(params.b_i, qkv[..., :heads])
-    f_pre = qkv @ params.w_f + _per_feature(params.b_f, qkv[..., :heads])
+    i_pre = qkv @ params.w_i + per_feature(params.b_i, qkv[..., :heads])
+    f_pre = qkv @ params.w_f + per_feature(params.b_f, qkv[..., :heads])
 
     def split_heads(a):
         return a.reshape(a.shape[:-1] + (heads, a.shape[-1] // heads))
 
     h_tilde, _ = mlstm_qkv(split_heads(q), split_heads(k), split_heads(v), i_pre, f_pre,
                            mode=mode, chunk_size=chunk_size, seq_lengths=seq_lengths)
-    h = (group_norm(h_tilde, params.outnorm) + _per_feature(params.skip, conv) * conv)
+    h = (group_norm(h_tilde, params.outnorm) + per_feature(params.skip, conv) * conv)
     h = h * jax.nn.silu(z)
-    return _zero_padding(h @ params.w_down, valid)
+    return zero_padding(h @ params.w_down, valid)
 
 
 def mlstm_block(
@@ -409,10 +340,10 @@ def mlstm_block(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}.")
-    xs = _check_xs(xs, params.norm.shape[0])
+    xs = check_block_xs(xs, params.norm.shape[0])
     out = xs + mlstm_layer(params, residual_layer_norm(xs, params.norm),
                            seq_lengths=seq_lengths, mode=mode, chunk_size=chunk_size)
-    return _zero_padding(out, _valid_steps(xs, seq_lengths))
+    return zero_padding(out, valid_steps(xs, seq_lengths))
 
 
 def mlstm_block_params_from_torch(state_dict: Mapping[str, Any],
@@ -497,22 +428,22 @@ def init_slstm_block(
     keys = jax.random.split(key, 8)
     cell = init_slstm(keys[0], dim, dim, num_heads=num_heads, block_index=block_index,
                       num_blocks=num_blocks)
-    conv_w, conv_b = _conv_init(keys[1], conv_kernel, dim)
+    conv_w, conv_b = init_causal_conv(keys[1], conv_kernel, dim)
     gate_shape = (num_heads, head_dim, head_dim)
     params = SLSTMBlockParams(
         norm=jnp.zeros((dim,), jnp.float32),
         conv_w=conv_w,
         conv_b=conv_b,
-        w_i=_small_init(keys[2], gate_shape, dim),
-        w_f=_small_init(keys[3], gate_shape, dim),
-        w_z=_small_init(keys[4], gate_shape, dim),
-        w_o=_small_init(keys[5], gate_shape, dim),
+        w_i=small_init(keys[2], gate_shape, dim),
+        w_f=small_init(keys[3], gate_shape, dim),
+        w_z=small_init(keys[4], gate_shape, dim),
+        w_o=small_init(keys[5], gate_shape, dim),
         r=cell.r,
         b=cell.b,
         group_norm=jnp.zeros((dim,), jnp.float32),
         ffn_norm=jnp.zeros((dim,), jnp.float32),
-        ffn_up=_small_init(keys[6], (dim, 2 * ffn), dim),
-        ffn_down=_wang_init(keys[7], (ffn, dim), dim, num_blocks),
+        ffn_up=small_init(keys[6], (dim, 2 * ffn), dim),
+        ffn_down=wang_init(keys[7], (ffn, dim), dim, num_blocks),
     )
     return jax.tree.map(lambda a: a.astype(dtype), params)
 
@@ -545,12 +476,12 @@ def slstm_block(
         (2, 10, 16)
     """
     dim = params.norm.shape[0]
-    xs = _check_xs(xs, dim)
-    valid = _valid_steps(xs, seq_lengths)
+    xs = check_block_xs(xs, dim)
+    valid = valid_steps(xs, seq_lengths)
     a = residual_layer_norm(xs, params.norm)
     conv = a
     if params.conv_w.shape[0]:
-        conv = _zero_padding(jax.nn.silu(causal_conv1d(a, params.conv_w, params.conv_b)), valid)
+        conv = zero_padding(jax.nn.silu(causal_conv1d(a, params.conv_w, params.conv_b)), valid)
     zeros = jnp.zeros((dim, dim), params.w_i.dtype)
     from_conv = jnp.concatenate([headwise_dense(params.w_i), headwise_dense(params.w_f),
                                  zeros, zeros], axis=1)
@@ -564,7 +495,7 @@ def slstm_block(
     ffn = params.ffn_down.shape[0]
     up = residual_layer_norm(xs, params.ffn_norm) @ params.ffn_up
     hidden = jax.nn.gelu(up[..., :ffn], approximate=False) * up[..., ffn:]
-    return _zero_padding(xs + hidden @ params.ffn_down, valid)
+    return zero_padding(xs + hidden @ params.ffn_down, valid)
 
 
 # --- the stack ----------------------------------------------------------------------------------
@@ -624,7 +555,7 @@ def init_xlstm_stack(
                 ffn_proj_factor=ffn_proj_factor, round_to=round_to, block_index=index,
                 num_blocks=len(kinds), dtype=dtype))
     return XLSTMStackParams(
-        w_in=_small_init(key_in, (input_size, dim), input_size).astype(dtype),
+        w_in=small_init(key_in, (input_size, dim), input_size).astype(dtype),
         b_in=jnp.zeros((dim,), dtype),
         blocks=tuple(built),
         norm=jnp.zeros((dim,), dtype),
@@ -650,10 +581,10 @@ def xlstm_stack(
     Returns:
         (batch..., T, dim); exactly zero at padded steps.
     """
-    xs = _check_xs(xs, params.w_in.shape[0])
-    valid = _valid_steps(xs, seq_lengths)
+    xs = check_block_xs(xs, params.w_in.shape[0])
+    valid = valid_steps(xs, seq_lengths)
     x = xs @ params.w_in
-    x = x + _per_feature(params.b_in, x)
+    x = x + per_feature(params.b_in, x)
     for index, block in enumerate(params.blocks):
         if isinstance(block, MLSTMBlockParams):
             x = mlstm_block(block, x, seq_lengths=seq_lengths, mode=mode, chunk_size=chunk_size)
@@ -662,4 +593,4 @@ def xlstm_stack(
         else:
             raise TypeError(f"params.blocks[{index}] must be MLSTMBlockParams or "
                             f"SLSTMBlockParams, got {type(block).__name__}.")
-    return _zero_padding(residual_layer_norm(x, params.norm), valid)
+    return zero_padding(residual_layer_norm(x, params.norm), valid)
