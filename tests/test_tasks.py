@@ -23,6 +23,7 @@ TINY = {
     "parity": {"eval_max_len": 48, "eval_size": 20},
     "cycle_navigation": {"eval_max_len": 48, "eval_size": 20},
     "mqar": {"num_pairs": 3, "num_queries": 2, "eval_size": 20},
+    "selective_copy": {"seq_len": 12, "num_tokens": 3, "vocab_size": 4, "eval_size": 20},
 }
 NEEDS = {"digits": "sklearn", "sunspots": "statsmodels"}
 
@@ -63,7 +64,7 @@ def random_outputs(task, batch, seed=0):
 
 def test_registry_names_every_task():
     assert set(TASKS) == {"adding", "copy", "digits", "sunspots", "text", "choreography",
-                          "parity", "cycle_navigation", "mqar"}
+                          "parity", "cycle_navigation", "mqar", "selective_copy"}
     for name, cls in TASKS.items():
         assert dataclasses.is_dataclass(cls)
         assert set(task_options(name)) == {f.name for f in dataclasses.fields(cls)}
@@ -474,3 +475,37 @@ def test_mqar_queries_ask_for_the_values_shown():
     assert task.baseline()["accuracy"] == 1 / 16
     with pytest.raises(ValueError, match="num_queries"):
         make_task("mqar", num_pairs=2, num_queries=3)
+
+
+# --- selective copying ----------------------------------------------------------------------
+
+
+def test_selective_copy_markers_ask_for_the_tokens_in_order():
+    task = build("selective_copy", seq_len=16, num_tokens=4, vocab_size=5)
+    batch = task.train_batch(0, 2, 32)
+    tokens = batch["inputs"].argmax(axis=2)
+    blank, marker = 5, 6
+    assert batch["inputs"].shape == (32, 16, 7) and task.spec.output_size == 5
+    for row in range(32):
+        context, answers = tokens[row, :12], tokens[row, 12:]
+        data = context[context != blank]
+        assert len(data) == 4 and data.max() < 5
+        assert np.all(answers == marker)
+        np.testing.assert_array_equal(batch["targets"][row, 12:], data)
+        np.testing.assert_array_equal(batch["mask"][row], [0] * 12 + [1] * 4)
+    positions = [tuple(np.flatnonzero(row[:12] != blank)) for row in tokens]
+    assert len(set(positions)) > 1  # the positions vary from sequence to sequence
+    assert task.baseline()["accuracy"] == 1 / 5
+    with pytest.raises(ValueError, match=r"task\.seq_len must be >= 2 \* num_tokens"):
+        make_task("selective_copy", seq_len=7, num_tokens=4)
+
+
+def test_selective_copy_exact_match_needs_every_marker_right():
+    task = build("selective_copy")
+    batch = task.eval_batches(4)[0]
+    outputs = np.eye(4, dtype=np.float32)[batch["targets"]] * 10.0
+    outputs[1, -1] = np.roll(outputs[1, -1], 1)  # one wrong answer in sequence 1
+    outputs[2, 0] = np.roll(outputs[2, 0], 1)  # a wrong guess off the markers does not count
+    metrics = jax.jit(task.metrics)(jnp.asarray(outputs), batch)
+    assert float(metrics["exact_match"]) == 0.75
+    assert float(metrics["accuracy"]) == pytest.approx(11 / 12)

@@ -9,6 +9,7 @@
     parity        bit strings' parity, trained on 3-40 bits and tested on 40-256 (xLSTM)
     cycle_navigation  a walk on a cycle of 5 places, trained short and tested long (xLSTM)
     mqar          multi-query associative recall (Zoology; xLSTM)
+    selective_copy  copy the tokens scattered among blanks, in order (Mamba; minRNN)
 
 `make_task("copy", seq_len=50)` builds one from a config's options. The digits and sunspots data
 ship inside scikit-learn and statsmodels, the optional `tasks` extra
@@ -30,6 +31,7 @@ from jaxlstm.tasks.copy import CopyTask
 from jaxlstm.tasks.digits import DigitsTask
 from jaxlstm.tasks.formal import CycleNavigationTask, ParityTask
 from jaxlstm.tasks.mqar import MQARTask
+from jaxlstm.tasks.selective_copy import SelectiveCopyTask
 from jaxlstm.tasks.sunspots import SunspotsTask
 from jaxlstm.tasks.text import TextTask
 
@@ -43,6 +45,7 @@ TASKS: dict[str, type] = {
     "parity": ParityTask,
     "cycle_navigation": CycleNavigationTask,
     "mqar": MQARTask,
+    "selective_copy": SelectiveCopyTask,
 }
 
 
@@ -109,6 +112,7 @@ __all__ = [
     "DigitsTask",
     "MQARTask",
     "ParityTask",
+    "SelectiveCopyTask",
     "SunspotsTask",
     "Task",
     "TaskSpec",
