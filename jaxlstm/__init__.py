@@ -30,14 +30,18 @@ _EXPORTS = {
     "mlstm": "xlstm.mlstm",
     "SLSTMParams": "xlstm.slstm", "SLSTMState": "xlstm.slstm", "init_slstm": "xlstm.slstm",
     "slstm": "xlstm.slstm", "slstm_cell": "xlstm.slstm",
+    "MinGRUParams": "minrnn.min_gru", "init_min_gru": "minrnn.min_gru",
+    "min_gru": "minrnn.min_gru", "min_gru_cell": "minrnn.min_gru",
+    "MinLSTMParams": "minrnn.min_lstm", "init_min_lstm": "minrnn.min_lstm",
+    "min_lstm": "minrnn.min_lstm", "min_lstm_cell": "minrnn.min_lstm",
     "CoupledGates": "variants", "LayerNormWeights": "variants", "PeepholeWeights": "variants",
     "RetainedReadoutGates": "variants", "RetainedReadoutWeights": "variants",
 }
 _PUBLIC_MODULES = ("gates", "interop", "variants")
 # Every submodule, so `jaxlstm.scan` or `jaxlstm.train` resolve as attributes too.
 _SUBMODULES = frozenset({*_PUBLIC_MODULES, "benchmark", "cell", "cli", "flax", "launch",
-                         "params", "plotting", "recurrence", "regularisation", "scan", "stack",
-                         "step", "tasks", "tbptt", "train", "validation", "xlstm"})
+                         "minrnn", "params", "plotting", "recurrence", "regularisation", "scan",
+                         "stack", "step", "tasks", "tbptt", "train", "validation", "xlstm"})
 
 __all__ = sorted([*_EXPORTS, *_PUBLIC_MODULES])
 

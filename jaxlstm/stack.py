@@ -1,7 +1,8 @@
 """Stacked and bidirectional LSTMs, with dropout and residual connections, as pure functions.
 
-A layer is an LSTM (`LSTMParams`, any variant) or an sLSTM (`jaxlstm.xlstm.slstm.SLSTMParams`);
-the stack runs each with its own sequence function and the same conventions.
+A layer is an LSTM (`LSTMParams`, any variant), an sLSTM (`jaxlstm.xlstm.slstm.SLSTMParams`),
+a minLSTM (`MinLSTMParams`) or a minGRU (`MinGRUParams`, `jaxlstm.minrnn`); the stack runs each
+with its own sequence function and the same conventions.
 """
 
 from __future__ import annotations
@@ -12,6 +13,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxlstm.cell import LSTMState
+from jaxlstm.minrnn.layer import MinCell, check_min_params
+from jaxlstm.minrnn.min_gru import MIN_GRU_CELL, MinGRUParams, init_min_gru, min_gru
+from jaxlstm.minrnn.min_lstm import (
+    MIN_LSTM_CELL,
+    MinLSTMParams,
+    init_min_lstm,
+    min_lstm,
+)
 from jaxlstm.params import Initializer, LSTMParams, init_lstm
 from jaxlstm.regularisation import dropout
 from jaxlstm.scan import lstm
@@ -36,6 +45,13 @@ T = TypeVar("T")
 
 MERGE_MODES = ("concat", "sum", "none")
 
+# The min cells by their `cell=` name, with their init and sequence functions.
+_MIN_CELLS = {
+    "min_lstm": (MIN_LSTM_CELL, init_min_lstm, min_lstm),
+    "min_gru": (MIN_GRU_CELL, init_min_gru, min_gru),
+}
+_MIN_PARAMS = (MinLSTMParams, MinGRUParams)
+
 
 class Directions(NamedTuple, Generic[T]):
     """One value per direction of a layer; `backward` is None in a unidirectional layer.
@@ -48,8 +64,9 @@ class Directions(NamedTuple, Generic[T]):
     backward: T | None = None
 
 
-StackParams = tuple[Directions[LSTMParams | SLSTMParams], ...]
-StackState = tuple[Directions[LSTMState | SLSTMState], ...]
+LayerParams = LSTMParams | SLSTMParams | MinLSTMParams | MinGRUParams
+StackParams = tuple[Directions[LayerParams], ...]
+StackState = tuple[Directions[LSTMState | SLSTMState | Array], ...]
 
 
 def init_lstm_stack(
@@ -80,6 +97,10 @@ def init_lstm_stack(
     (`block_index=l`, `num_blocks=num_layers`); `proj_size`, `forget_bias`, `input_init` and
     `recurrent_init` are LSTM options and raise there.
 
+    `cell="min_lstm"` or `cell="min_gru"` makes every layer a minLSTM or minGRU
+    (`jaxlstm.init_min_lstm`, `jaxlstm.init_min_gru`: nn.Linear's uniform init); the LSTM
+    options raise there too, and `num_heads` is ignored.
+
     Returns:
         A tuple of `num_layers` `Directions(forward, backward)` of `LSTMParams`.
 
@@ -93,11 +114,13 @@ def init_lstm_stack(
     keys = jax.random.split(key, (num_layers, directions))
     lstm_only = {"proj_size": proj_size, "forget_bias": forget_bias, "input_init": input_init,
                  "recurrent_init": recurrent_init}
-    if cell == "slstm" and any(v is not None for v in lstm_only.values()):
+    if cell in ("slstm", *_MIN_CELLS) and any(v is not None for v in lstm_only.values()):
         given = [name for name, v in lstm_only.items() if v is not None]
-        raise ValueError(f"{', '.join(given)} apply to LSTM layers, not to cell='slstm'.")
+        raise ValueError(f"{', '.join(given)} apply to LSTM layers, not to cell={cell!r}.")
 
-    def init_layer(key: Array, layer_input: int, layer: int) -> LSTMParams | SLSTMParams:
+    def init_layer(key: Array, layer_input: int, layer: int) -> LayerParams:
+        if cell in _MIN_CELLS:
+            return _MIN_CELLS[cell][1](key, layer_input, hidden_size, dtype=dtype)
         if cell == "slstm":
             return init_slstm(key, layer_input, hidden_size, num_heads=num_heads, dtype=dtype,
                               block_index=layer, num_blocks=num_layers)
@@ -114,8 +137,18 @@ def init_lstm_stack(
     return tuple(layers)
 
 
+def _min_cell(params: Any) -> MinCell | None:
+    """The min cell of a minLSTM's or minGRU's params; None for other layers."""
+    return next((c for c, _, _ in _MIN_CELLS.values() if isinstance(params, c.params_type)),
+                None)
+
+
 def _layer_sizes(params: Any, name: str) -> LayerSizes:
-    """The sizes of one direction's params, an sLSTM's or an LSTM's."""
+    """The sizes of one direction's params, a min cell's, an sLSTM's or an LSTM's."""
+    min_cell = _min_cell(params)
+    if min_cell is not None:
+        input_size, hidden_size = check_min_params(params, min_cell, name)
+        return LayerSizes(input_size, hidden_size, hidden_size, min_cell)
     if isinstance(params, SLSTMParams):
         input_size, hidden_size, _ = check_slstm_params(params, name)
         return LayerSizes(input_size, hidden_size, hidden_size, SLSTM_CELL)
@@ -124,7 +157,7 @@ def _layer_sizes(params: Any, name: str) -> LayerSizes:
 
 def _check_stack(params: Any, xs: Array) -> bool:
     """Checks the layers chain up; returns whether they are bidirectional."""
-    if isinstance(params, (Directions, LSTMParams, SLSTMParams)):
+    if isinstance(params, (Directions, LSTMParams, SLSTMParams, *_MIN_PARAMS)):
         raise TypeError(
             "params must be a non-empty tuple of Directions(forward, backward), one per layer, "
             f"got a single {type(params).__name__}: wrap it as (params,)."
@@ -164,6 +197,24 @@ def _check_stack(params: Any, xs: Array) -> bool:
     return bool(bidirectional)
 
 
+def _run_min_layer(cell: MinCell, params: Any, xs: Array, n: int, *, return_gates: bool,
+                   recurrent_rates: dict[str, float], mode: str = "parallel",
+                   **options: Any) -> tuple[Array, Array, None]:
+    """One direction of a min layer in the stack: (hs, final_h, None)."""
+    refused = [name for name, rate in recurrent_rates.items() if rate]
+    refused += ["return_gates"] if return_gates else []
+    # An LSTM loop option left at None (the default: "choose for me") does not apply, so it is
+    # no error; a value is.
+    refused += sorted(k for k, v in options.items() if v is not None
+                      and k not in ("initial_state", "seq_lengths", "reverse", "time_major"))
+    options = {k: v for k, v in options.items()
+               if k in ("initial_state", "seq_lengths", "reverse", "time_major")}
+    if refused:
+        raise ValueError(f"{', '.join(refused)} apply to LSTM and sLSTM layers; params[{n}] "
+                         f"is a {cell.name} layer.")
+    return (*_MIN_CELLS[cell.name][2](params, xs, mode=mode, **options), None)
+
+
 def lstm_stack(
     params: StackParams,
     xs: Array,
@@ -201,11 +252,12 @@ def lstm_stack(
     are equal adds its input to its output (after dropout on that input).
 
     Args:
-        params: from `init_lstm_stack`: a tuple of `Directions` of `LSTMParams` or
-            `SLSTMParams` (an sLSTM layer runs `jaxlstm.xlstm.slstm.slstm`).
+        params: from `init_lstm_stack`: a tuple of `Directions` of `LSTMParams`,
+            `SLSTMParams` (an sLSTM layer runs `jaxlstm.xlstm.slstm.slstm`), `MinLSTMParams`
+            or `MinGRUParams` (`jaxlstm.min_lstm`, `jaxlstm.min_gru`).
         xs: inputs, (batch..., T, I), or (T, batch..., I) if `time_major`.
         initial_state: a tuple (one per layer) of `Directions` of `LSTMState` (`SLSTMState`
-            for an sLSTM layer); zeros if None.
+            for an sLSTM layer, the h array (batch..., H) for a min layer); zeros if None.
         seq_lengths: integer array of the batch shape, valid steps per sequence.
         time_major: whether time is the leading axis of `xs` and the outputs.
         merge: how the last layer's directions are returned: "concat" (2H features), "sum"
@@ -224,12 +276,14 @@ def lstm_stack(
         return_gates: also return each layer's and direction's gates (`LSTMGates`, or the
             variant's record).
         **lstm_options: passed to every `jaxlstm.lstm` (and sLSTM) call (`unroll`,
-            `fused_backward`, `remat_chunk`).
+            `fused_backward`, `remat_chunk`), or to every min layer (`mode`, "parallel" or
+            "sequential"); an option a layer does not take raises, as do `return_gates`,
+            `recurrent_dropout` and zoneout with min layers.
 
     Returns:
         `(outputs, final_states)`, or `(outputs, final_states, gates)` with `return_gates`.
-        `final_states` is a tuple (one per layer) of `Directions` of `LSTMState`; `gates`
-        likewise of `LSTMGates`.
+        `final_states` is a tuple (one per layer) of `Directions` of `LSTMState` (the h
+        array for a min layer); `gates` likewise of `LSTMGates`.
 
     Example:
         >>> params = jaxlstm.init_lstm_stack(key, 3, 16, num_layers=2, bidirectional=True)
@@ -270,7 +324,16 @@ def lstm_stack(
     def maybe_dropout(x: Array, rate: float) -> Array:
         return dropout(next(keys), x, rate) if regularise else x
 
-    def run(p: LSTMParams | SLSTMParams, x: Array, state: Any, reverse: bool, n: int):
+    def run(p: LayerParams, x: Array, state: Any, reverse: bool, n: int):
+        min_cell = _min_cell(p)
+        if min_cell is not None:
+            return _run_min_layer(min_cell, p, x, n, initial_state=state,
+                                  seq_lengths=seq_lengths, reverse=reverse,
+                                  time_major=time_major, return_gates=return_gates,
+                                  recurrent_rates=recurrent_rates, **lstm_options)
+        if "mode" in lstm_options:
+            raise ValueError(f"mode applies to minLSTM and minGRU layers; params[{n}] is an "
+                             f"{'sLSTM' if isinstance(p, SLSTMParams) else 'LSTM'} layer.")
         common = dict(initial_state=state, seq_lengths=seq_lengths, reverse=reverse,
                       time_major=time_major, return_gates=return_gates, **lstm_options)
         if isinstance(p, SLSTMParams):

@@ -88,8 +88,9 @@ def user_process(tmp_path_factory):
 
 
 def test_core_modules_import_only_jax_numpy_chex():
-    # The core: jaxlstm/*.py and the cell families' packages (jaxlstm/xlstm/).
-    core = [*(ROOT / "jaxlstm").glob("*.py"), *(ROOT / "jaxlstm" / "xlstm").glob("*.py")]
+    # The core: jaxlstm/*.py and the cell families' packages (jaxlstm/xlstm/, jaxlstm/minrnn/).
+    core = [*(ROOT / "jaxlstm").glob("*.py"), *(ROOT / "jaxlstm" / "xlstm").glob("*.py"),
+            *(ROOT / "jaxlstm" / "minrnn").glob("*.py")]
     for path in sorted(core):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
