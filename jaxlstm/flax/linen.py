@@ -283,7 +283,8 @@ class LSTM(nn.Module):
         return arrange_outputs(result, return_carry, return_gates)
 
 
+from jaxlstm.flax.minrnn_linen import MinGRU, MinLSTM  # minRNN's cells, re-exported
 from jaxlstm.flax.xlstm_linen import MLSTM, SLSTM  # xLSTM's cells, re-exported
 
-__all__ = ["LSTM", "MLSTM", "SLSTM", "LSTMCell", "OptimizedLSTMCell", "to_lstm_params",
-           "to_module_params"]
+__all__ = ["LSTM", "MLSTM", "SLSTM", "LSTMCell", "MinGRU", "MinLSTM", "OptimizedLSTMCell",
+           "to_lstm_params", "to_module_params"]

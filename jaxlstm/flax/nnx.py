@@ -390,6 +390,7 @@ class LSTM(nnx.Module):
         return arrange_outputs(result, return_carry, return_gates)
 
 
+from jaxlstm.flax.minrnn_nnx import MinGRU, MinLSTM  # minRNN's cells, re-exported
 from jaxlstm.flax.xlstm_nnx import MLSTM, SLSTM  # xLSTM's cells, re-exported
 
-__all__ = ["LSTM", "MLSTM", "SLSTM", "LSTMCell", "OptimizedLSTMCell"]
+__all__ = ["LSTM", "MLSTM", "SLSTM", "LSTMCell", "MinGRU", "MinLSTM", "OptimizedLSTMCell"]
