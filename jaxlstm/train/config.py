@@ -23,16 +23,21 @@ from omegaconf.errors import OmegaConfBaseException
 class ModelConfig:
     """The recurrent stack and its read-out head. `cell` "slstm" or "mlstm" (xLSTM, functional
     API only, `num_heads` heads) refuses the LSTM-only keys (proj_size, recurrent_dropout,
-    zoneout_h, zoneout_c, forget_bias; for mlstm also unroll and remat_chunk)."""
+    zoneout_h, zoneout_c, forget_bias; for mlstm also unroll and remat_chunk); "min_lstm" or
+    "min_gru" (functional API only, trained with the parallel scan) refuses those and
+    num_heads, unroll and remat_chunk."""
 
     api: str = "functional"  # "functional" (jaxlstm.lstm_stack), "linen" or "nnx" (jaxlstm.flax)
     hidden_size: int = 64
     num_layers: int = 1
     bidirectional: bool = False
-    cell: str = "lstm"  # "lstm", "peephole", "cifg", "layer_norm", "retained_readout", "slstm", "mlstm"
-    num_heads: int = 4  # heads of an slstm or mlstm cell (or of model.blocks); divides hidden_size
-    # xLSTM blocks as the paper stacks them, e.g. "msm" (m: mLSTM block, s: sLSTM block), in
-    # place of the cell stack; hidden_size is the residual width. Functional API only.
+    # "lstm", "peephole", "cifg", "layer_norm", "retained_readout", "slstm", "mlstm",
+    # "min_lstm", "min_gru"
+    cell: str = "lstm"
+    num_heads: int = 4  # heads of an slstm or mlstm cell (or of xLSTM blocks); divides hidden_size
+    # Residual blocks in place of the cell stack, hidden_size being the residual width
+    # (functional API only): xLSTM blocks as the xLSTM paper stacks them, e.g. "msm" (m: mLSTM
+    # block, s: sLSTM block), or the minRNN paper's layers, e.g. "lll" (l: minLSTM, g: minGRU).
     blocks: str | None = None
     proj_size: int | None = None
     dropout: float = 0.0  # between layers
@@ -210,6 +215,12 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
 XLSTM_CELLS = ("slstm", "mlstm")
 """The xLSTM cells a run can use besides the LSTM variants (functional API only)."""
 
+MIN_CELLS = ("min_lstm", "min_gru")
+"""The minimal RNNs (Feng et al. 2024) a run can use (functional API only)."""
+
+BLOCK_FAMILIES = {"ms": "xLSTM", "lg": "minRNN"}
+"""The letters of `model.blocks`, by family: one stack holds blocks of one family."""
+
 SEED_LIMIT = 2**32  # seeds feed jax.random.PRNGKey and NumPy's generators
 
 
@@ -243,8 +254,9 @@ def check_values(config: ExperimentConfig, path: str = "config") -> None:
         fail("model.api", "one of functional, linen, nnx", model.api)
     from jaxlstm.variants import VARIANTS
 
-    if model.cell not in (*VARIANTS, *XLSTM_CELLS):
-        fail("model.cell", f"one of {', '.join((*VARIANTS, *XLSTM_CELLS))}", model.cell)
+    cells = (*VARIANTS, *XLSTM_CELLS, *MIN_CELLS)
+    if model.cell not in cells:
+        fail("model.cell", f"one of {', '.join(cells)}", model.cell)
     _check_cell_options(model, path)
     for key in ("dropout", "recurrent_dropout", "zoneout_h", "zoneout_c"):
         value = getattr(model, key)
@@ -303,18 +315,21 @@ def _check_blocks(model: ModelConfig, path: str) -> None:
     """`model.blocks` replaces the cell stack: the stack's own options must stay at their
     defaults."""
     blocks = model.blocks
-    if not blocks or any(kind not in "ms" for kind in blocks):
-        raise ConfigError(f"{path}: model.blocks: expected a non-empty string of 'm' (mLSTM "
-                          f"block) and 's' (sLSTM block), e.g. 'msm', got {blocks!r}.")
+    if not blocks or not any(set(blocks) <= set(letters) for letters in BLOCK_FAMILIES):
+        raise ConfigError(f"{path}: model.blocks: expected a non-empty string of xLSTM blocks "
+                          f"('m' mLSTM, 's' sLSTM, e.g. 'msm') or of minRNN blocks ('l' "
+                          f"minLSTM, 'g' minGRU, e.g. 'lll'), got {blocks!r}.")
     if model.api != "functional":
         raise ConfigError(f"{path}: model.api: model.blocks runs on the functional API only, "
                           f"got {model.api!r}.")
-    if model.hidden_size % model.num_heads:
+    keys = ["cell", "num_layers", "bidirectional", "proj_size", "dropout", "recurrent_dropout",
+            "zoneout_h", "zoneout_c", "forget_bias", "unroll", "remat_chunk"]
+    if set(blocks) <= set("lg"):
+        keys.append("num_heads")
+    elif model.hidden_size % model.num_heads:
         raise ConfigError(f"{path}: model.num_heads: expected a divisor of model.hidden_size "
                           f"({model.hidden_size}), got {model.num_heads!r}.")
-    _refuse_changed(model, ("cell", "num_layers", "bidirectional", "proj_size", "dropout",
-                            "recurrent_dropout", "zoneout_h", "zoneout_c", "forget_bias",
-                            "unroll", "remat_chunk"), "with model.blocks", path)
+    _refuse_changed(model, keys, "with model.blocks", path)
 
 
 def _check_cell_options(model: ModelConfig, path: str) -> None:
@@ -325,14 +340,21 @@ def _check_cell_options(model: ModelConfig, path: str) -> None:
     if model.blocks is not None:
         _check_blocks(model, path)
         return
-    if model.cell not in XLSTM_CELLS:
+    cell = model.cell
+    if cell in MIN_CELLS:
+        if model.api != "functional":
+            raise ConfigError(f"{path}: model.api: cell {cell!r} runs on the functional API "
+                              f"only, got {model.api!r}.")
+        _refuse_changed(model, ["num_heads", "proj_size", "recurrent_dropout", "zoneout_h",
+                                "zoneout_c", "forget_bias", "unroll", "remat_chunk"],
+                        f"to cell {cell!r}", path)
+        return
+    if cell not in XLSTM_CELLS:
         if model.num_heads != ModelConfig.num_heads:
             raise ConfigError(f"{path}: model.num_heads: applies to cell slstm or mlstm (or "
-                              f"model.blocks), not to cell {model.cell!r}; leave it at its "
-                              "default, "
+                              f"xLSTM blocks), not to cell {cell!r}; leave it at its default, "
                               f"{ModelConfig.num_heads}.")
         return
-    cell = model.cell
     if model.api != "functional":
         raise ConfigError(f"{path}: model.api: cell {cell!r} runs on the functional API "
                           f"only, got {model.api!r}.")

@@ -16,10 +16,16 @@ has. The mLSTM's state is a matrix memory, not a vector, so its "last" read-out 
 at each sequence's last valid step (for the backward direction, at step 0, the last it reads):
 the h that the final state yields.
 
+Minimal RNNs (functional API only): `cell="min_lstm"` or `"min_gru"` makes the stack's layers
+minLSTMs or minGRUs (params `{"lstm": stack, "head": ...}`, run by `jaxlstm.lstm_stack` with the
+parallel scan; a min layer's state is its h).
+
 `blocks="msm"` (functional API only) replaces the cell stack by xLSTM blocks as the paper
 stacks them (`jaxlstm.xlstm.blocks.xlstm_stack`: an input projection to hidden_size, residual
 pre-LayerNorm mLSTM / sLSTM blocks, a final LayerNorm; params `{"xlstm": ..., "head": ...}`);
-its "last" read-out is the output at each sequence's last valid step.
+`blocks="lll"` by the minRNN paper's layers (`jaxlstm.minrnn.blocks.min_block_stack`, "l"
+minLSTM, "g" minGRU; params `{"minrnn": ..., "head": ...}`). Either's "last" read-out is the
+output at each sequence's last valid step.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from flax import nnx
 from jaxlstm.flax.linen import LSTM as LinenLSTM
 from jaxlstm.flax.nnx import LSTM as NnxLSTM
 from jaxlstm.flax.params import to_lstm_params
+from jaxlstm.minrnn.blocks import init_min_block_stack, min_block_stack
 from jaxlstm.regularisation import dropout
 from jaxlstm.stack import Directions, init_lstm_stack, lstm_stack
 from jaxlstm.tasks.base import TaskSpec
@@ -49,8 +56,9 @@ Params = Any
 
 
 def _last_hidden(states: Any) -> Array:
-    """The last layer's final h of every direction, concatenated: (B, directions * R)."""
-    return jnp.concatenate([s.h for s in states[-1] if s is not None], axis=-1)
+    """The last layer's final h of every direction, concatenated: (B, directions * R).
+    (A min layer's state is its h array itself.)"""
+    return jnp.concatenate([getattr(s, "h", s) for s in states[-1] if s is not None], axis=-1)
 
 
 class _LinenModel(nn.Module):
@@ -169,6 +177,10 @@ class Model:
                                                     (_head_width(cfg), spec.output_size)),
             "b": jnp.zeros((spec.output_size,)),
         }
+        if cfg.blocks is not None and set(cfg.blocks) <= set("lg"):
+            return {"minrnn": init_min_block_stack(key_lstm, spec.input_size, cfg.hidden_size,
+                                                   cfg.blocks),
+                    "head": head}
         if cfg.blocks is not None:
             return {"xlstm": init_xlstm_stack(key_lstm, spec.input_size, cfg.hidden_size,
                                               cfg.blocks, num_heads=cfg.num_heads),
@@ -179,6 +191,10 @@ class Model:
             lstm = init_lstm_stack(key_lstm, spec.input_size, cfg.hidden_size,
                                    num_layers=cfg.num_layers, bidirectional=cfg.bidirectional,
                                    cell="slstm", num_heads=cfg.num_heads)
+        elif cfg.cell in ("min_lstm", "min_gru"):
+            lstm = init_lstm_stack(key_lstm, spec.input_size, cfg.hidden_size,
+                                   num_layers=cfg.num_layers, bidirectional=cfg.bidirectional,
+                                   cell=cfg.cell)
         else:
             lstm = init_lstm_stack(key_lstm, spec.input_size, cfg.hidden_size,
                                    num_layers=cfg.num_layers, bidirectional=cfg.bidirectional,
@@ -197,13 +213,17 @@ class Model:
             graphdef, rest = self._nnx_graph
             return nnx.merge(graphdef, params, rest)(inputs, lengths, not train, key)
         if cfg.blocks is not None:
-            outputs = xlstm_stack(params["xlstm"], inputs, seq_lengths=lengths)
+            if "minrnn" in params:
+                outputs = min_block_stack(params["minrnn"], inputs, seq_lengths=lengths)
+            else:
+                outputs = xlstm_stack(params["xlstm"], inputs, seq_lengths=lengths)
             last = _at_last_step(outputs, lengths)
         elif cfg.cell == "mlstm":
             outputs, last = _mlstm_stack(params["mlstm"], inputs, lengths, cfg.dropout, key,
                                          train)
         else:
-            # An sLSTM stack gets zero recurrent rates (config refuses others), which it takes.
+            # An sLSTM or min stack gets zero recurrent rates (config refuses others), which it
+            # takes.
             outputs, states = lstm_stack(
                 params["lstm"], inputs, seq_lengths=lengths, dropout_rate=cfg.dropout,
                 recurrent_dropout=cfg.recurrent_dropout, zoneout_h=cfg.zoneout_h,
@@ -220,10 +240,9 @@ def stack_and_head(params: Params) -> tuple[Any, Array, Array]:
     """A trained model's stack params (as `lstm_stack` takes them) and its head's (w, b),
     whichever API (`functional`, `linen` or `nnx`) trained it. An sLSTM stack is returned as
     it is (`lstm_stack` runs it); an mLSTM model has no such stack and raises ValueError."""
-    if isinstance(params, Mapping) and ("mlstm" in params or "xlstm" in params):
-        raise ValueError("an mLSTM or xLSTM-block model (model.cell=mlstm, model.blocks) has "
-                         "no LSTM stack: sampling and "
-                         "the gates picture need an LSTM or sLSTM cell.")
+    if isinstance(params, Mapping) and any(k in params for k in ("mlstm", "xlstm", "minrnn")):
+        raise ValueError("an mLSTM or block model (model.cell=mlstm, model.blocks) has no "
+                         "LSTM stack: sampling and the gates picture need a cell stack.")
     if isinstance(params, nnx.State):
         params = nnx.to_pure_dict(params)
     if "lstm" in params and isinstance(params["lstm"], Mapping):  # nnx: layer_0, layer_1, ...
