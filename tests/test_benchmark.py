@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
 from jaxlstm.benchmark.anchors import implementations
 from jaxlstm.benchmark.sizes import QUICK_SIZES
@@ -129,7 +130,7 @@ def test_xlstm_rows_run_only_when_named_and_compare_with_their_references(tmp_pa
     from jaxlstm.benchmark.anchors import XLSTM_KEYS, xlstm_chunk_size
 
     impls = implementations({})
-    assert {i.key for i in impls if not i.default} == set(XLSTM_KEYS)
+    assert set(XLSTM_KEYS) <= {i.key for i in impls if not i.default}
     assert (xlstm_chunk_size(100), xlstm_chunk_size(200), xlstm_chunk_size(1024)) == (50, 50, 64)
     results = run_benchmark(
         tmp_path, "--only", "slstm,xlstm_slstm_vanilla,mlstm_chunkwise,mlstm_kernels_chunkwise")
@@ -146,3 +147,108 @@ def test_xlstm_rows_run_only_when_named_and_compare_with_their_references(tmp_pa
                         for p in ("forward", "fwd_bwd")}
     if compared:
         assert "xLSTM cells vs their references" in (tmp_path / "results.md").read_text()
+
+
+def test_steps_and_sweep_limits_are_validated_as_the_other_options():
+    import argparse
+
+    from jaxlstm.benchmark.harness import add_arguments
+
+    parser = argparse.ArgumentParser()
+    parser.error = lambda message: (_ for _ in ()).throw(ValueError(message))
+    add_arguments(parser)
+    args = parser.parse_args(["--steps", "4096, 1024,2048,1024", "--max-steps", "slstm=512"])
+    assert args.steps == [1024, 2048, 4096] and args.max_steps == {"slstm": 512}
+    assert parser.parse_args([]).steps is None  # no sweep unless asked
+    for bad in ("0,1024", "1024,x", "", "1.5"):
+        with pytest.raises(ValueError, match="--steps: expected positive integers"):
+            parser.parse_args(["--steps", bad])
+    with pytest.raises(ValueError, match="--max-call-s: expected a positive number"):
+        parser.parse_args(["--max-call-s", "nan"])
+    with pytest.raises(ValueError, match="--max-steps: expected IMPL=T"):
+        parser.parse_args(["--max-steps", "nope=64"])
+
+
+def test_slope_is_the_log_log_least_squares_fit():
+    from jaxlstm.benchmark.report import fit_slope
+
+    steps = [1024, 2048, 4096, 8192]
+    assert abs(fit_slope(steps, [3.0 * t for t in steps]) - 1.0) < 1e-12
+    assert abs(fit_slope(steps, [1e-3 * t**2 for t in steps]) - 2.0) < 1e-12
+    # Noise around T^1.5 (x1.1, /1.1, x1.1, /1.1): the fit is 1.5 less a little, not the
+    # slope of any two points.
+    noisy = [t**1.5 * f for t, f in zip(steps, (1.1, 1 / 1.1, 1.1, 1 / 1.1), strict=True)]
+    assert 1.4 < fit_slope(steps, noisy) < 1.5
+    assert fit_slope([1024], [5.0]) is None
+
+
+def test_sweep_skips_a_pass_predicted_over_the_call_cap():
+    from jaxlstm.benchmark.harness import predicted_call_s
+
+    assert predicted_call_s([], 8192) == 0.0
+    assert predicted_call_s([(1024, 1000.0)], 4096) == 4.0  # at least linear
+    assert abs(predicted_call_s([(1024, 1000.0), (2048, 4000.0)], 4096) - 16.0) < 1e-9
+
+
+def test_scaling_tables_and_plot_from_a_results_document(tmp_path):
+    from jaxlstm.benchmark import report
+    from jaxlstm.benchmark.sizes import SIZES
+
+    steps = [1024, 2048, 4096]
+    sizes = [SIZES["S2"].at_steps(t) for t in steps]
+    grid = [{"size": "S2", "steps": s.steps, "name": s.name} for s in sizes]
+    ms = {"mlstm_chunkwise": lambda t: t / 100, "mlstm_kernels_chunkwise": lambda t: t**2 / 1e5,
+          "jaxlstm": lambda t: t / 10, "torch": lambda t: t / 20}
+    rows = [{"impl": impl, "label": impl.replace("_", " "), "size": s.name, "pass": p,
+             "median_ms": f(s.steps), "repeats": 10}
+            for s in sizes for impl, f in ms.items() for p in ("forward", "fwd_bwd")
+            if not (impl == "torch" and s.steps == 4096)]
+    skipped = [{"size": "S2", "impl": "torch", "pass": None, "steps": 4096, "reason": "too long"}]
+    series = report.scaling_series(rows, grid)
+    by_impl = {s["impl"]: s for s in series if s["pass"] == "fwd_bwd"}
+    assert abs(by_impl["mlstm_chunkwise"]["slope"] - 1.0) < 1e-9
+    assert abs(by_impl["mlstm_kernels_chunkwise"]["slope"] - 2.0) < 1e-9
+    # Ratios to the reference: the xLSTM pairing, and jaxlstm for another LSTM row.
+    assert by_impl["mlstm_chunkwise"]["vs_reference"] == pytest.approx([1e3 / t for t in steps])
+    assert by_impl["torch"]["vs_reference"] == [0.5, 0.5]
+    assert by_impl["torch"]["steps"] == [1024, 2048]
+    assert by_impl["jaxlstm"]["vs_reference"] is None
+    assert by_impl["mlstm_kernels_chunkwise"]["vs_reference"] is None
+
+    results = {"sizes": [{"name": s.name, "batch": s.batch, "steps": s.steps,
+                          "input_size": s.input_size, "hidden_size": s.hidden_size}
+                         for s in sizes],
+               "machine": {"cpu": "test cpu", "cores": 2, "jax_devices": "1x cpu"},
+               "scaling": {"grid": grid, "series": series, "skipped": skipped}}
+    text = "\n".join(report._scaling_tables(results))
+    assert "### S2 (B=32, I=32, H=128), f+b" in text
+    assert "| impl | T=1024 | T=2048 | T=4096 | slope | (ratio) reference |" in text
+    assert "| mlstm chunkwise | 10.2 (0.98) | 20.5 (0.49) | 41 (0.24) | 1.00 " in text
+    assert "| torch | 51.2 (0.50) | 102 (0.50) | skipped | 1.00 | jaxlstm |" in text
+    assert report.plot_scaling(results, tmp_path / "scaling.png") == bool(
+        importlib.util.find_spec("matplotlib"))
+
+
+
+def test_sweep_runs_each_size_at_each_t_and_stops_at_the_caps():
+    from jaxlstm.benchmark.anchors import Impl, Prepared
+    from jaxlstm.benchmark.harness import sweep
+
+    def sleeps(size, pass_name):  # a call that takes T * 10 us
+        return Prepared(lambda: time.sleep(size.steps * 1e-5), None)
+
+    impls = [Impl("linear", "linear", sleeps, lambda: None, sizes=("Q",)),
+             Impl("short", "short", sleeps, lambda: None),
+             Impl("elsewhere", "elsewhere", sleeps, lambda: None, sizes=("S1",))]
+    budget = Budget(min_repeats=3, target_s=0.0, max_repeats=3, warmup=0)
+    # T = 10**6 would take 10 s a call, over the 1 s cap; "short" stops above T = 1.
+    rows, grid, skipped = sweep(impls, list(QUICK_SIZES), [1, 2, 10**6], budget, 1.0,
+                                max_call_s=1.0, max_steps={"short": 1})
+
+    assert [p["name"] for p in grid] == ["Q@T=1", "Q@T=2", "Q@T=1000000"]
+    assert [(r["impl"], r["size"]) for r in rows if r["pass"] == "forward"] == [
+        ("linear", "Q@T=1"), ("short", "Q@T=1"), ("linear", "Q@T=2")]
+    assert {(k["impl"], k["steps"], k["pass"]) for k in skipped} == {
+        ("short", 2, None), ("short", 10**6, None),
+        ("linear", 10**6, "forward"), ("linear", 10**6, "fwd_bwd")}
+    assert all("--max-call-s" in k["reason"] for k in skipped if k["impl"] == "linear")

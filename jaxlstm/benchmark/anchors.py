@@ -467,6 +467,37 @@ XLSTM_REFERENCES = {
 XLSTM_KEYS = (*XLSTM_REFERENCES, "xlstm_slstm_vanilla", "mlstm_kernels_chunkwise")
 
 
+def _min_rnn_setup(cell: str, mode: str) -> Callable[[Size], tuple[Apply, Any]]:
+    def setup(size: Size) -> tuple[Apply, Any]:
+        init, run = {"min_lstm": (jaxlstm.init_min_lstm, jaxlstm.min_lstm),
+                     "min_gru": (jaxlstm.init_min_gru, jaxlstm.min_gru)}[cell]
+        params = init(jax.random.key(0), size.input_size, size.hidden_size)
+        return (lambda p, xs: run(p, xs, mode=mode)[0]), params
+
+    return setup
+
+
+def min_rnn_implementations() -> list[Impl]:
+    """The minLSTM / minGRU rows (run only when `--only` names them), each cell in its parallel
+    (associative scan) and sequential (`lax.scan`) modes; compared with the `jaxlstm` row."""
+    return [_jax_impl(f"{cell}_{mode}", f"jaxlstm {cell} ({mode})", _min_rnn_setup(cell, mode),
+                      default=False)
+            for cell in ("min_lstm", "min_gru") for mode in ("parallel", "sequential")]
+
+
+MIN_RNN_KEYS = tuple(impl.key for impl in min_rnn_implementations())
+
+OTHER_FUNCTION_KEYS = (*XLSTM_KEYS, *MIN_RNN_KEYS)
+"""The rows that time another function than the LSTM: never LSTM anchors, no LSTM FLOP rate."""
+
+
+def family_of(impl: str) -> str:
+    """"xlstm", "min_rnn" or "lstm": rows of one family compute the same kind of thing."""
+    if impl in XLSTM_KEYS:
+        return "xlstm"
+    return "min_rnn" if impl in MIN_RNN_KEYS else "lstm"
+
+
 def implementations(jaxlstm_kwargs: dict[str, Any]) -> list[Impl]:
     """All rows, jaxlstm first; `jaxlstm_kwargs` are passed to every `jaxlstm.lstm` call.
 
@@ -494,6 +525,7 @@ def implementations(jaxlstm_kwargs: dict[str, Any]) -> list[Impl]:
                   backend="gpu"),
         _torch_impl("torch_cuda", "torch nn.LSTM (cuda)", "cuda", threads=None),
         *xlstm_implementations(),
+        *min_rnn_implementations(),
     ]
 
 

@@ -13,8 +13,15 @@ modules and are reported as ratios to the jaxlstm row ("vs_jaxlstm"), not as anc
     jaxlstm bench --jaxlstm-kwargs '{"unroll": 2}'
     jaxlstm bench --memory               # also: T=10000 training step memory
     jaxlstm bench --sizes S2 --only slstm,xlstm_slstm_vanilla   # an xLSTM cell vs its reference
+    jaxlstm bench --sizes S2 --steps 1024,2048,4096,8192 --only mlstm_chunkwise,mlstm_kernels_chunkwise
 
-The xLSTM rows (`anchors.XLSTM_KEYS`) run only when `--only` names them, and are reported
+`--steps` sweeps the sequence length: each size runs at each T with its B, I and H kept (as
+`S2@T=1024`), and the report adds time against T per size and pass, with the fitted log-log
+slope (time ~ T^slope), and results_scaling.png. A row's pass stops at the T where one call
+would take longer than `--max-call-s`, and a row stops above its `--max-steps`.
+
+The xLSTM and minRNN rows (`anchors.OTHER_FUNCTION_KEYS`) run only when `--only` names them;
+the minRNN rows are compared with the `jaxlstm` row in the sweep. The xLSTM rows are reported
 against their reference rows ("vs_reference"), never as LSTM anchors.
 """
 
@@ -25,6 +32,7 @@ import dataclasses
 import datetime
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import shlex
@@ -37,7 +45,7 @@ import jax
 from jaxlstm.benchmark import report
 from jaxlstm.benchmark.anchors import (
     IMPL_KEYS,
-    XLSTM_KEYS,
+    OTHER_FUNCTION_KEYS,
     Impl,
     implementations,
     unsupported_lstm_kwargs,
@@ -49,6 +57,14 @@ from jaxlstm.benchmark.timing import Budget, matmul_gflops, time_call
 PEAK_MATMUL_SIZES = (1024, 2048)
 QUICK_BUDGET = Budget(min_repeats=3, target_s=0.05, max_repeats=20, max_s=2.0, warmup=1)
 PRECISION = "float32 (no TF32, no bf16 passes)"
+MAX_CALL_S = 10.0
+"""`--max-call-s`: a sweep measures a call about 3 times (warm-up and two timed calls) once it
+takes over `Budget.max_s / 2`, so a measurement costs up to about 30 s plus compile time."""
+SWEEP_MAX_STEPS = {"mlstm_parallel": 2048}
+"""The longest T each row runs at in a `--steps` sweep, unless `--max-steps` says otherwise.
+mlstm_parallel holds (B, heads, T, T) matrices: at S2, XLA's memory analysis gives it 4 GiB of
+temporaries forward and 10 GiB f+b at T = 2048, 16 and 41 GiB at T = 4096, 64 and 161 GiB at
+T = 8192 (a process over the machine's memory is killed, and the sweep with it)."""
 
 
 def _names(valid: Sequence[str]) -> Callable[[str], list[str]]:
@@ -76,6 +92,41 @@ def _lstm_kwargs(text: str) -> dict[str, Any]:
     return kwargs
 
 
+def _positive_ints(text: str) -> list[int]:
+    """An argparse type: comma-separated positive integers, returned ascending, each once."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected positive integers, comma-separated (e.g. 1024,2048), got {text!r}")
+    return sorted(set(values))
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _max_steps(text: str) -> dict[str, int]:
+    """An argparse type: `IMPL=T,IMPL=T`, each IMPL a row name and T a positive integer."""
+    limits = {}
+    for item in (i.strip() for i in text.split(",") if i.strip()):
+        impl, _, steps = item.partition("=")
+        if impl.strip() not in IMPL_KEYS or not steps.strip().isdigit() or int(steps) < 1:
+            raise argparse.ArgumentTypeError(
+                f"expected IMPL=T (T a positive integer, IMPL one of {', '.join(IMPL_KEYS)}), "
+                f"got {item!r}")
+        limits[impl.strip()] = int(steps)
+    return limits
+
+
 def _at_least_three(text: str) -> int:
     if int(text) < 3:
         raise argparse.ArgumentTypeError(f"needs at least 3 (median and quartiles), got {text}")
@@ -90,8 +141,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", type=_names(tuple(SIZES)),
                         help="comma-separated, default all: " + ",".join(SIZES))
     parser.add_argument("--only", type=_names(IMPL_KEYS),
-                        help=("rows to run, comma-separated, default all but the xLSTM rows ("
-                              + ",".join(XLSTM_KEYS) + "): " + ",".join(IMPL_KEYS)))
+                        help=("rows to run, comma-separated, default all but the xLSTM and minRNN rows ("
+                              + ",".join(OTHER_FUNCTION_KEYS) + "): " + ",".join(IMPL_KEYS)))
     parser.add_argument("--quick", action="store_true",
                         help="a tiny size and few repetitions, for smoke tests")
     parser.add_argument("--repeats", type=_at_least_three,
@@ -104,6 +155,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also run the long-sequence training-step memory experiment")
     parser.add_argument("--memory-steps", type=int, default=MemoryProblem().steps,
                         help="sequence length T for --memory")
+    parser.add_argument("--steps", type=_positive_ints,
+                        help=("sequence lengths, comma-separated: run each size at each T (its B, "
+                              "I, H kept) and report time against T"))
+    parser.add_argument("--max-call-s", type=_positive_float, default=MAX_CALL_S,
+                        help=("with --steps: skip a row's pass at a T where one call would take "
+                              "longer, predicted from the T before (default %(default)g)"))
+    parser.add_argument("--max-steps", type=_max_steps, default={},
+                        help=("with --steps: IMPL=T,... the longest T for a row (default "
+                              + ",".join(f"{k}={v}" for k, v in SWEEP_MAX_STEPS.items()) + ")"))
 
 
 def _version(package: str) -> str | None:
@@ -165,6 +225,54 @@ def measure(impl: Impl, size: Size, pass_name: str, budget: Budget,
     return row
 
 
+def predicted_call_s(history: list[tuple[int, float]], steps: int) -> float:
+    """Seconds one call at `steps` will take, from `(T, median_ms)` at shorter T: the last time,
+    grown as T^slope with the slope through the last two points, and at least linearly."""
+    if not history:
+        return 0.0
+    (last_steps, last_ms), slope = history[-1], 1.0
+    if len(history) >= 2:
+        slope = max(slope, report.fit_slope(*zip(*history[-2:], strict=True)) or slope)
+    return last_ms * 1e-3 * (steps / last_steps) ** slope
+
+
+def sweep(impls: list[Impl], sizes: list[Size], steps: list[int], budget: Budget,
+          peak_gflops: float, max_call_s: float,
+          max_steps: dict[str, int]) -> tuple[list[dict], list[dict], list[dict]]:
+    """Times every row's passes at each size at each T of `steps` (ascending), the rows of one T
+    back to back (under the same load, for their ratios).
+
+    A row's pass is skipped at a T where `predicted_call_s` exceeds `max_call_s`, and a row
+    above its `max_steps`. Returns the result rows, the grid of points (`{"size", "steps",
+    "name"}`) and the skipped ones (`{"size", "impl", "pass", "steps", "reason"}`, pass None
+    for both).
+    """
+    rows, grid, skipped = [], [], []
+    for size in sizes:
+        history: dict[tuple[str, str], list[tuple[int, float]]] = {}
+        for t in steps:
+            point = size.at_steps(t)
+            grid.append({"size": size.name, "steps": t, "name": point.name})
+            for impl in (i for i in impls if i.runs_at(size)):
+                if t > max_steps.get(impl.key, t):
+                    skipped.append({"size": size.name, "impl": impl.key, "pass": None, "steps": t,
+                                    "reason": f"above its --max-steps {max_steps[impl.key]}"})
+                    continue
+                for pass_name in PASSES:
+                    measured = history.setdefault((impl.key, pass_name), [])
+                    predicted = predicted_call_s(measured, t)
+                    if predicted > max_call_s:
+                        skipped.append({
+                            "size": size.name, "impl": impl.key, "pass": pass_name, "steps": t,
+                            "reason": (f"one call would take about {predicted:.0f} s, over "
+                                       f"--max-call-s {max_call_s:g}")})
+                        continue
+                    row = measure(impl, point, pass_name, budget, peak_gflops)
+                    rows.append(row)
+                    measured.append((t, row["median_ms"]))
+    return rows, grid, skipped
+
+
 def available(impls: list[Impl]) -> tuple[list[Impl], list[dict[str, str]]]:
     """The rows that can run here, and a note for each that cannot."""
     runnable, skipped = [], []
@@ -204,6 +312,8 @@ def write_outputs(results: dict[str, Any], out: Path, extra_json: Path | None) -
     (out / "results.md").write_text(markdown)
     if not report.plot(results, out / "results.png"):
         print("no results.png: matplotlib is not installed, or there are no rows")
+    if "scaling" in results and not report.plot_scaling(results, out / "results_scaling.png"):
+        print("no results_scaling.png: matplotlib is not installed, or nothing was timed")
     print()
     print(markdown)
     print(f"wrote {out}")
@@ -233,8 +343,17 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     load_at_start = os.getloadavg()[0]
 
     peak = measure_peak(budget)
-    rows = [measure(impl, size, pass_name, budget, peak["gflops"])
-            for size in sizes for impl in impls if impl.runs_at(size) for pass_name in PASSES]
+    if args.steps:
+        max_steps = {**SWEEP_MAX_STEPS, **args.max_steps}
+        rows, grid, sweep_skipped = sweep(impls, sizes, args.steps, budget, peak["gflops"],
+                                          args.max_call_s, max_steps)
+        scaling = {"steps": args.steps, "max_call_s": args.max_call_s, "max_steps": max_steps,
+                   "grid": grid, "series": report.scaling_series(rows, grid),
+                   "skipped": sweep_skipped}
+        sizes = [size.at_steps(t) for size in sizes for t in args.steps]
+    else:
+        rows = [measure(impl, size, pass_name, budget, peak["gflops"])
+                for size in sizes for impl in impls if impl.runs_at(size) for pass_name in PASSES]
     machine["load_average_1min"] = {"start": load_at_start, "end": os.getloadavg()[0]}
     results = {
         "date": started.astimezone().isoformat(timespec="seconds"),
@@ -252,6 +371,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         "vs_reference": report.compare_xlstm(rows),
         "skipped": skipped,
     }
+    if args.steps:
+        results["scaling"] = scaling
     if args.memory:
         results["memory"] = run_memory_experiment(MemoryProblem(steps=args.memory_steps))
     write_outputs(results, out, args.json)

@@ -1,5 +1,5 @@
 """Views of a benchmark's results document: jaxlstm against the anchors, jaxlstm's Flax modules
-against jaxlstm, markdown, a bar chart.
+against jaxlstm, time against sequence length (`--steps`), markdown, a bar chart, a log-log plot.
 
 Everything here reads the same dict that is written to results.json, so a report can be rebuilt
 from a saved run.
@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jaxlstm.benchmark.anchors import XLSTM_HEADS, XLSTM_KEYS, XLSTM_REFERENCES
+from jaxlstm.benchmark.anchors import (
+    OTHER_FUNCTION_KEYS,
+    XLSTM_HEADS,
+    XLSTM_KEYS,
+    XLSTM_REFERENCES,
+    family_of,
+)
 from jaxlstm.benchmark.sizes import PASS_LABELS, PASSES
 
 Results = dict[str, Any]
@@ -37,7 +44,7 @@ def _row(rows: list[dict], impl: str, size: str, pass_name: str) -> dict | None:
 def _fastest_anchor(rows: list[dict], size: str, pass_name: str) -> dict | None:
     anchors = [r for r in rows if r["size"] == size and r["pass"] == pass_name
                and r["impl"] != SUBJECT and r["impl"] not in MODULES
-               and r["impl"] not in XLSTM_KEYS]  # another function: not an LSTM anchor
+               and r["impl"] not in OTHER_FUNCTION_KEYS]  # another function: not an anchor
     return min(anchors, key=lambda r: r["median_ms"], default=None)
 
 
@@ -118,6 +125,103 @@ def compare_xlstm(rows: list[dict]) -> list[dict]:
     return comparisons
 
 
+def reference_of(impl: str) -> str | None:
+    """The row a row is compared with in the sequence-length sweep: an xLSTM row's reference
+    (`XLSTM_REFERENCES`), `jaxlstm` for any other LSTM row, None for jaxlstm and the references."""
+    if impl in XLSTM_REFERENCES:
+        return XLSTM_REFERENCES[impl]
+    return None if impl == SUBJECT or impl in XLSTM_KEYS else SUBJECT
+
+
+def fit_slope(steps: Sequence[int], ms: Sequence[float]) -> float | None:
+    """The exponent of the power law time ~ T^slope through the points: the least-squares slope
+    of log(ms) against log(T). 1 means linear in T, 2 quadratic; None with fewer than two T.
+
+    >>> round(fit_slope([1024, 2048, 4096], [10.0, 20.0, 40.0]), 6)
+    1.0
+    """
+    if len(set(steps)) < 2:
+        return None
+    xs, ys = [math.log(t) for t in steps], [math.log(m) for m in ms]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    return (sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True))
+            / sum((x - mean_x) ** 2 for x in xs))
+
+
+def scaling_series(rows: list[dict], grid: list[dict]) -> list[dict]:
+    """Each row's median time against T, per base size and pass, with its fitted slope and its
+    ratio to its reference row (`reference_of`) at each T where both ran.
+
+    Args:
+        rows: the result rows; a swept row's size is a `grid` point's name.
+        grid: the sweep's points, `{"size": "S2", "steps": 1024, "name": "S2@T=1024"}`, T
+            ascending within a size.
+    """
+    labels = {r["impl"]: r["label"] for r in rows}  # in measurement order
+    series = []
+    for size in dict.fromkeys(p["size"] for p in grid):
+        points = [p for p in grid if p["size"] == size]
+        for pass_name in PASSES:
+            for impl, label in labels.items():
+                measured = [(p, row) for p in points
+                            if (row := _row(rows, impl, p["name"], pass_name))]
+                if not measured:
+                    continue
+                steps = [p["steps"] for p, _ in measured]
+                ms = [row["median_ms"] for _, row in measured]
+                reference = reference_of(impl)
+                others = [_row(rows, reference, p["name"], pass_name) if reference else None
+                          for p, _ in measured]
+                ratios = [m / o["median_ms"] if o else None
+                          for m, o in zip(ms, others, strict=True)]
+                compared = any(r is not None for r in ratios)
+                series.append({
+                    "size": size, "pass": pass_name, "impl": impl, "label": label,
+                    "steps": steps, "median_ms": ms, "slope": fit_slope(steps, ms),
+                    "reference": labels[reference] if compared else None,
+                    "vs_reference": ratios if compared else None,
+                })
+    return series
+
+
+def _scaling_tables(results: Results) -> list[str]:
+    """One table per base size and pass: rows are implementations, columns T, cells median ms
+    (and the ratio to the row's reference), then the fitted slope."""
+    scaling, described = results["scaling"], {s["name"]: s for s in results["sizes"]}
+    lines = []
+    for size in dict.fromkeys(p["size"] for p in scaling["grid"]):
+        points = [p for p in scaling["grid"] if p["size"] == size]
+        first = described[points[0]["name"]]
+        for pass_name in PASSES:
+            series = [s for s in scaling["series"]
+                      if (s["size"], s["pass"]) == (size, pass_name)]
+            if not series:
+                continue
+            lines += [(f"### {size} (B={first['batch']}, I={first['input_size']}, "
+                       f"H={first['hidden_size']}), {PASS_LABELS[pass_name]}"), "",
+                      "| impl | " + " | ".join(f"T={p['steps']}" for p in points)
+                      + " | slope | (ratio) reference |",
+                      "|---" * (len(points) + 3) + "|"]
+            for s in series:
+                cells = []
+                for p in points:
+                    if p["steps"] not in s["steps"]:
+                        cells.append("skipped" if any(
+                            (k["size"], k["impl"], k["steps"]) == (size, s["impl"], p["steps"])
+                            and k["pass"] in (pass_name, None) for k in scaling["skipped"])
+                            else "")
+                        continue
+                    i = s["steps"].index(p["steps"])
+                    ratio = s["vs_reference"][i] if s["vs_reference"] else None
+                    cells.append(_fmt(s["median_ms"][i])
+                                 + (f" ({ratio:.2f})" if ratio is not None else ""))
+                slope = f"{s['slope']:.2f}" if s["slope"] is not None else ""
+                lines.append(f"| {s['label']} | " + " | ".join(cells)
+                             + f" | {slope} | {s['reference'] or ''} |")
+            lines.append("")
+    return lines
+
+
 def _xlstm_table(comparisons: list[dict]) -> list[str]:
     lines = ["| size | pass | jaxlstm | ms | reference | ms | jaxlstm / reference |",
              "|---" * 7 + "|"]
@@ -147,10 +251,10 @@ def _times_table(results: Results) -> list[str]:
                 if row is None:
                     parts.append("")
                     continue
-                family = impl in XLSTM_KEYS  # bold: the fastest of the same function
+                family = family_of(impl)  # bold: the fastest of the same kind of function
                 fastest = min(r["median_ms"] for r in rows
                               if r["size"] == size and r["pass"] == pass_name
-                              and (r["impl"] in XLSTM_KEYS) == family)
+                              and family_of(r["impl"]) == family)
                 text = _fmt(row["median_ms"])
                 parts.append(f"**{text}**" if row["median_ms"] == fastest else text)
             cells.append(" / ".join(parts) if any(parts) else "")
@@ -244,7 +348,7 @@ def header(results: Results) -> str:
 
 def markdown(results: Results) -> str:
     """The whole report: header, times, jaxlstm against the anchors, jaxlstm's modules against
-    jaxlstm, memory, skipped rows."""
+    jaxlstm, time against T (with `--steps`), memory, skipped rows."""
     parts = ["# LSTM benchmark", "", header(results), ""]
     if results["rows"]:
         parts += _times_table(results) + [""]
@@ -260,6 +364,17 @@ def markdown(results: Results) -> str:
                   (f"One cell, {XLSTM_HEADS} heads, at each size's (B, T, I, H); the references "
                    "run in torch on the CPU."), ""]
         parts += _xlstm_table(results["vs_reference"]) + [""]
+    if results.get("scaling"):
+        scaling = results["scaling"]
+        parts += ["## Time against sequence length T", "",
+                  ("Median ms at each T, B, I and H of the size kept; slope: the least-squares "
+                   "fit of log(time) against log(T), time ~ T^slope (1: linear). In brackets: "
+                   "the row's time over its reference row's at the same T."), ""]
+        parts += _scaling_tables(results)
+        skipped = [f"- skipped {k['impl']} at {k['size']} T={k['steps']}"
+                   + (f" {PASS_LABELS[k['pass']]}" if k["pass"] else "") + f": {k['reason']}"
+                   for k in scaling["skipped"]]
+        parts += skipped + [""] if skipped else []
     if results.get("memory"):
         parts += ["## Long sequences: one training step", ""]
         parts += _memory_table(results["memory"]) + [""]
@@ -281,7 +396,7 @@ def plot(results: Results, path: Path) -> bool:
     Returns whether it drew the chart: not without matplotlib, nor without rows.
     """
     # The LSTM rows only: the xLSTM rows compute another function and have no LSTM anchor.
-    rows = [r for r in results["rows"] if r["impl"] not in XLSTM_KEYS]
+    rows = [r for r in results["rows"] if r["impl"] not in OTHER_FUNCTION_KEYS]
     sizes = results["sizes"]
     try:
         import matplotlib
@@ -338,6 +453,61 @@ def plot(results: Results, path: Path) -> bool:
     )
     legend_rows = -(-len(handles) // columns)
     fig.tight_layout(rect=(0, 0.05 * legend_rows, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def plot_scaling(results: Results, path: Path) -> bool:
+    """Time against T on log-log axes, a line per implementation, a panel per size and pass; a
+    dotted line of slope 1 (time ~ T) for the eye.
+
+    Returns whether it drew the chart: not without matplotlib, nor without a `scaling` section.
+    """
+    series = (results.get("scaling") or {}).get("series")
+    try:
+        import matplotlib
+    except ImportError:
+        return False
+    if not series:
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(dict.fromkeys((s["size"], s["pass"]) for s in series))
+    sizes = list(dict.fromkeys(size for size, _ in panels))
+    passes = [p for p in PASSES if any(p == q for _, q in panels)]
+    fig, axes = plt.subplots(len(sizes), len(passes), figsize=(6.0 * len(passes),
+                             4.5 * len(sizes)), squeeze=False)
+    colors = plt.get_cmap("tab10").colors
+    impls = list(dict.fromkeys(s["impl"] for s in series))  # one colour per row in all panels
+    for row_axes, size in zip(axes, sizes, strict=True):
+        for ax, pass_name in zip(row_axes, passes, strict=True):
+            mine = [s for s in series if (s["size"], s["pass"]) == (size, pass_name)]
+            for s in mine:
+                slope = f", slope {s['slope']:.2f}" if s["slope"] is not None else ""
+                ax.plot(s["steps"], s["median_ms"], marker="o",
+                        color=colors[impls.index(s["impl"]) % len(colors)],
+                        linewidth=2.5 if s["impl"] == SUBJECT else 1.5,
+                        label=f"{s['label']}{slope}")
+            if mine:
+                steps = sorted({t for s in mine for t in s["steps"]})
+                start = min(mine, key=lambda s: s["median_ms"][0])
+                t0, ms0 = start["steps"][0], start["median_ms"][0]
+                ax.plot(steps, [ms0 * t / t0 for t in steps], color="gray", linestyle=":",
+                        linewidth=1, label="time ~ T")
+                ax.set_xscale("log", base=2)
+                ax.set_yscale("log")
+                ax.set_xticks(steps, [str(t) for t in steps])
+            ax.set_title(f"{size}, {PASS_LABELS[pass_name]}", fontsize=10)
+            ax.set_xlabel("sequence length T")
+            ax.set_ylabel("median ms (log scale)")
+            ax.grid(which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+    m = results["machine"]
+    fig.suptitle(f"Time against sequence length\n{m['cpu']}, {m['cores']} cores, "
+                 f"jax on {m['jax_devices']}", fontsize=11)
+    fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 PASSES = ("forward", "fwd_bwd")
 """forward: the outputs for the batch; fwd_bwd: the gradient of sum(outputs) w.r.t. the
@@ -31,6 +31,10 @@ class Size:
             self.input_size + self.hidden_size
         )
         return forward if pass_name == "forward" else 3 * forward
+
+    def at_steps(self, steps: int) -> Size:
+        """This problem at sequence length `steps`, B, I and H kept: `S2@T=1024`."""
+        return replace(self, name=f"{self.name}@T={steps}", steps=steps)
 
     def describe(self) -> str:
         """`S2 (B=32, T=100, I=32, H=128)`."""
