@@ -31,11 +31,17 @@ stack = jax.jit(xlstm_stack, static_argnames=("mode", "chunk_size"))
 
 @functools.cache
 def make_stack(blocks="ms", key=0):
-    params = jax.jit(init_xlstm_stack, static_argnums=(1, 2, 3))(jax.random.key(key), INPUT,
-                                                                 DIM, blocks)
+    return _build_stack(jax.random.key(key), jax.random.key(key + 1), blocks)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _build_stack(init_key, perturb_key, blocks):
+    """The stack's init and the perturbation below in one compile (eagerly, each random draw
+    of a new shape would compile on its own)."""
+    params = init_xlstm_stack(init_key, INPUT, DIM, blocks)
     # The reference starts the mLSTM gates and the sLSTM recurrence at zero; random values
     # make the tests see them.
-    keys = iter(jax.random.split(jax.random.key(key + 1), 16))
+    keys = iter(jax.random.split(perturb_key, 16))
     built = []
     for block in params.blocks:
         if isinstance(block, MLSTMBlockParams):
@@ -69,20 +75,22 @@ def test_sizes_follow_the_reference():
 
 def test_shapes():
     params = make_stack("ms")
-    assert stack(params, inputs()).shape == (2, STEPS, DIM)
+    assert stack(params, inputs(batch=1), chunk_size=4).shape == (1, STEPS, DIM)
     xs = jax.random.normal(jax.random.key(1), (2, 3, STEPS, DIM))   # two batch axes
-    assert jax.jit(mlstm_block)(params.blocks[0], xs).shape == xs.shape
-    assert jax.jit(slstm_block)(params.blocks[1], xs).shape == xs.shape
+    # Shapes only: traced, not compiled (the programs themselves run in the tests below).
+    assert jax.eval_shape(mlstm_block, params.blocks[0], xs).shape == xs.shape
+    assert jax.eval_shape(slstm_block, params.blocks[1], xs).shape == xs.shape
     no_conv = jax.jit(init_slstm_block, static_argnums=1, static_argnames="conv_kernel")(
         jax.random.key(2), DIM, conv_kernel=0)
     assert jnp.all(jnp.isfinite(jax.jit(slstm_block)(no_conv, xs[0])))
 
 
 def test_causal():
-    params, xs = make_stack("ms"), inputs()
+    # Batch 1 and chunk 4: the program test_seq_lengths_... compiles for a sequence alone.
+    params, xs = make_stack("ms"), inputs(batch=1)
     t0 = 4
     changed = xs.at[:, t0 + 1:].add(jax.random.normal(jax.random.key(9), xs[:, t0 + 1:].shape))
-    out, out_changed = stack(params, xs), stack(params, changed)
+    out, out_changed = stack(params, xs, chunk_size=4), stack(params, changed, chunk_size=4)
     chex.assert_trees_all_close(out[:, :t0 + 1], out_changed[:, :t0 + 1], **TOL)
     assert not np.allclose(out[:, t0 + 1:], out_changed[:, t0 + 1:])
 
@@ -99,43 +107,58 @@ def test_seq_lengths_match_running_each_sequence_alone():
 
 
 def test_mlstm_modes_agree():
-    params, xs = make_stack("m"), inputs()
+    # The "ms" stack (its sLSTM block the same in every mode), batch 1: chunkwise with chunk 4
+    # is the program the tests above compiled.
+    params, xs = make_stack("ms"), inputs(batch=1)
     ref = stack(params, xs, mode="parallel")
     for mode, chunk in (("chunkwise", 4), ("recurrent", 64)):
         chex.assert_trees_all_close(stack(params, xs, mode=mode, chunk_size=chunk), ref,
                                     atol=1e-4, rtol=1e-4)
 
 
-def test_gradients_are_finite_under_jit():
-    params, xs = make_stack("ms"), inputs()
-    lengths = jnp.array([STEPS, 5])
+FIT_BATCH, FIT_STEPS = 4, 6
 
+
+def fit_data():
+    xs = inputs(batch=FIT_BATCH, steps=FIT_STEPS)
+    return xs, jnp.cumsum(xs[..., :1], axis=-2) / 3.0          # needs memory across steps
+
+
+@jax.jit
+def loss_and_grads(p, xs, targets, lengths):
+    """One compile shared by the gradient and the fitting tests (same shapes)."""
     def loss(p):
-        return jnp.sum(jnp.square(xlstm_stack(p, xs, seq_lengths=lengths)[..., :4]))
+        out = xlstm_stack(p["stack"], xs, seq_lengths=lengths) @ p["w_out"]
+        return jnp.mean(jnp.square(out - targets))
+    return jax.value_and_grad(loss)(p)
 
-    grads = jax.jit(jax.grad(loss))(params)
+
+def test_gradients_are_finite_under_jit():
+    xs, targets = fit_data()
+    params = {"stack": make_stack("ms"),
+              "w_out": jax.random.normal(jax.random.key(4), (DIM, 1))}
+    lengths = jnp.array([FIT_STEPS, 3, FIT_STEPS, 1])          # padded sequences too
+    _, grads = loss_and_grads(params, xs, targets, lengths)
     leaves = jax.tree.leaves(grads)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
     assert sum(float(jnp.sum(jnp.abs(g))) for g in leaves) > 0
-    assert float(jnp.sum(jnp.abs(grads.blocks[1].r))) > 0      # the sLSTM recurrence learns
+    assert float(jnp.sum(jnp.abs(grads["stack"].blocks[1].r))) > 0  # the sLSTM recurrence learns
+
+
+@jax.jit
+def sgd(p, grads):
+    return jax.tree.map(lambda w, g: w - 0.1 * g, p, grads)
 
 
 def test_tiny_stack_fits_a_tiny_batch_with_sgd():
     params = {"stack": make_stack("ms"), "w_out": jnp.zeros((DIM, 1))}
-    xs = inputs(batch=4, steps=6)
-    targets = jnp.cumsum(xs[..., :1], axis=-2) / 3.0          # needs memory across steps
-
-    def loss(p):
-        return jnp.mean(jnp.square(xlstm_stack(p["stack"], xs) @ p["w_out"] - targets))
-
-    @jax.jit
-    def sgd_step(p):
-        value, grads = jax.value_and_grad(loss)(p)
-        return jax.tree.map(lambda w, g: w - 0.1 * g, p, grads), value
+    xs, targets = fit_data()
+    full = jnp.array([FIT_STEPS] * FIT_BATCH)  # not weak-typed: the same program as above
 
     losses = []
     for _ in range(30):
-        params, value = sgd_step(params)
+        value, grads = loss_and_grads(params, xs, targets, full)
+        params = sgd(params, grads)
         losses.append(float(value))
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.05 * losses[0], losses        # 0.56 -> 0.0015 when written
@@ -159,9 +182,9 @@ def test_errors():
     with pytest.raises(ValueError, match="blocks must be a non-empty sequence of 'm' and 's'"):
         init_xlstm_stack(jax.random.key(0), INPUT, DIM, "mx")
     with pytest.raises(ValueError, match=r"xs must have shape \(batch..., T, 3\)"):
-        xlstm_stack(make_stack("m"), jnp.ones((2, 5, 4)))
+        xlstm_stack(make_stack("ms"), jnp.ones((2, 5, 4)))
     with pytest.raises(ValueError, match="mode must be one of"):
-        mlstm_block(init_mlstm_block(jax.random.key(0), DIM), jnp.ones((1, 2, DIM)), mode="x")
+        mlstm_block(make_stack("ms").blocks[0], jnp.ones((1, 2, DIM)), mode="x")
     with pytest.raises(ValueError, match="num_heads .5. must divide dim"):
         init_slstm_block(jax.random.key(0), DIM, num_heads=5)
 
