@@ -50,7 +50,7 @@ from jaxlstm.benchmark.anchors import (
     implementations,
     unsupported_lstm_kwargs,
 )
-from jaxlstm.benchmark.memory import MemoryProblem, run_memory_experiment
+from jaxlstm.benchmark.memory import CONFIGS, MemoryProblem, run_memory_experiment
 from jaxlstm.benchmark.sizes import PASSES, QUICK_SIZES, SIZES, Size
 from jaxlstm.benchmark.timing import Budget, matmul_gflops, time_call
 
@@ -127,6 +127,13 @@ def _max_steps(text: str) -> dict[str, int]:
     return limits
 
 
+def _memory_configs(text: str) -> tuple[dict[str, Any], ...]:
+    configs = json.loads(text)
+    if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
+        raise argparse.ArgumentTypeError(f"expected a JSON list of objects, got {text}")
+    return tuple(configs)
+
+
 def _at_least_three(text: str) -> int:
     if int(text) < 3:
         raise argparse.ArgumentTypeError(f"needs at least 3 (median and quartiles), got {text}")
@@ -155,6 +162,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also run the long-sequence training-step memory experiment")
     parser.add_argument("--memory-steps", type=int, default=MemoryProblem().steps,
                         help="sequence length T for --memory")
+    parser.add_argument("--memory-configs", type=_memory_configs, default=None,
+                        help=("JSON list of configurations for --memory: keyword arguments "
+                              "of jaxlstm.lstm, or {\"cell\": \"min_lstm\", ...} for a min "
+                              "cell (default: plain backprop and remat_chunk 100)"))
     parser.add_argument("--steps", type=_positive_ints,
                         help=("sequence lengths, comma-separated: run each size at each T (its B, "
                               "I, H kept) and report time against T"))
@@ -374,6 +385,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     if args.steps:
         results["scaling"] = scaling
     if args.memory:
-        results["memory"] = run_memory_experiment(MemoryProblem(steps=args.memory_steps))
+        results["memory"] = run_memory_experiment(MemoryProblem(steps=args.memory_steps),
+                                                  args.memory_configs or CONFIGS)
     write_outputs(results, out, args.json)
     return results

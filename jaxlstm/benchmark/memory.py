@@ -1,11 +1,14 @@
 """Long sequences: peak memory and wall time of one jaxlstm training step, per configuration.
 
-Each configuration (a dict of keyword arguments for `jaxlstm.lstm`) runs in a fresh Python
-process, because peak RSS only ever grows within a process: the child reports its own
+Each configuration (a dict of keyword arguments for `jaxlstm.lstm`, or, with a "cell" key of
+`CELLS`, for that cell's sequence function, e.g. {"cell": "min_lstm", "mode": "parallel"}) runs
+in a fresh Python process, because peak RSS only ever grows within a process: the child reports its own
 `getrusage(RUSAGE_SELF).ru_maxrss` after one step, and that number belongs to that configuration
 alone. The step is `jax.value_and_grad` of sum(outputs) w.r.t. the parameters, jitted.
 
     python -m jaxlstm.benchmark.memory '{"unroll": 2}' --steps 1000    # one child by hand
+    jaxlstm bench --sizes S2 --only jaxlstm --memory --memory-steps 16384 \
+        --memory-configs '[{}, {"cell": "min_lstm", "mode": "sequential"}]'
 """
 
 from __future__ import annotations
@@ -29,6 +32,25 @@ from jaxlstm.benchmark.anchors import unsupported_lstm_kwargs
 CONFIGS: tuple[dict[str, Any], ...] = ({}, {"remat_chunk": 100})
 """What the experiment compares: plain backprop through the scan, and rematerialised chunks."""
 
+CELLS = {
+    "lstm": (jaxlstm.init_lstm, jaxlstm.lstm),
+    "min_lstm": (jaxlstm.init_min_lstm, jaxlstm.min_lstm),
+    "min_gru": (jaxlstm.init_min_gru, jaxlstm.min_gru),
+}
+"""The cells a configuration's "cell" key can name: (init, sequence function)."""
+
+
+def _unsupported(kwargs: dict[str, Any]) -> str | None:
+    """Why a configuration cannot run, or None."""
+    cell = kwargs.get("cell", "lstm")
+    if cell not in CELLS:
+        return f"cell {cell!r} is not one of {', '.join(CELLS)}"
+    if cell == "lstm":
+        unsupported = unsupported_lstm_kwargs({k: v for k, v in kwargs.items() if k != "cell"})
+        if unsupported:
+            return f"jaxlstm.lstm does not accept {', '.join(unsupported)}"
+    return None
+
 
 @dataclass(frozen=True)
 class MemoryProblem:
@@ -48,12 +70,14 @@ def _max_rss_mb() -> float:
 
 def _measure(kwargs: dict[str, Any], problem: MemoryProblem) -> dict[str, Any]:
     """Runs in the child: one compiled training step, then `timed_steps` more."""
-    params = jaxlstm.init_lstm(jax.random.key(0), problem.input_size, problem.hidden_size)
+    kwargs = dict(kwargs)
+    init, run = CELLS[kwargs.pop("cell", "lstm")]
+    params = init(jax.random.key(0), problem.input_size, problem.hidden_size)
     xs = jax.random.normal(
         jax.random.key(1), (problem.batch, problem.steps, problem.input_size)
     )
     # xs is an argument, not a closure: a captured array would be baked into the executable.
-    loss = lambda p, x: jnp.sum(jaxlstm.lstm(p, x, **kwargs)[0])
+    loss = lambda p, x: jnp.sum(run(p, x, **kwargs)[0])
     train_step = jax.jit(jax.value_and_grad(loss))
     baseline_rss_mb = _max_rss_mb()
 
@@ -96,15 +120,16 @@ def run_memory_experiment(
 ) -> list[dict[str, Any]]:
     """Measures every configuration in its own process; one result dict per configuration.
 
-    A configuration whose keys `jaxlstm.lstm` does not accept is skipped, with a note printed
-    and recorded, so the list can name options the library has not grown yet.
+    A configuration whose keys `jaxlstm.lstm` does not accept (or whose "cell" is unknown) is
+    skipped, with a note printed and recorded, so the list can name options the library has
+    not grown yet.
     """
     results = []
     for kwargs in configs:
         record = {"kwargs": kwargs, **asdict(problem)}
-        unsupported = unsupported_lstm_kwargs(kwargs)
-        if unsupported:
-            record["skipped"] = f"jaxlstm.lstm does not accept {', '.join(unsupported)}"
+        reason = _unsupported(kwargs)
+        if reason:
+            record["skipped"] = reason
             print(f"memory {json.dumps(kwargs)}: skipped, {record['skipped']}")
         else:
             record.update(_measure_in_child(kwargs, problem))
@@ -117,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     """The child: measures one configuration and prints its result as one JSON line."""
     defaults = MemoryProblem()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("kwargs", type=json.loads, help="keyword arguments for jaxlstm.lstm")
+    parser.add_argument("kwargs", type=json.loads,
+                        help='keyword arguments for jaxlstm.lstm (or {"cell": ..., ...})')
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--batch", type=int, default=defaults.batch)
     parser.add_argument("--input-size", type=int, default=defaults.input_size)

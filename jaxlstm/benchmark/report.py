@@ -313,7 +313,7 @@ def _modules_table(comparisons: list[dict]) -> list[str]:
 
 def _memory_table(memory: list[dict]) -> list[str]:
     lines = [
-        ("| jaxlstm.lstm kwargs | T | B | I | H | peak RSS MB | peak RSS before step MB "
+        ("| configuration (jaxlstm.lstm kwargs, or a cell's) | T | B | I | H | peak RSS MB | peak RSS before step MB "
          "| device peak MB | first call s | step s | note |"),
         "|---" * 11 + "|",
     ]
