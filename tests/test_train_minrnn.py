@@ -46,6 +46,24 @@ def test_min_gru_last_readout_is_each_sequence_alone():
         np.testing.assert_allclose(batched[b], alone[0], rtol=1e-5, atol=1e-5)
 
 
+def test_every_mode_of_a_model_computes_the_same_outputs():
+    """model.mode picks the form (speed), never the function."""
+    spec = TaskSpec(name="t", input_size=3, output_size=2, readout="every",
+                    kind="classification", metric="accuracy")
+    xs = jax.random.normal(jax.random.PRNGKey(1), (2, 9, 3))
+    lengths = jnp.array([9, 5])
+    for base, modes in ((dict(cell="min_lstm", num_layers=2), ("parallel", "sequential")),
+                        (dict(blocks="g"), ("parallel",)),
+                        (dict(cell="mlstm", num_heads=2), ("recurrent",))):
+        default = Model(ModelConfig(hidden_size=8, **base), spec)
+        params = default.init(jax.random.PRNGKey(0))
+        expected = default.apply(params, xs, lengths, jax.random.PRNGKey(2), False)
+        for mode in modes:
+            got = Model(ModelConfig(hidden_size=8, mode=mode, **base), spec).apply(
+                params, xs, lengths, jax.random.PRNGKey(2), False)
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5, err_msg=mode)
+
+
 def test_sampling_steps_a_min_lstm_model():
     from jaxlstm.train.sample import sample
 
@@ -65,6 +83,11 @@ def test_sampling_steps_a_min_lstm_model():
                                              "functional API only"),
     (["model.blocks=lm"], "model.blocks: expected a non-empty string of xLSTM blocks"),
     (["model.blocks=ll", "model.num_heads=2"], "model.num_heads: does not apply with"),
+    (["model.cell=min_lstm", "model.mode=recurrent"],
+     "model.mode: expected one of parallel, sequential for cell 'min_lstm'"),
+    (["model.blocks=mm", "model.mode=sequential"],
+     "model.mode: expected one of chunkwise, parallel, recurrent for xLSTM blocks"),
+    (["model.mode=parallel"], "model.mode: applies to cells min_lstm, min_gru and mlstm"),
 ])
 def test_options_that_do_not_apply_are_refused_by_key(overrides, message):
     with pytest.raises(ConfigError, match=message):

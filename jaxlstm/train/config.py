@@ -39,6 +39,12 @@ class ModelConfig:
     # (functional API only): xLSTM blocks as the xLSTM paper stacks them, e.g. "msm" (m: mLSTM
     # block, s: sLSTM block), or the minRNN paper's layers, e.g. "lll" (l: minLSTM, g: minGRU).
     blocks: str | None = None
+    # The form a cell runs in: min_lstm / min_gru (and "l"/"g" blocks) parallel or sequential;
+    # mlstm (and "m" blocks) chunkwise, parallel or recurrent. null: the fastest on the
+    # backend: sequential on CPU (several times faster there), parallel on GPU/TPU; chunkwise
+    # for mlstm.
+    # The forms compute the same function; only speed and rounding differ.
+    mode: str | None = None
     proj_size: int | None = None
     dropout: float = 0.0  # between layers
     recurrent_dropout: float = 0.0
@@ -332,8 +338,30 @@ def _check_blocks(model: ModelConfig, path: str) -> None:
     _refuse_changed(model, keys, "with model.blocks", path)
 
 
+def _check_mode(model: ModelConfig, path: str) -> None:
+    """`model.mode` names a form of the cell (or blocks) that has forms."""
+    if model.mode is None:
+        return
+    from jaxlstm.minrnn.layer import MODES as MIN_MODES
+    from jaxlstm.xlstm.mlstm import MODES as MLSTM_MODES
+
+    if model.blocks is not None:
+        modes, what = (MIN_MODES, "minRNN blocks") if set(model.blocks) <= set("lg") else (
+            MLSTM_MODES, "xLSTM blocks")
+    elif model.cell in MIN_CELLS or model.cell == "mlstm":
+        modes, what = (MLSTM_MODES if model.cell == "mlstm" else MIN_MODES), f"cell {model.cell!r}"
+    else:
+        raise ConfigError(f"{path}: model.mode: applies to cells min_lstm, min_gru and mlstm "
+                          f"(and model.blocks), not to cell {model.cell!r}; leave it at its "
+                          "default, None.")
+    if model.mode not in modes:
+        raise ConfigError(f"{path}: model.mode: expected one of {', '.join(modes)} for {what}, "
+                          f"got {model.mode!r}.")
+
+
 def _check_cell_options(model: ModelConfig, path: str) -> None:
     """Refuses, naming the key, each model option that does not apply to `model.cell`."""
+    _check_mode(model, path)
     if model.num_heads < 1:
         raise ConfigError(f"{path}: model.num_heads: expected a positive int, got "
                           f"{model.num_heads!r}.")

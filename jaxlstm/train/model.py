@@ -100,8 +100,20 @@ def _init_mlstm_layers(key: Array, cfg: ModelConfig, input_size: int) -> tuple[D
     return tuple(layers)
 
 
+def _mode(cfg: ModelConfig) -> dict[str, str]:
+    """The `mode=` keyword for the cell or blocks: the config's, or for min cells on a CPU
+    "sequential" (the associative scan's O(log T) depth does not pay on a CPU: 6-15x slower
+    per call there, `jaxlstm.minrnn.log_scan`); otherwise the cell's default."""
+    if cfg.mode is not None:
+        return {"mode": cfg.mode}
+    is_min = cfg.cell in ("min_lstm", "min_gru") or (cfg.blocks is not None
+                                                     and set(cfg.blocks) <= set("lg"))
+    return {"mode": "sequential"} if is_min and jax.default_backend() == "cpu" else {}
+
+
 def _mlstm_stack(layers: tuple[Directions, ...], inputs: Array, lengths: Array | None,
-                 rate: float, key: Array, train: bool) -> tuple[Array, Array]:
+                 rate: float, key: Array, train: bool,
+                 mode: dict[str, str]) -> tuple[Array, Array]:
     """Runs the mLSTM layers with dropout at `rate` between them (when training); returns
     every step's output (B, T, directions * H) and the last layer's output after each
     sequence's last valid step, (B, directions * H)."""
@@ -110,9 +122,10 @@ def _mlstm_stack(layers: tuple[Directions, ...], inputs: Array, lengths: Array |
     for n, layer in enumerate(layers):
         if n:
             x = dropout(keys[n], x, rate) if train and rate else x
-        outputs = [mlstm(layer.forward, x, seq_lengths=lengths)[0]]
+        outputs = [mlstm(layer.forward, x, seq_lengths=lengths, **mode)[0]]
         if layer.backward is not None:
-            outputs.append(mlstm(layer.backward, x, seq_lengths=lengths, reverse=True)[0])
+            outputs.append(mlstm(layer.backward, x, seq_lengths=lengths, reverse=True,
+                                 **mode)[0])
         x = jnp.concatenate(outputs, axis=-1)
     forward = _at_last_step(outputs[0], lengths)
     final = [forward] + [o[..., 0, :] for o in outputs[1:]]  # backward: its last step is 0
@@ -214,13 +227,15 @@ class Model:
             return nnx.merge(graphdef, params, rest)(inputs, lengths, not train, key)
         if cfg.blocks is not None:
             if "minrnn" in params:
-                outputs = min_block_stack(params["minrnn"], inputs, seq_lengths=lengths)
+                outputs = min_block_stack(params["minrnn"], inputs, seq_lengths=lengths,
+                                          **_mode(cfg))
             else:
-                outputs = xlstm_stack(params["xlstm"], inputs, seq_lengths=lengths)
+                outputs = xlstm_stack(params["xlstm"], inputs, seq_lengths=lengths,
+                                      **_mode(cfg))
             last = _at_last_step(outputs, lengths)
         elif cfg.cell == "mlstm":
             outputs, last = _mlstm_stack(params["mlstm"], inputs, lengths, cfg.dropout, key,
-                                         train)
+                                         train, _mode(cfg))
         else:
             # An sLSTM or min stack gets zero recurrent rates (config refuses others), which it
             # takes.
@@ -228,7 +243,7 @@ class Model:
                 params["lstm"], inputs, seq_lengths=lengths, dropout_rate=cfg.dropout,
                 recurrent_dropout=cfg.recurrent_dropout, zoneout_h=cfg.zoneout_h,
                 zoneout_c=cfg.zoneout_c, key=key, deterministic=not train, unroll=cfg.unroll,
-                remat_chunk=cfg.remat_chunk,
+                remat_chunk=cfg.remat_chunk, **_mode(cfg),
             )
             last = _last_hidden(states)
         features = outputs if spec.readout == "every" else last[:, None]
