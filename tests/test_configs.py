@@ -16,7 +16,8 @@ NEEDS = {"digits": "sklearn", "sunspots": "statsmodels"}
 SMALL_OPTIONS = {"adding": {"seq_len": 8}, "copy": {"seq_len": 4}, "text": {"seq_len": 12},
                  "parity": {"eval_max_len": 48, "eval_size": 8},
                  "cycle_navigation": {"eval_max_len": 48, "eval_size": 8},
-                 "mqar": {"num_pairs": 2, "num_queries": 2, "eval_size": 8}}
+                 "mqar": {"num_pairs": 2, "num_queries": 2, "eval_size": 8},
+                 "selective_copy": {"seq_len": 12, "num_tokens": 2, "eval_size": 8}}
 
 
 def test_there_are_configs():
