@@ -52,9 +52,9 @@ def test_every_mode_of_a_model_computes_the_same_outputs():
                     kind="classification", metric="accuracy")
     xs = jax.random.normal(jax.random.PRNGKey(1), (2, 9, 3))
     lengths = jnp.array([9, 5])
-    for base, modes in ((dict(cell="min_lstm", num_layers=2), ("parallel", "sequential")),
-                        (dict(blocks="g"), ("parallel",)),
-                        (dict(cell="mlstm", num_heads=2), ("recurrent",))):
+    for base, modes in (({"cell": "min_lstm", "num_layers": 2}, ("parallel", "sequential")),
+                        ({"blocks": "g"}, ("parallel",)),
+                        ({"cell": "mlstm", "num_heads": 2}, ("recurrent",))):
         default = Model(ModelConfig(hidden_size=8, **base), spec)
         params = default.init(jax.random.PRNGKey(0))
         expected = default.apply(params, xs, lengths, jax.random.PRNGKey(2), False)
@@ -79,8 +79,8 @@ def test_sampling_steps_a_min_lstm_model():
     (["model.cell=min_gru", "model.num_heads=2"], "model.num_heads: does not apply to cell"),
     (["model.cell=min_lstm", "model.proj_size=4"], "model.proj_size: does not apply"),
     (["model.cell=min_lstm", "model.unroll=2"], "model.unroll: does not apply"),
-    (["model.cell=min_gru", "model.api=nnx"], "model.api: cell 'min_gru' runs on the "
-                                             "functional API only"),
+    (["model.cell=min_gru", "model.api=nnx"], ("model.api: cell 'min_gru' runs on the "
+                                             "functional API only")),
     (["model.blocks=lm"], "model.blocks: expected a non-empty string of xLSTM blocks"),
     (["model.blocks=ll", "model.num_heads=2"], "model.num_heads: does not apply with"),
     (["model.cell=min_lstm", "model.mode=recurrent"],

@@ -19,9 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxlstm.flax.params import cast_for_compute
-
-# The xLSTM modules' base: one nnx.Param per field of the core's params, and `params()`.
-from jaxlstm.flax.xlstm_nnx import _NnxCell
+from jaxlstm.flax.xlstm_nnx import NamedParamsModule
 from jaxlstm.minrnn.layer import MODES
 from jaxlstm.minrnn.min_gru import MinGRUParams, init_min_gru, min_gru
 from jaxlstm.minrnn.min_lstm import MinLSTMParams, init_min_lstm, min_lstm
@@ -30,7 +28,7 @@ Array = jax.Array
 Dtype = Any
 
 
-class _MinRNN(_NnxCell):
+class _MinRNN(NamedParamsModule):
     """A min cell over whole sequences; subclasses name the core's init and run."""
 
     def __init__(self, in_features: int, hidden_size: int, *, mode: str = "parallel",

@@ -28,8 +28,9 @@ def _result(outputs: Array, state: Any, return_state: bool) -> Any:
     return (outputs, state) if return_state else outputs
 
 
-class _NnxCell(nnx.Module):
-    """The cell's params as `nnx.Param`s named after its params' fields."""
+class NamedParamsModule(nnx.Module):
+    """A cell's params as `nnx.Param`s named after the fields of its core params NamedTuple
+    (`params_type`); the base of the xLSTM and minRNN NNX modules."""
 
     params_type: type
 
@@ -43,7 +44,7 @@ class _NnxCell(nnx.Module):
                                   for name in self.params_type._fields))
 
 
-class SLSTM(_NnxCell):
+class SLSTM(NamedParamsModule):
     """An sLSTM layer as an NNX module; arguments as `jaxlstm.flax.linen.SLSTM`'s, plus `in_features` and
     `rngs` (its 'params' stream initialises)."""
 
@@ -66,7 +67,7 @@ class SLSTM(_NnxCell):
         return _result(outputs, state, return_state)
 
 
-class MLSTM(_NnxCell):
+class MLSTM(NamedParamsModule):
     """An mLSTM cell as an NNX module; arguments as `jaxlstm.flax.linen.MLSTM`'s, plus `in_features` and
     `rngs`."""
 
