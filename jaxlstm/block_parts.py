@@ -11,6 +11,7 @@ Core module: jax, numpy and chex only.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -106,3 +107,30 @@ def valid_steps(xs: Array, seq_lengths: Any) -> Array | None:
 def zero_padding(xs: Array, valid: Array | None) -> Array:
     """`xs` (batch..., T, F) with the steps outside `valid` (batch..., T) set to zero."""
     return xs if valid is None else jnp.where(valid[..., None], xs, 0.0)
+
+
+def init_stack_ends(key: Array, input_size: int, dim: int, dtype: Any) -> dict[str, Array]:
+    """What every block stack has around its blocks: the input projection w_in (I, D), small
+    init, and b_in (D,), and the final norm's weight (D,), zero (scale 1)."""
+    return {"w_in": small_init(key, (input_size, dim), input_size).astype(dtype),
+            "b_in": jnp.zeros((dim,), dtype), "norm": jnp.zeros((dim,), dtype)}
+
+
+def run_block_stack(params: Any, xs: Any, seq_lengths: Any,
+                    run_block: Callable[[int, Any, Array], Array]) -> Array:
+    """A block stack: x = xs @ W_in + b_in; x = run_block(index, block, x) for each block in
+    order; the final LayerNorm; exactly zero at padded steps.
+
+    Args:
+        params: a stack's params with fields w_in (I, D), b_in (D,), blocks, norm (D,).
+        xs: (batch..., T, I).
+        seq_lengths: integer array of the batch shape, or None.
+        run_block: one block of the stack's family on x (batch..., T, D).
+    """
+    xs = check_block_xs(xs, params.w_in.shape[0])
+    valid = valid_steps(xs, seq_lengths)
+    x = xs @ params.w_in
+    x = x + per_feature(params.b_in, x)
+    for index, block in enumerate(params.blocks):
+        x = run_block(index, block, x)
+    return zero_padding(residual_layer_norm(x, params.norm), valid)

@@ -197,6 +197,10 @@ def _check_stack(params: Any, xs: Array) -> bool:
     return bool(bidirectional)
 
 
+_MIN_LAYER_OPTIONS = ("initial_state", "seq_lengths", "reverse", "time_major")
+"""What a min layer takes from the stack besides `mode`."""
+
+
 def _run_min_layer(cell: MinCell, params: Any, xs: Array, n: int, *, return_gates: bool,
                    recurrent_rates: dict[str, float], mode: str = "parallel",
                    **options: Any) -> tuple[Array, Array, None]:
@@ -205,10 +209,9 @@ def _run_min_layer(cell: MinCell, params: Any, xs: Array, n: int, *, return_gate
     refused += ["return_gates"] if return_gates else []
     # An LSTM loop option left at None (the default: "choose for me") does not apply, so it is
     # no error; a value is.
-    refused += sorted(k for k, v in options.items() if v is not None
-                      and k not in ("initial_state", "seq_lengths", "reverse", "time_major"))
-    options = {k: v for k, v in options.items()
-               if k in ("initial_state", "seq_lengths", "reverse", "time_major")}
+    refused += sorted(k for k, v in options.items()
+                      if v is not None and k not in _MIN_LAYER_OPTIONS)
+    options = {k: v for k, v in options.items() if k in _MIN_LAYER_OPTIONS}
     if refused:
         raise ValueError(f"{', '.join(refused)} apply to LSTM and sLSTM layers; params[{n}] "
                          f"is a {cell.name} layer.")

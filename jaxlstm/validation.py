@@ -15,7 +15,8 @@ import numpy as np
 from jaxlstm.variants import CellVariant, variant_of
 
 
-def _shape_str(shape: tuple[int, ...]) -> str:
+def shape_str(shape: tuple[int, ...]) -> str:
+    """A shape as Python writes a tuple, for error messages: (3,), (2, 5)."""
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
@@ -35,6 +36,17 @@ def check_positive_int(value: Any, name: str, *, allow_none: bool = False) -> in
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         expected = "None or a positive int" if allow_none else "a positive int"
         raise ValueError(f"{name} must be {expected}, got {value!r}.")
+    return int(value)
+
+
+def check_size(value: Any, name: str) -> int:
+    """Returns `value` as an int if it is a positive int: TypeError for another type,
+    ValueError for zero or less (a size given as 2.5 and one given as 0 are different
+    mistakes)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a positive int, got {type(value).__name__} {value!r}.")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value}.")
     return int(value)
 
 
@@ -77,7 +89,7 @@ def check_params(params: Any, name: str = "params") -> LayerSizes:
     expected_w_h = f"({recurrent}, {num_gates} * hidden_size){cell}"
     if w_h.ndim != 2 or not w_h.shape[1] or w_h.shape[1] % num_gates:
         raise ValueError(
-            f"{name}.w_h must have shape {expected_w_h}, got {_shape_str(w_h.shape)}."
+            f"{name}.w_h must have shape {expected_w_h}, got {shape_str(w_h.shape)}."
         )
     hidden_size = w_h.shape[1] // num_gates
     gates_width = w_h.shape[1]
@@ -87,30 +99,30 @@ def check_params(params: Any, name: str = "params") -> LayerSizes:
         if w_p.ndim != 2 or w_p.shape[0] != hidden_size:
             raise ValueError(
                 f"{name}.w_p must have shape (hidden_size, proj_size) with hidden_size "
-                f"{hidden_size} (from {name}.w_h {_shape_str(w_h.shape)}), "
-                f"got {_shape_str(w_p.shape)}."
+                f"{hidden_size} (from {name}.w_h {shape_str(w_h.shape)}), "
+                f"got {shape_str(w_p.shape)}."
             )
         output_size = w_p.shape[1]
     if w_h.shape[0] != output_size:
         raise ValueError(
-            f"{name}.w_h must have shape {expected_w_h}, got {_shape_str(w_h.shape)}."
+            f"{name}.w_h must have shape {expected_w_h}, got {shape_str(w_h.shape)}."
         )
     if w_x.ndim != 2 or w_x.shape[1] != gates_width:
         raise ValueError(
             f"{name}.w_x must have shape (input_size, {gates_width}) to match "
-            f"{name}.w_h {_shape_str(w_h.shape)}, got {_shape_str(w_x.shape)}."
+            f"{name}.w_h {shape_str(w_h.shape)}, got {shape_str(w_x.shape)}."
         )
     if b.shape != (gates_width,):
         raise ValueError(
             f"{name}.b must have shape ({gates_width},) to match {name}.w_h "
-            f"{_shape_str(w_h.shape)}, got {_shape_str(b.shape)}."
+            f"{shape_str(w_h.shape)}, got {shape_str(b.shape)}."
         )
     for field, shape in variant.weight_shapes(hidden_size).items():
         value = check_floating(getattr(params.cell, field), f"{name}.cell.{field}")
         if value.shape != shape:
             raise ValueError(
-                f"{name}.cell.{field} must have shape {_shape_str(shape)} (hidden_size "
-                f"{hidden_size}), got {_shape_str(value.shape)}."
+                f"{name}.cell.{field} must have shape {shape_str(shape)} (hidden_size "
+                f"{hidden_size}), got {shape_str(value.shape)}."
             )
     return LayerSizes(w_x.shape[0], hidden_size, output_size, variant)
 
@@ -120,7 +132,7 @@ def check_features(x: jax.Array, input_size: int, name: str) -> None:
     if x.shape[-1] != input_size:
         raise ValueError(
             f"{name} must have {input_size} features on its last axis (params.w_x is "
-            f"({input_size}, ...)), got shape {_shape_str(x.shape)}."
+            f"({input_size}, ...)), got shape {shape_str(x.shape)}."
         )
 
 
@@ -140,9 +152,9 @@ def check_state(state: Any, batch_shape: tuple[int, ...], hidden_size: int, name
         if value.shape != expected:
             size_name = "proj_size" if sizes[field] != hidden_size else "hidden_size"
             raise ValueError(
-                f"{name}.{field} must have shape {_shape_str(expected)} (batch shape "
-                f"{_shape_str(tuple(batch_shape))}, {size_name} {sizes[field]}), "
-                f"got {_shape_str(value.shape)}."
+                f"{name}.{field} must have shape {shape_str(expected)} (batch shape "
+                f"{shape_str(tuple(batch_shape))}, {size_name} {sizes[field]}), "
+                f"got {shape_str(value.shape)}."
             )
 
 
@@ -161,8 +173,8 @@ def check_seq_lengths(
         )
     if seq_lengths.shape != tuple(batch_shape):
         raise ValueError(
-            f"seq_lengths must have the batch shape of xs {_shape_str(tuple(batch_shape))}, "
-            f"got {_shape_str(seq_lengths.shape)}."
+            f"seq_lengths must have the batch shape of xs {shape_str(tuple(batch_shape))}, "
+            f"got {shape_str(seq_lengths.shape)}."
         )
     try:
         values = np.asarray(seq_lengths)

@@ -31,8 +31,10 @@ from jaxlstm.block_parts import (
     causal_conv1d,
     check_block_xs,
     init_causal_conv,
+    init_stack_ends,
     per_feature,
     residual_layer_norm,
+    run_block_stack,
     small_init,
     valid_steps,
     wang_init,
@@ -218,9 +220,7 @@ def init_min_block_stack(
                        dtype=dtype)
         for kind, block_key in zip(kinds, block_keys)
     )
-    return MinRNNStackParams(
-        w_in=small_init(key_in, (input_size, dim), input_size).astype(dtype),
-        b_in=jnp.zeros((dim,), dtype), blocks=built, norm=jnp.zeros((dim,), dtype))
+    return MinRNNStackParams(blocks=built, **init_stack_ends(key_in, input_size, dim, dtype))
 
 
 def min_block_stack(
@@ -243,10 +243,6 @@ def min_block_stack(
     """
     if not isinstance(params, MinRNNStackParams):
         raise TypeError(f"params must be MinRNNStackParams, got {type(params).__name__}.")
-    xs = check_block_xs(xs, params.w_in.shape[0])
-    valid = valid_steps(xs, seq_lengths)
-    x = xs @ params.w_in
-    x = x + per_feature(params.b_in, x)
-    for block in params.blocks:
-        x = min_block(block, x, seq_lengths=seq_lengths, mode=mode)
-    return zero_padding(residual_layer_norm(x, params.norm), valid)
+    return run_block_stack(
+        params, xs, seq_lengths,
+        lambda _, block, x: min_block(block, x, seq_lengths=seq_lengths, mode=mode))

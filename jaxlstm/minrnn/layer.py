@@ -16,11 +16,16 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxlstm.minrnn import log_scan
 from jaxlstm.minrnn.min_gates import input_projection
-from jaxlstm.validation import check_features, check_floating, check_seq_lengths
+from jaxlstm.validation import (
+    check_features,
+    check_floating,
+    check_seq_lengths,
+    check_size,
+    shape_str,
+)
 
 Array = jax.Array
 Coefficients = Callable[[Array], tuple[Array, Array]]
@@ -49,18 +54,6 @@ class MinSizes(NamedTuple):
     hidden_size: int
 
 
-def _shape_str(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
-def _check_size(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be a positive int, got {type(value).__name__} {value!r}.")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value}.")
-    return int(value)
-
-
 def check_min_params(params: Any, cell: MinCell, name: str = "params") -> MinSizes:
     """Checks a `MinLSTMParams`/`MinGRUParams`-like pytree for `cell`; returns its sizes."""
     type_name = cell.params_type.__name__
@@ -76,12 +69,12 @@ def check_min_params(params: Any, cell: MinCell, name: str = "params") -> MinSiz
     if w_x.ndim != 2 or not w_x.shape[1] or w_x.shape[1] % g:
         raise ValueError(
             f"{name}.w_x must have shape (input_size, {g} * hidden_size) for {cell.name} "
-            f"(blocks {cell.gate_names}), got {_shape_str(w_x.shape)}."
+            f"(blocks {cell.gate_names}), got {shape_str(w_x.shape)}."
         )
     if b.shape != (w_x.shape[1],):
         raise ValueError(
             f"{name}.b must have shape ({w_x.shape[1]},) to match {name}.w_x "
-            f"{_shape_str(w_x.shape)}, got {_shape_str(b.shape)}."
+            f"{shape_str(w_x.shape)}, got {shape_str(b.shape)}."
         )
     return MinSizes(w_x.shape[0], w_x.shape[1] // g)
 
@@ -89,8 +82,8 @@ def check_min_params(params: Any, cell: MinCell, name: str = "params") -> MinSiz
 def init_min_params(key: Array, input_size: int, hidden_size: int, cell: MinCell,
                     dtype: jnp.dtype) -> Any:
     """w_x and b uniform in [-1/sqrt(I), 1/sqrt(I)] (PyTorch's `nn.Linear`), cast to `dtype`."""
-    input_size = _check_size(input_size, "input_size")
-    hidden_size = _check_size(hidden_size, "hidden_size")
+    input_size = check_size(input_size, "input_size")
+    hidden_size = check_size(hidden_size, "hidden_size")
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"dtype must be a floating dtype, got {jnp.dtype(dtype).name}.")
     width = cell.num_gates * hidden_size
@@ -106,9 +99,9 @@ def _check_h(h: Any, batch_shape: tuple[int, ...], hidden_size: int, name: str) 
     expected = tuple(batch_shape) + (hidden_size,)
     if h.shape != expected:
         raise ValueError(
-            f"{name} must have shape {_shape_str(expected)} (batch shape "
-            f"{_shape_str(tuple(batch_shape))}, hidden_size {hidden_size}), "
-            f"got {_shape_str(h.shape)}."
+            f"{name} must have shape {shape_str(expected)} (batch shape "
+            f"{shape_str(tuple(batch_shape))}, hidden_size {hidden_size}), "
+            f"got {shape_str(h.shape)}."
         )
     return h
 

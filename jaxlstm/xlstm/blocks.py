@@ -58,9 +58,11 @@ from jaxlstm.block_parts import (
     causal_conv1d,
     check_block_xs,
     init_causal_conv,
+    init_stack_ends,
     per_feature,
     residual_layer_norm,
     round_up_size,
+    run_block_stack,
     small_init,
     valid_steps,
     wang_init,
@@ -554,12 +556,8 @@ def init_xlstm_stack(
                 block_key, dim, num_heads=num_heads, conv_kernel=conv_kernel,
                 ffn_proj_factor=ffn_proj_factor, round_to=round_to, block_index=index,
                 num_blocks=len(kinds), dtype=dtype))
-    return XLSTMStackParams(
-        w_in=small_init(key_in, (input_size, dim), input_size).astype(dtype),
-        b_in=jnp.zeros((dim,), dtype),
-        blocks=tuple(built),
-        norm=jnp.zeros((dim,), dtype),
-    )
+    return XLSTMStackParams(blocks=tuple(built),
+                            **init_stack_ends(key_in, input_size, dim, dtype))
 
 
 def xlstm_stack(
@@ -581,16 +579,14 @@ def xlstm_stack(
     Returns:
         (batch..., T, dim); exactly zero at padded steps.
     """
-    xs = check_block_xs(xs, params.w_in.shape[0])
-    valid = valid_steps(xs, seq_lengths)
-    x = xs @ params.w_in
-    x = x + per_feature(params.b_in, x)
-    for index, block in enumerate(params.blocks):
+
+    def run_block(index: int, block: Any, x: Array) -> Array:
         if isinstance(block, MLSTMBlockParams):
-            x = mlstm_block(block, x, seq_lengths=seq_lengths, mode=mode, chunk_size=chunk_size)
-        elif isinstance(block, SLSTMBlockParams):
-            x = slstm_block(block, x, seq_lengths=seq_lengths)
-        else:
-            raise TypeError(f"params.blocks[{index}] must be MLSTMBlockParams or "
-                            f"SLSTMBlockParams, got {type(block).__name__}.")
-    return zero_padding(residual_layer_norm(x, params.norm), valid)
+            return mlstm_block(block, x, seq_lengths=seq_lengths, mode=mode,
+                               chunk_size=chunk_size)
+        if isinstance(block, SLSTMBlockParams):
+            return slstm_block(block, x, seq_lengths=seq_lengths)
+        raise TypeError(f"params.blocks[{index}] must be MLSTMBlockParams or "
+                        f"SLSTMBlockParams, got {type(block).__name__}.")
+
+    return run_block_stack(params, xs, seq_lengths, run_block)

@@ -42,7 +42,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxlstm.validation import check_floating, check_positive_int, check_seq_lengths
+from jaxlstm.validation import (
+    check_floating,
+    check_positive_int,
+    check_seq_lengths,
+    shape_str,
+)
 from jaxlstm.xlstm import mlstm_gates as gates
 
 Array = jax.Array
@@ -238,10 +243,6 @@ def _chunkwise(q, k, v, i_pre, log_f, state, chunk):
 # --- public functions ---------------------------------------------------------------------------
 
 
-def _shape_str(shape) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
 def _check_mode(mode: Any, chunk_size: Any) -> int:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}.")
@@ -258,9 +259,9 @@ def _check_state(state: Any, batch_shape, heads: int, d_k: int, d_v: int, name: 
         want = tuple(batch_shape) + tail
         if value.shape != want:
             raise ValueError(
-                f"{name}.{field} must have shape {_shape_str(want)} (batch shape "
-                f"{_shape_str(tuple(batch_shape))}, heads {heads}, d_k {d_k}, d_v {d_v}), "
-                f"got {_shape_str(value.shape)}."
+                f"{name}.{field} must have shape {shape_str(want)} (batch shape "
+                f"{shape_str(tuple(batch_shape))}, heads {heads}, d_k {d_k}, d_v {d_v}), "
+                f"got {shape_str(value.shape)}."
             )
 
 
@@ -312,18 +313,18 @@ def mlstm_qkv(
     q, k, v = (check_floating(a, name) for a, name in ((q, "q"), (k, "k"), (v, "v")))
     i_pre, f_pre = check_floating(i_pre, "i_pre"), check_floating(f_pre, "f_pre")
     if q.ndim < 3:
-        raise ValueError(f"q must have shape (batch..., T, heads, d_k), got {_shape_str(q.shape)}.")
+        raise ValueError(f"q must have shape (batch..., T, heads, d_k), got {shape_str(q.shape)}.")
     lead = q.shape[:-1]
     if k.shape != q.shape:
-        raise ValueError(f"k must have the shape of q {_shape_str(q.shape)}, got "
-                         f"{_shape_str(k.shape)}.")
+        raise ValueError(f"k must have the shape of q {shape_str(q.shape)}, got "
+                         f"{shape_str(k.shape)}.")
     if v.ndim != q.ndim or v.shape[:-1] != lead:
-        raise ValueError(f"v must have shape {_shape_str(lead + ('d_v',))} to match q "
-                         f"{_shape_str(q.shape)}, got {_shape_str(v.shape)}.")
+        raise ValueError(f"v must have shape {shape_str(lead + ('d_v',))} to match q "
+                         f"{shape_str(q.shape)}, got {shape_str(v.shape)}.")
     for name, gate in (("i_pre", i_pre), ("f_pre", f_pre)):
         if gate.shape != lead:
-            raise ValueError(f"{name} must have shape {_shape_str(lead)} (q's shape without "
-                             f"d_k), got {_shape_str(gate.shape)}.")
+            raise ValueError(f"{name} must have shape {shape_str(lead)} (q's shape without "
+                             f"d_k), got {shape_str(gate.shape)}.")
     dtype = jnp.result_type(q, k, v, i_pre, f_pre)
     return _run(q, k, v, i_pre, f_pre, dtype, mode, chunk_size, initial_state, seq_lengths,
                 reverse)
@@ -418,7 +419,7 @@ def _check_params(params: Any, name: str = "params") -> tuple[int, int, int, int
         want_rank = 1 if field.startswith("b_") else 2
         if value.ndim != want_rank:
             raise ValueError(f"{name}.{field} must have rank {want_rank}, got shape "
-                             f"{_shape_str(value.shape)}.")
+                             f"{shape_str(value.shape)}.")
     heads = params.b_i.shape[0]
     input_size = params.w_q.shape[0]
     if heads == 0:
@@ -428,17 +429,17 @@ def _check_params(params: Any, name: str = "params") -> tuple[int, int, int, int
         if shape[0] != input_size or not shape[1] or shape[1] % heads:
             raise ValueError(
                 f"{name}.{field} must have shape ({input_size}, heads * d) with heads {heads} "
-                f"(from {name}.b_i), got {_shape_str(shape)}."
+                f"(from {name}.b_i), got {shape_str(shape)}."
             )
     if params.w_k.shape != params.w_q.shape:
         raise ValueError(f"{name}.w_k must have the shape of {name}.w_q "
-                         f"{_shape_str(params.w_q.shape)}, got {_shape_str(params.w_k.shape)}.")
+                         f"{shape_str(params.w_q.shape)}, got {shape_str(params.w_k.shape)}.")
     for field, want in (("w_i", (input_size, heads)), ("w_f", (input_size, heads)),
                         ("b_f", (heads,))):
         shape = getattr(params, field).shape
         if shape != want:
-            raise ValueError(f"{name}.{field} must have shape {_shape_str(want)} (input_size "
-                             f"{input_size}, heads {heads}), got {_shape_str(shape)}.")
+            raise ValueError(f"{name}.{field} must have shape {shape_str(want)} (input_size "
+                             f"{input_size}, heads {heads}), got {shape_str(shape)}.")
     return input_size, heads, params.w_q.shape[1] // heads, params.w_v.shape[1] // heads
 
 
@@ -498,10 +499,10 @@ def mlstm(
     if xs.ndim < 2:
         layout = "(T, batch..., I)" if time_major else "(batch..., T, I)"
         raise ValueError(f"xs must have rank >= 2, {layout} with I={input_size}, got shape "
-                         f"{_shape_str(xs.shape)}.")
+                         f"{shape_str(xs.shape)}.")
     if xs.shape[-1] != input_size:
         raise ValueError(f"xs must have {input_size} features on its last axis (params.w_q is "
-                         f"({input_size}, ...)), got shape {_shape_str(xs.shape)}.")
+                         f"({input_size}, ...)), got shape {shape_str(xs.shape)}.")
     dtype = jnp.result_type(xs.dtype, *jax.tree.leaves(params))
     xs = (jnp.moveaxis(xs, 0, -2) if time_major else xs).astype(dtype)
     params = jax.tree.map(lambda a: a.astype(dtype), params)

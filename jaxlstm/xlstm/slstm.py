@@ -30,6 +30,8 @@ from jaxlstm.validation import (
     check_floating,
     check_positive_int,
     check_seq_lengths,
+    check_size,
+    shape_str,
 )
 from jaxlstm.variants import CellVariant
 from jaxlstm.xlstm import slstm_gates
@@ -164,18 +166,6 @@ def recurrent_kernel(r: Array) -> Array:
     return dense.reshape(hidden, num_gates * hidden)
 
 
-def _shape_str(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
-def _check_size(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be a positive int, got {type(value).__name__} {value!r}.")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value}.")
-    return int(value)
-
-
 def _small_init(key: Array, shape: tuple[int, ...], dtype: jnp.dtype) -> Array:
     """N(0, 2 / (5 * fan_in)): the reference layer's "small init" of its input projections."""
     return jax.random.normal(key, shape, dtype) * math.sqrt(2.0 / (5.0 * shape[0]))
@@ -243,9 +233,9 @@ def init_slstm(
         >>> params.r.shape
         (4, 2, 4, 2)
     """
-    input_size = _check_size(input_size, "input_size")
-    hidden_size = _check_size(hidden_size, "hidden_size")
-    num_heads = _check_size(num_heads, "num_heads")
+    input_size = check_size(input_size, "input_size")
+    hidden_size = check_size(hidden_size, "hidden_size")
+    num_heads = check_size(num_heads, "num_heads")
     if hidden_size % num_heads:
         raise ValueError(
             f"num_heads must divide hidden_size, got num_heads={num_heads} and "
@@ -306,19 +296,19 @@ def check_slstm_params(params: Any, name: str = "params") -> SLSTMSizes:
     if r.ndim != 4 or r.shape[2] != 4 or r.shape[1] != r.shape[3] or not r.size:
         raise ValueError(
             f"{name}.r must have shape (num_heads, head_dim, 4, head_dim), "
-            f"got {_shape_str(r.shape)}."
+            f"got {shape_str(r.shape)}."
         )
     num_heads, head_dim = r.shape[0], r.shape[1]
     hidden_size = num_heads * head_dim
     if w_x.ndim != 2 or w_x.shape[1] != 4 * hidden_size:
         raise ValueError(
             f"{name}.w_x must have shape (input_size, {4 * hidden_size}) to match {name}.r "
-            f"{_shape_str(r.shape)} (hidden_size {hidden_size}), got {_shape_str(w_x.shape)}."
+            f"{shape_str(r.shape)} (hidden_size {hidden_size}), got {shape_str(w_x.shape)}."
         )
     if b.shape != (4 * hidden_size,):
         raise ValueError(
             f"{name}.b must have shape ({4 * hidden_size},) to match {name}.r "
-            f"{_shape_str(r.shape)} (hidden_size {hidden_size}), got {_shape_str(b.shape)}."
+            f"{shape_str(r.shape)} (hidden_size {hidden_size}), got {shape_str(b.shape)}."
         )
     return SLSTMSizes(w_x.shape[0], hidden_size, num_heads)
 
@@ -334,9 +324,9 @@ def _check_state(state: Any, batch_shape: tuple[int, ...], hidden_size: int, nam
         value = check_floating(getattr(state, field), f"{name}.{field}")
         if value.shape != expected:
             raise ValueError(
-                f"{name}.{field} must have shape {_shape_str(expected)} (batch shape "
-                f"{_shape_str(tuple(batch_shape))}, hidden_size {hidden_size}), "
-                f"got {_shape_str(value.shape)}."
+                f"{name}.{field} must have shape {shape_str(expected)} (batch shape "
+                f"{shape_str(tuple(batch_shape))}, hidden_size {hidden_size}), "
+                f"got {shape_str(value.shape)}."
             )
 
 
