@@ -25,7 +25,7 @@ import itertools
 import re
 
 # Keys that decide where a run goes, not what it is: a sweep sets them itself.
-NOT_SWEPT = ("name", "runs_root", "run_dir", "resume")
+NOT_SWEPT = ("name", "runs_root", "run_dir", "resume", "allow_data_change")
 
 _OPENING, _CLOSING = "[{(", "]})"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]")

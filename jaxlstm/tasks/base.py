@@ -18,6 +18,7 @@ sequence's last valid step, T_out = 1) or "every" (every step, T_out = T).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import jax
@@ -51,7 +52,47 @@ class TaskSpec:
     higher_is_better: bool = False
 
 
+SPLITS = ("valid", "test")
+"""The held-out splits a task may have: "valid" (evaluated during training; early stopping and
+the best checkpoint follow it) and "test" (evaluated once, at the end)."""
+
+
+class SplitUnavailable(LookupError):
+    """Raised by `eval_batches` / `baseline` for a split the task does not have (most built-in
+    tasks have a validation split only): the runner says so in the summary instead of
+    failing."""
+
+
 class Task(Protocol):
+    """What the runner needs of a task; the built-in tasks, the file tasks (`arrays`,
+    `text_file`, `table`) and a user's own class (`task.name: "package.module:Class"`, or
+    `run_experiment(config, task=...)`) all implement it.
+
+    Required:
+        spec: a `TaskSpec`.
+        train_batch(seed, step, batch_size, rows=None): the training batch of `step`, a pure
+            function of its arguments; `rows` (a slice of the global batch) asks for those
+            rows only, so that each process reads just what its devices hold.
+        eval_batches(batch_size, split="valid"): a held-out split, in batches; a list is
+            placed on the devices once and reused at every evaluation, any other iterable is
+            read again at each evaluation (large held-out sets stream). Raises
+            `SplitUnavailable` for a split the task does not have.
+        baseline(split="valid"): a simple predictor's metrics on that split (same names as
+            `metrics`); `SplitUnavailable` as above.
+        metrics(outputs, batch): the task's metrics, jnp; must include "loss" and
+            `spec.metric`. The loss is a mean over target steps (as `batch_weight` counts
+            them), so batches and micro-batches combine by weighted averaging.
+
+    Optional (used when present):
+        describe() -> str: one line saying what was read (printed when a run starts).
+        data_files() -> list[str]: the files the data comes from; the run folder records
+            their sizes and content hashes, and a resume whose data changed is refused.
+        artifacts() -> dict[str, str]: files (name -> text) the run folder keeps, e.g. a
+            vocabulary or a normalisation (written once, when the run folder is made).
+        plot(path, outputs, batches): the task's own picture of held-out predictions.
+        encode / decode: text tasks, for sampling.
+    """
+
     spec: TaskSpec
 
     def train_batch(self, seed: int, step: int, batch_size: int,
@@ -59,11 +100,11 @@ class Task(Protocol):
         """The training batch of `step` (its `rows` only, if given), a pure function of its
         arguments."""
 
-    def eval_batches(self, batch_size: int) -> list[Batch]:
-        """The fixed held-out set, in batches."""
+    def eval_batches(self, batch_size: int, split: str = "valid") -> Iterable[Batch]:
+        """A fixed held-out split, in batches."""
 
-    def baseline(self) -> dict[str, float]:
-        """The baseline's metrics on the held-out set (same names as `metrics`)."""
+    def baseline(self, split: str = "valid") -> dict[str, float]:
+        """The baseline's metrics on a held-out split (same names as `metrics`)."""
 
     def metrics(self, outputs: Array, batch: dict[str, Array]) -> dict[str, Array]:
         """The task's metrics for model outputs (B, T_out, O), jnp, summed-then-averaged

@@ -53,6 +53,10 @@ class ModelConfig:
     forget_bias: float = 1.0  # the forget gate's initial bias
     unroll: int | None = None  # steps per scan iteration; null chooses by problem size
     remat_chunk: int | None = None  # keep every K-th state for the backward pass; null: all
+    # The computation's dtype: "float32", or "bfloat16" (mixed precision: the stack and head
+    # compute in bfloat16 while the params, their gradients and the optimizer state stay
+    # float32, as accelerator users expect; the loss is computed in float32).
+    dtype: str = "float32"
 
 
 @dataclasses.dataclass
@@ -92,6 +96,12 @@ class TrainingConfig:
     eval_every: int = 250  # held-out metrics every N steps and at the end
     eval_batch_size: int = 256
     seed: int = 0  # in [0, 2**32): params, batches and dropout all follow from it
+    # Accumulate gradients over K micro-batches of batch_size / K rows each (the same update
+    # as the whole batch, to float tolerance, in 1/K of the activation memory).
+    grad_accum: int = 1
+    # Stop after this many evaluations without improvement of the task's metric on the
+    # validation split (status "early_stopped", exit code 0); null: never.
+    patience: int | None = None
 
 
 @dataclasses.dataclass
@@ -110,6 +120,10 @@ class CheckpointConfig:
 
     every: int = 500  # and at the end, and on Ctrl-C or SIGTERM
     keep: int = 3  # the newest K are kept
+    # Also keep the checkpoint with the best validation metric (in best_checkpoint/), on which
+    # the test split is evaluated at the end; false: the test split is evaluated on the final
+    # state.
+    keep_best: bool = True
 
 
 @dataclasses.dataclass
@@ -147,6 +161,9 @@ class ExperimentConfig:
     runs_root: str = "runs"
     run_dir: str | None = None  # an explicit run folder instead of <runs_root>/<name>/<time>
     resume: bool = False  # continue the newest run (or run_dir) from its newest checkpoint
+    # Let a resume continue although a data file recorded in the run folder's data.json
+    # changed (size or content hash); without it such a resume is refused.
+    allow_data_change: bool = False
 
 
 class ConfigError(ValueError):
@@ -227,6 +244,9 @@ MIN_CELLS = ("min_lstm", "min_gru")
 BLOCK_FAMILIES = {"ms": "xLSTM", "lg": "minRNN"}
 """The letters of `model.blocks`, by family: one stack holds blocks of one family."""
 
+DTYPES = ("float32", "bfloat16")
+"""`model.dtype`: the computation's dtype (params and optimizer state stay float32)."""
+
 SEED_LIMIT = 2**32  # seeds feed jax.random.PRNGKey and NumPy's generators
 
 
@@ -270,6 +290,16 @@ def check_values(config: ExperimentConfig, path: str = "config") -> None:
             fail(f"model.{key}", "a rate in [0, 1)", value)
     if not math.isfinite(model.forget_bias):
         fail("model.forget_bias", "a finite float", model.forget_bias)
+    if model.dtype not in DTYPES:
+        fail("model.dtype", f"one of {', '.join(DTYPES)}", model.dtype)
+    training = config.training
+    if training.grad_accum < 1:
+        fail("training.grad_accum", "a positive int", training.grad_accum)
+    if training.batch_size % training.grad_accum:
+        fail("training.grad_accum", f"a divisor of training.batch_size "
+             f"({training.batch_size})", training.grad_accum)
+    if training.patience is not None and training.patience < 1:
+        fail("training.patience", "a positive int or null", training.patience)
     dist = config.distributed
     for key in ("initialization_timeout_s", "heartbeat_timeout_s", "shutdown_timeout_s"):
         if getattr(dist, key) < 1:

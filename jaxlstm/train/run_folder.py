@@ -42,7 +42,7 @@ SAFE_TO_CHANGE_ON_RESUME = ("training.steps", "training.eval_every",
                             "training.eval_batch_size", "logging.", "checkpointing.")
 # Where the run goes and where it runs, not what it is: a run started on 4 devices or 2 hosts
 # resumes on 1 and vice versa (`summary.json` records where each part ran).
-NOT_COMPARED = ("name", "runs_root", "run_dir", "resume")
+NOT_COMPARED = ("name", "runs_root", "run_dir", "resume", "allow_data_change")
 NOT_COMPARED_SECTIONS = ("distributed.",)
 
 _STAMP = re.compile(r"^(\d{8}-\d{6})(?:-(\d+))?$")
@@ -176,5 +176,5 @@ def write_summary(run_dir: str, summary: dict[str, Any]) -> None:
 
 def saved_config(config: ExperimentConfig) -> ExperimentConfig:
     """What `config.yaml` holds: the config without where-it-ran and resume settings."""
-    return dataclasses.replace(config, run_dir=None, resume=False,
+    return dataclasses.replace(config, run_dir=None, resume=False, allow_data_change=False,
                                distributed=DistributedConfig())
