@@ -3,6 +3,7 @@
     jaxlstm train CONFIG [key=value ...] [--resume]
     jaxlstm launch CONFIG [key=value[,value...] ...] [--executor slurm|local] [flags]
     jaxlstm sample RUN_DIR [--prompt TEXT] [--length N] [--temperature T] [--seed S]
+    jaxlstm data convert SRC DEST | info PATH [--task NAME] [option=value ...]
     jaxlstm configs
     jaxlstm bench [--quick] ...
 
@@ -31,14 +32,14 @@ _guard = (threading.current_thread() is threading.main_thread()
 if _guard:
     signal.signal(signal.SIGINT, _exit_on_ctrl_c)
 
-from jaxlstm.cli import bench, launch, reference, sample, shipped, train
+from jaxlstm.cli import bench, data, launch, reference, sample, shipped, train
 from jaxlstm.cli.exits import DONE, UsageError, command
 
 if _guard:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-COMMANDS = {"train": train, "launch": launch, "sample": sample, "configs": shipped,
-            "bench": bench}
+COMMANDS = {"train": train, "launch": launch, "sample": sample, "data": data,
+            "configs": shipped, "bench": bench}
 
 
 def overview() -> str:

@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from jaxlstm.tasks.files.errors import DataError
 from jaxlstm.train.config import ConfigError
 from jaxlstm.train.run_folder import RunFolderError
 
@@ -24,7 +25,7 @@ EXIT_CODES = {
     DONE: "done",
     STOPPED: ("stopped early on a non-finite loss, gradient or update, or a failed write (a full "
               "disk); the last good checkpoint is kept, resume once the cause is fixed"),
-    BAD_INPUT: "bad config or command-line input (one line on stderr)",
+    BAD_INPUT: "bad config, command-line input or data file (one line on stderr)",
     INTERRUPTED: "interrupted by Ctrl-C or SIGTERM; during training, after saving a checkpoint",
 }
 
@@ -68,6 +69,9 @@ def command(prog: str) -> Callable[[Main], Callable[[Sequence[str] | None], int]
                 return BAD_INPUT
             except ConfigError as err:
                 print(f"config error: {err}", file=sys.stderr)
+                return BAD_INPUT
+            except DataError as err:
+                print(f"data error: {err}", file=sys.stderr)
                 return BAD_INPUT
             except KeyboardInterrupt:
                 print(f"{prog}: interrupted by Ctrl-C.", file=sys.stderr)
