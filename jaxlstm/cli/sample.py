@@ -83,7 +83,10 @@ def _text_task(config: ExperimentConfig, run_dir: str) -> Any:
         text_tasks = [name for name, task in TASKS.items() if hasattr(task, "decode")]
         raise UsageError(f"{run_dir}: task {config.task.name!r} has no text to sample; "
                          f"sampling needs a run of a text task ({', '.join(text_tasks)}).")
+    task_class = TASKS[config.task.name]
     try:
+        if hasattr(task_class, "from_run_folder"):  # its vocabulary is in the run folder
+            return task_class.from_run_folder(run_dir)
         return make_task(config.task.name, **config.task.options)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{os.path.join(run_dir, 'config.yaml')}: {err}") from None

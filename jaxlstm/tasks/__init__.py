@@ -11,26 +11,46 @@
     mqar          multi-query associative recall (Zoology; xLSTM)
     selective_copy  copy the tokens scattered among blanks, in order (Mamba; minRNN)
 
-`make_task("copy", seq_len=50)` builds one from a config's options. The digits and sunspots data
-ship inside scikit-learn and statsmodels, the optional `tasks` extra
-(`pip install 'jaxlstm[tasks]'`); nothing is downloaded.
+A user's own data (`files`), read from local files or from shards made by `jaxlstm data
+convert`, with valid and test splits:
+
+    arrays        sequences in an .npz file or a folder of .npy files
+    text_file     next-symbol prediction on any text file (bytes or UTF-8 characters)
+    table         time-series forecasting from a CSV or Parquet file
+
+`make_task("copy", seq_len=50)` builds one from a config's options, and
+`make_task("mytasks:Noisy", n=1000)` a user's own task class (`plugin`); `Task` (in `base`) is
+what every task implements. The built-in tasks have one held-out split, "valid"; asked for
+"test" they raise `SplitUnavailable`. The digits and sunspots data ship inside scikit-learn
+and statsmodels, the optional `tasks` extra (`pip install 'jaxlstm[tasks]'`); nothing is
+downloaded.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from typing import Any
 
-import numpy as np
-
 from jaxlstm.tasks.adding import AddingTask
-from jaxlstm.tasks.base import Task, TaskSpec, batch_weight
+from jaxlstm.tasks.base import (
+    SPLITS,
+    SplitUnavailable,
+    Task,
+    TaskSpec,
+    baseline_of,
+    batch_weight,
+    check_split,
+    classification_metrics,
+    held_out,
+    regression_metrics,
+)
 from jaxlstm.tasks.choreography import ChoreographyTask
 from jaxlstm.tasks.copy import CopyTask
 from jaxlstm.tasks.digits import DigitsTask
+from jaxlstm.tasks.files import ArraysTask, DataError, TableTask, TextFileTask
 from jaxlstm.tasks.formal import CycleNavigationTask, ParityTask
 from jaxlstm.tasks.mqar import MQARTask
+from jaxlstm.tasks.options import check_options, option_defaults
+from jaxlstm.tasks.plugin import check_task, is_plugin_name, make_plugin_task, plugin_options
 from jaxlstm.tasks.selective_copy import SelectiveCopyTask
 from jaxlstm.tasks.sunspots import SunspotsTask
 from jaxlstm.tasks.text import TextTask
@@ -46,78 +66,73 @@ TASKS: dict[str, type] = {
     "cycle_navigation": CycleNavigationTask,
     "mqar": MQARTask,
     "selective_copy": SelectiveCopyTask,
+    "arrays": ArraysTask,
+    "text_file": TextFileTask,
+    "table": TableTask,
 }
 
 
 def task_options(name: str) -> dict[str, Any]:
-    """The options of task `name` and their defaults."""
-    return {f.name: f.default for f in dataclasses.fields(_task_class(name)) if f.init}
+    """The options of task `name` (a built-in task or "package.module:ClassName") and their
+    defaults."""
+    if is_plugin_name(name):
+        return plugin_options(name)
+    return option_defaults(_task_class(name))
 
 
 def _task_class(name: str) -> type:
     if name not in TASKS:
-        raise ValueError(f"task.name: unknown task {name!r}; expected one of {sorted(TASKS)}.")
+        raise ValueError(f"task.name: unknown task {name!r}; expected one of {sorted(TASKS)} "
+                         "or \"package.module:ClassName\" (your own task class).")
     return TASKS[name]
-
-
-def _check_type(name: str, key: str, value: Any, expected: Any) -> Any:
-    """The option's value, checked against its annotation (int, float, str, bool)."""
-    if expected is bool:
-        ok = isinstance(value, (bool, np.bool_))
-        value = bool(value) if ok else value
-    elif expected is int:
-        ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-        value = int(value) if ok else value
-    elif expected is float:
-        ok = (isinstance(value, (int, float, np.integer, np.floating))
-              and not isinstance(value, (bool, np.bool_)))
-        value = float(value) if ok else value
-    elif expected is str:
-        ok = isinstance(value, str)
-    else:
-        return value
-    if not ok:
-        raise TypeError(f"task.{key} must be {expected.__name__} for the {name} task, got "
-                        f"{value!r} ({type(value).__name__}).")
-    return value
 
 
 def make_task(name: str, **options: Any) -> Task:
     """Builds task `name` with the given options (the dataclass fields of its class).
 
+    `name` is a built-in task (`TASKS`) or a user's own dataclass, "package.module:ClassName",
+    imported with the current directory importable (see `jaxlstm.tasks.plugin`).
+
     Raises:
-        ValueError: an unknown task ("task.name: ...") or a bad option value ("task.<option>
-            must be ...").
-        TypeError: an unknown option or one of the wrong type ("task.<option>: ...").
-        ImportError: the task needs the `tasks` extra and it is not installed.
+        ValueError: an unknown task or a user's class that cannot be loaded or built
+            ("task.name: ..."), or a bad option value ("task.<option> must be ...").
+        TypeError: an unknown, missing or wrongly typed option ("task.<option>..."), or a
+            user's class that is not a dataclass or does not implement `Task`.
+        ImportError: a built-in task needs the `tasks` extra and it is not installed.
     """
+    if is_plugin_name(name):
+        return make_plugin_task(name, **options)
     cls = _task_class(name)
-    fields = {f.name for f in dataclasses.fields(cls) if f.init}
-    hints = typing.get_type_hints(cls)
-    checked = {}
-    for key, value in options.items():
-        if key not in fields:
-            raise TypeError(f"task.{key}: unknown option for the {name} task; its options are "
-                            f"{sorted(fields)}.")
-        checked[key] = _check_type(name, key, value, hints.get(key))
-    return cls(**checked)
+    return cls(**check_options(cls, options, name))
 
 
 __all__ = [
+    "SPLITS",
     "TASKS",
     "AddingTask",
+    "ArraysTask",
     "ChoreographyTask",
     "CopyTask",
     "CycleNavigationTask",
+    "DataError",
     "DigitsTask",
     "MQARTask",
     "ParityTask",
     "SelectiveCopyTask",
+    "SplitUnavailable",
     "SunspotsTask",
+    "TableTask",
     "Task",
     "TaskSpec",
+    "TextFileTask",
     "TextTask",
+    "baseline_of",
     "batch_weight",
+    "check_split",
+    "check_task",
+    "classification_metrics",
+    "held_out",
     "make_task",
+    "regression_metrics",
     "task_options",
 ]

@@ -12,7 +12,14 @@ import dataclasses
 
 import numpy as np
 
-from jaxlstm.tasks.base import Batch, TaskSpec, regression_metrics, step_rng, take_rows
+from jaxlstm.tasks.base import (
+    Batch,
+    TaskSpec,
+    check_split,
+    regression_metrics,
+    step_rng,
+    take_rows,
+)
 
 _EVAL_SEED = 2**31 - 7  # the held-out set is the same for every run
 
@@ -51,12 +58,14 @@ class AddingTask:
                     rows: slice | None = None) -> Batch:
         return take_rows(adding_batch(step_rng(seed, step), batch_size, self.seq_len), rows)
 
-    def eval_batches(self, batch_size: int) -> list[Batch]:
+    def eval_batches(self, batch_size: int, split: str = "valid") -> list[Batch]:
+        check_split(split, self.spec.name)
         return [{k: v[i:i + batch_size] for k, v in self._eval.items()}
                 for i in range(0, self.eval_size, batch_size)]
 
-    def baseline(self) -> dict[str, float]:
+    def baseline(self, split: str = "valid") -> dict[str, float]:
         """Always predicting 1, the target's mean."""
+        check_split(split, self.spec.name)
         mse = float(np.mean((self._eval["targets"] - 1.0) ** 2))
         return {"loss": mse, "mse": mse}
 

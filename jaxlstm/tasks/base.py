@@ -18,6 +18,7 @@ sequence's last valid step, T_out = 1) or "every" (every step, T_out = T).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -52,6 +53,12 @@ class TaskSpec:
     higher_is_better: bool = False
 
 
+READOUTS = ("last", "every")
+"""Where a task's targets are read: `TaskSpec.readout`."""
+
+KINDS = ("regression", "classification")
+"""A task's loss: `TaskSpec.kind`."""
+
 SPLITS = ("valid", "test")
 """The held-out splits a task may have: "valid" (evaluated during training; early stopping and
 the best checkpoint follow it) and "test" (evaluated once, at the end)."""
@@ -68,20 +75,36 @@ class Task(Protocol):
     `text_file`, `table`) and a user's own class (`task.name: "package.module:Class"`, or
     `run_experiment(config, task=...)`) all implement it.
 
+    A user's own task is a dataclass in an importable module, named in the config as
+    `task.name: "package.module:ClassName"` (the current directory is importable, as with
+    `python -m`); `task.options` are its dataclass fields, type-checked like a built-in task's
+    (`int`, `float`, `str`, `bool`, `X | None`, `list[str]`, `list[int]`, `list[float]`).
+    `jaxlstm.tasks.make_task` imports and builds it, then checks that it has the required
+    members below (`check_task`).
+
     Required:
-        spec: a `TaskSpec`.
+        spec: a `TaskSpec` (readout "last" or "every", kind "regression" or "classification").
         train_batch(seed, step, batch_size, rows=None): the training batch of `step`, a pure
             function of its arguments; `rows` (a slice of the global batch) asks for those
             rows only, so that each process reads just what its devices hold.
-        eval_batches(batch_size, split="valid"): a held-out split, in batches; a list is
-            placed on the devices once and reused at every evaluation, any other iterable is
-            read again at each evaluation (large held-out sets stream). Raises
-            `SplitUnavailable` for a split the task does not have.
+        eval_batches(batch_size, split="valid"): a held-out split (one of `SPLITS`), in
+            batches; a list is placed on the devices once and reused at every evaluation, any
+            other iterable is read again at each evaluation (large held-out sets stream).
+            Raises `SplitUnavailable` for a split the task does not have (the built-in tasks
+            have "valid" only) and ValueError for a name not in `SPLITS`: a task's first
+            line is `check_split(split, self.spec.name, available)`.
         baseline(split="valid"): a simple predictor's metrics on that split (same names as
-            `metrics`); `SplitUnavailable` as above.
+            `metrics`); `SplitUnavailable` and ValueError as above.
         metrics(outputs, batch): the task's metrics, jnp; must include "loss" and
             `spec.metric`. The loss is a mean over target steps (as `batch_weight` counts
-            them), so batches and micro-batches combine by weighted averaging.
+            them), so batches and micro-batches combine by weighted averaging. jit holds it
+            as static data, so it must be hashable (a function or method is; a callable
+            object must be). `regression_metrics` and `classification_metrics` serve most.
+
+    A task written before splits existed (`eval_batches(batch_size)`, `baseline()`) still
+    works: its held-out set is the "valid" split and it has no "test" split. Callers that
+    may meet such a task use `held_out(task, batch_size, split)` and
+    `baseline_of(task, split)`, which pass `split` only where the method takes it.
 
     Optional (used when present):
         describe() -> str: one line saying what was read (printed when a run starts).
@@ -109,6 +132,64 @@ class Task(Protocol):
     def metrics(self, outputs: Array, batch: dict[str, Array]) -> dict[str, Array]:
         """The task's metrics for model outputs (B, T_out, O), jnp, summed-then-averaged
         by the caller with `batch_weight`; must include "loss" and `spec.metric`."""
+
+
+def check_split(split: str, task: str, available: tuple[str, ...] = ("valid",)) -> str:
+    """`split`, if the task has it: the one check every task's `eval_batches` and `baseline`
+    make first.
+
+    Args:
+        split: the split asked for.
+        task: the task's name, for the message.
+        available: the splits the task has ("valid" only for the built-in tasks).
+
+    Raises:
+        ValueError: `split` is not one of `SPLITS` (a caller's mistake).
+        SplitUnavailable: a split the task does not have (not a mistake: most tasks have no
+            test split, and the runner reports that instead of failing).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}.")
+    if split not in available:
+        raise SplitUnavailable(f"the {task} task has no {split!r} split (its held-out "
+                               f"splits: {list(available)}).")
+    return split
+
+
+def _takes_split(method: Any) -> bool:
+    """Whether `method` accepts a `split` keyword (by name or through **kwargs)."""
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): call it the old way
+        return False
+    return any((p.name == "split" and p.kind is not p.POSITIONAL_ONLY)
+               or p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+def _call_for_split(method: Any, split: str, task: str, *args: Any) -> Any:
+    if _takes_split(method):
+        check_split(split, task, available=SPLITS)  # the task itself says which it has
+        return method(*args, split=split)
+    check_split(split, task)  # written before splits: its one held-out set is "valid"
+    return method(*args)
+
+
+def held_out(task: Task, batch_size: int, split: str = "valid") -> Iterable[Batch]:
+    """`task.eval_batches(batch_size, split=split)`, also for a task whose `eval_batches`
+    takes no `split` (written before splits existed): its held-out set is the "valid" split,
+    and "test" raises `SplitUnavailable`, which the runner reports as "no test split".
+
+    Raises:
+        ValueError: `split` is not one of `SPLITS`.
+        SplitUnavailable: the task has no such split.
+    """
+    return _call_for_split(task.eval_batches, split, task.spec.name, batch_size)
+
+
+def baseline_of(task: Task, split: str = "valid") -> dict[str, float]:
+    """`task.baseline(split=split)`, also for a task whose `baseline` takes no `split`
+    (then "valid" only, as in `held_out`)."""
+    return _call_for_split(task.baseline, split, task.spec.name)
 
 
 def batch_weight(batch: dict[str, Any]) -> float:

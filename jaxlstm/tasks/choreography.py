@@ -46,6 +46,7 @@ from jaxlstm.tasks._data import (
 from jaxlstm.tasks.base import (
     Batch,
     TaskSpec,
+    check_split,
     classification_metrics,
     step_rng,
     take_rows,
@@ -157,16 +158,18 @@ class ChoreographyTask:
         rng = step_rng(seed, step)
         return take_rows(self._batch(rng, rng.integers(0, NUM_CLASSES, int(batch_size))), rows)
 
-    def eval_batches(self, batch_size: int) -> list[Batch]:
+    def eval_batches(self, batch_size: int, split: str = "valid") -> list[Batch]:
         """The held-out set in batches of `batch_size` rounded down to a multiple of 8 (at
         least 8), so every batch holds each class equally often and the per-batch
         "order_only_accuracy" averages exactly."""
+        check_split(split, self.spec.name)
         size = max(NUM_CLASSES, int(batch_size) // NUM_CLASSES * NUM_CLASSES)
         return split_batches(self._eval, size)
 
-    def baseline(self) -> dict[str, float]:
+    def baseline(self, split: str = "valid") -> dict[str, float]:
         """Nearest class centroid of the time-averaged angles (order-blind), fitted on
         200 training phrases per class."""
+        check_split(split, self.spec.name)
         labels = np.tile(np.arange(NUM_CLASSES), _BASELINE_PER_CLASS)
         train = self._batch(np.random.default_rng(_BASELINE_SEED), labels)
         means, variance = nearest_mean_fit(train["inputs"].mean(axis=1), labels, NUM_CLASSES)

@@ -24,6 +24,7 @@ from jaxlstm.tasks._data import concat_outputs, new_figure, save_figure, split_b
 from jaxlstm.tasks.base import (
     Batch,
     TaskSpec,
+    check_split,
     classification_metrics,
     step_rng,
     take_rows,
@@ -76,12 +77,14 @@ class CopyTask:
                     rows: slice | None = None) -> Batch:
         return take_rows(copy_batch(step_rng(seed, step), batch_size, self.seq_len), rows)
 
-    def eval_batches(self, batch_size: int) -> list[Batch]:
+    def eval_batches(self, batch_size: int, split: str = "valid") -> list[Batch]:
+        check_split(split, self.spec.name)
         return split_batches(self._eval, batch_size)
 
-    def baseline(self) -> dict[str, float]:
+    def baseline(self, split: str = "valid") -> dict[str, float]:
         """The memoryless strategy: its cross-entropy is the formula 10 log(8) / (T+20); its
         accuracies are expectations (blanks all right, each recalled symbol right 1 in 8)."""
+        check_split(split, self.spec.name)
         length = self.seq_len + 2 * RECALL
         cross_entropy = memoryless_cross_entropy(self.seq_len)
         return {"loss": cross_entropy, "cross_entropy": cross_entropy,

@@ -36,7 +36,7 @@ from jaxlstm.tasks._data import (
     save_figure,
     split_batches,
 )
-from jaxlstm.tasks.base import Batch, TaskSpec, classification_metrics
+from jaxlstm.tasks.base import Batch, TaskSpec, check_split, classification_metrics
 
 MODES = ("rows", "pixels")
 NUM_CLASSES = 10
@@ -107,12 +107,14 @@ class DigitsTask:
         indices = indices if rows is None else indices[rows]
         return {k: v[indices] for k, v in self._train.items()}
 
-    def eval_batches(self, batch_size: int) -> list[Batch]:
+    def eval_batches(self, batch_size: int, split: str = "valid") -> list[Batch]:
+        check_split(split, self.spec.name)
         return split_batches(self._eval, batch_size)
 
-    def baseline(self) -> dict[str, float]:
+    def baseline(self, split: str = "valid") -> dict[str, float]:
         """Nearest class mean over all 64 pixels, fitted on the training split; also the
         majority class's accuracy ("accuracy_majority")."""
+        check_split(split, self.spec.name)
         train_x = self._train["inputs"].reshape(self.train_size, -1)
         train_y = self._train["targets"][:, 0]
         test_x = self._eval["inputs"].reshape(len(self.test_indices), -1)

@@ -25,6 +25,7 @@ from jaxlstm.tasks._data import split_batches
 from jaxlstm.tasks.base import (
     Batch,
     TaskSpec,
+    check_split,
     classification_metrics,
     step_rng,
     take_rows,
@@ -96,12 +97,14 @@ class FormalLanguageTask:
                                self.train_min_len, self.train_max_len)
         return take_rows(batch, rows)
 
-    def eval_batches(self, batch_size: int) -> list[Batch]:
+    def eval_batches(self, batch_size: int, split: str = "valid") -> list[Batch]:
+        check_split(split, self.spec.name)
         return split_batches(self._eval, batch_size)
 
-    def baseline(self) -> dict[str, float]:
+    def baseline(self, split: str = "valid") -> dict[str, float]:
         """Always the held-out set's most common class (its cross-entropy: the empirical
         class frequencies as the prediction)."""
+        check_split(split, self.spec.name)
         _, classes, _ = LANGUAGES[self.language]
         counts = np.bincount(self._eval["targets"][:, 0], minlength=classes) / self.eval_size
         cross_entropy = float(-np.sum(counts[counts > 0] * np.log(counts[counts > 0])))

@@ -23,6 +23,7 @@ from jaxlstm.tasks._data import split_batches
 from jaxlstm.tasks.base import (
     Batch,
     TaskSpec,
+    check_split,
     classification_metrics,
     step_rng,
     take_rows,
@@ -84,11 +85,13 @@ class MQARTask:
                            self.num_queries)
         return take_rows(batch, rows)
 
-    def eval_batches(self, batch_size: int) -> list[Batch]:
+    def eval_batches(self, batch_size: int, split: str = "valid") -> list[Batch]:
+        check_split(split, self.spec.name)
         return split_batches(self._eval, batch_size)
 
-    def baseline(self) -> dict[str, float]:
+    def baseline(self, split: str = "valid") -> dict[str, float]:
         """Guessing uniformly among the vocab_size / 2 values at each query."""
+        check_split(split, self.spec.name)
         values = self.vocab_size // 2
         cross_entropy = math.log(values)
         return {"loss": cross_entropy, "cross_entropy": cross_entropy, "accuracy": 1 / values}

@@ -33,6 +33,7 @@ from jaxlstm.tasks._data import split_batches
 from jaxlstm.tasks.base import (
     Batch,
     TaskSpec,
+    check_split,
     classification_metrics,
     step_rng,
     take_rows,
@@ -93,11 +94,13 @@ class SelectiveCopyTask:
                                      self.num_tokens, self.vocab_size)
         return take_rows(batch, rows)
 
-    def eval_batches(self, batch_size: int) -> list[Batch]:
+    def eval_batches(self, batch_size: int, split: str = "valid") -> list[Batch]:
+        check_split(split, self.spec.name)
         return split_batches(self._eval, batch_size)
 
-    def baseline(self) -> dict[str, float]:
+    def baseline(self, split: str = "valid") -> dict[str, float]:
         """Guessing uniformly among the vocab_size symbols at each marker."""
+        check_split(split, self.spec.name)
         cross_entropy = math.log(self.vocab_size)
         return {"loss": cross_entropy, "cross_entropy": cross_entropy,
                 "accuracy": 1 / self.vocab_size,

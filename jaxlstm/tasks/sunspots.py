@@ -37,7 +37,7 @@ from jaxlstm.tasks._data import (
     require,
     save_figure,
 )
-from jaxlstm.tasks.base import Batch, TaskSpec
+from jaxlstm.tasks.base import Batch, TaskSpec, check_split
 
 CYCLE = 11  # years, the seasonal-naive lag
 TEST_FRACTION = 0.2
@@ -117,14 +117,16 @@ class SunspotsTask:
         indices = indices if rows is None else indices[rows]
         return {k: v[indices] for k, v in self._train.items()}
 
-    def eval_batches(self, batch_size: int) -> list[Batch]:
+    def eval_batches(self, batch_size: int, split: str = "valid") -> list[Batch]:
         """The held-out years as one batch, whatever `batch_size` (so the RMSE is exact)."""
+        check_split(split, self.spec.name)
         del batch_size
         return [dict(self._eval)]
 
-    def baseline(self) -> dict[str, float]:
+    def baseline(self, split: str = "valid") -> dict[str, float]:
         """Persistence and 11-year seasonal naive on the held-out years, in sunspot numbers;
         "rmse" and "loss" are the better one's."""
+        check_split(split, self.spec.name)
         targets = np.arange(self.test_start, len(self.values))
         truth = self.values[targets].astype(np.float64)
         persistence = float(np.sqrt(np.mean((self.values[targets - 1] - truth) ** 2)))

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlstm.tasks._data import check_batch_size, split_batches
-from jaxlstm.tasks.base import Batch, TaskSpec, classification_metrics
+from jaxlstm.tasks.base import Batch, TaskSpec, check_split, classification_metrics
 
 VOCAB = "\n" + "".join(chr(c) for c in range(32, 127))
 UNKNOWN = len(VOCAB)  # the id of every other character
@@ -112,13 +112,15 @@ class TextTask:
         return {"inputs": one_hot(windows[:, :-1]),
                 "targets": np.ascontiguousarray(windows[:, 1:], dtype=np.int32)}
 
-    def eval_batches(self, batch_size: int) -> list[Batch]:
+    def eval_batches(self, batch_size: int, split: str = "valid") -> list[Batch]:
+        check_split(split, self.spec.name)
         return [self._batch(w["windows"])
                 for w in split_batches({"windows": self._eval_windows}, batch_size)]
 
-    def baseline(self) -> dict[str, float]:
+    def baseline(self, split: str = "valid") -> dict[str, float]:
         """The training text's unigram distribution (add-one smoothed) on the held-out
         windows' targets."""
+        check_split(split, self.spec.name)
         counts = np.bincount(self.train_ids, minlength=VOCAB_SIZE).astype(np.float64) + 1.0
         log_probs = np.log(counts / counts.sum())
         targets = self._eval_windows[:, 1:].reshape(-1)

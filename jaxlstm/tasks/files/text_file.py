@@ -147,6 +147,16 @@ class TextFormat:
         return f"next-symbol prediction over {symbols}, windows of {self.seq_len}"
 
 
+class Vocabulary:
+    """A text_file run's symbols, read back from its run folder: the task as sampling sees
+    it."""
+
+    def __init__(self, fmt: TextFormat):
+        self.format = fmt
+        self.spec = fmt.spec()
+        self.encode, self.decode, self.metrics = fmt.encode, fmt.decode, fmt.metrics
+
+
 @dataclasses.dataclass(eq=False)
 class TextFileTask(SplitOptions, FileTask):
     """Next-symbol prediction over a user's text file (see the module docstring)."""
@@ -173,13 +183,13 @@ class TextFileTask(SplitOptions, FileTask):
         return self.format.decode(ids)
 
     @classmethod
-    def from_run_folder(cls, run_dir: str) -> TextFormat:
-        """The trained run's vocabulary (its `vocab.json`), with `spec`, `encode` and
-        `decode`: what sampling needs, without the data file."""
+    def from_run_folder(cls, run_dir: str) -> Vocabulary:
+        """A trained run's task as sampling needs it (`spec`, `encode`, `decode`,
+        `metrics`), from the vocabulary saved in its run folder, without the data file."""
         path = os.path.join(run_dir, VOCAB_FILE)
         try:
             with open(path, encoding="utf-8") as f:
-                return TextFormat.from_state(json.load(f))
+                return Vocabulary(TextFormat.from_state(json.load(f)))
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ValueError(f"{path}: the run's vocabulary cannot be read ({err}).") from None
 
