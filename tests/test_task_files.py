@@ -95,7 +95,7 @@ def test_arrays_splits_are_disjoint_reproducible_and_cover_the_file(tmp_path):
     other = ArraysTask(path=path, split_seed=1)
     assert set(other.splits["test"].rows.tolist()) != rows["test"]
     without_test = ArraysTask(path=path, test_fraction=0.0)
-    with pytest.raises(SplitUnavailable, match="no test split"):
+    with pytest.raises(SplitUnavailable, match="has no 'test' split"):
         without_test.eval_batches(8, split="test")
 
 

@@ -1,8 +1,12 @@
 """The benchmark tasks at tiny sizes: batches, determinism, held-out splits, baselines, metrics."""
 
+import atexit
 import dataclasses
 import math
+import os
+import shutil
 import sys
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +30,27 @@ TINY = {
     "selective_copy": {"seq_len": 12, "num_tokens": 3, "vocab_size": 4, "eval_size": 20},
 }
 NEEDS = {"digits": "sklearn", "sunspots": "statsmodels"}
+
+
+def _tiny_files():
+    """Small data files for the file tasks, so they run the same checks as the others."""
+    from tests.test_task_files import write_arrays, write_series
+
+    folder = tempfile.mkdtemp(prefix="jaxlstm-test-tasks-")
+    atexit.register(shutil.rmtree, folder, True)
+    text = os.path.join(folder, "t.txt")
+    with open(text, "w") as f:
+        f.write("a quick brown fox jumps over the lazy dog; " * 12)
+    return {
+        "arrays": {"path": write_arrays(os.path.join(folder, "a.npz"), n=60)},
+        "text_file": {"path": text, "seq_len": 8},
+        "table": {"path": write_series(os.path.join(folder, "s.csv"), rows=60),
+                  "features": ["temp", "hum"], "targets": ["temp"], "window": 6,
+                  "group": "station", "time": "day"},
+    }
+
+
+TINY.update(_tiny_files())
 
 
 def build(name, **options):
@@ -64,7 +89,8 @@ def random_outputs(task, batch, seed=0):
 
 def test_registry_names_every_task():
     assert set(TASKS) == {"adding", "copy", "digits", "sunspots", "text", "choreography",
-                          "parity", "cycle_navigation", "mqar", "selective_copy"}
+                          "parity", "cycle_navigation", "mqar", "selective_copy",
+                          "arrays", "text_file", "table"}
     for name, cls in TASKS.items():
         assert dataclasses.is_dataclass(cls)
         assert set(task_options(name)) == {f.name for f in dataclasses.fields(cls)}

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import jax
 import numpy as np
 
-from jaxlstm.tasks.base import SPLITS, Batch, SplitUnavailable, TaskSpec
+from jaxlstm.tasks.base import SPLITS, Batch, TaskSpec, check_split
 from jaxlstm.tasks.files import examples as ex
 from jaxlstm.tasks.files.examples import Examples
 
@@ -183,12 +183,8 @@ class FileTask:
     # --- helpers -------------------------------------------------------------------------
 
     def _split(self, split: str) -> Examples:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}.")
-        if split not in self.splits:
-            raise SplitUnavailable(f"the {self.name} task has no {split} split here (give "
-                                   f"test_fraction > 0 or test_path).")
-        return self.splits[split]
+        return self.splits[check_split(split, self.name,
+                                       tuple(s for s in SPLITS if s in self.splits))]
 
     def _epoch_order(self, seed: int, epoch: int) -> np.ndarray:
         """The training split's order in `epoch`: a permutation drawn from
