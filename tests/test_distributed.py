@@ -1,4 +1,10 @@
-"""The same config on 1 device, 4 devices and 2 processes trains the same model.
+"""The same config on 1 device, 4 devices and 2 processes trains the same model, and a run
+killed with SIGKILL and resumed ends exactly as an uninterrupted one, on each layout.
+
+The runs train on file data: the adding problem's sequences written to an .npz file and
+converted to ArrayRecord shards (`task.name: arrays`, `task.options.path: <shards>`), so each
+process streams only its rows of every batch from disk through the prefetching loader, whose
+position is saved with each checkpoint.
 
 Device counts are fixed when jax starts, so every run here is a child process
 (`tests/distributed_run.py`) with its own `--xla_force_host_platform_device_count`; the two
@@ -27,6 +33,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxlstm.tasks.files import ArraysTask, shards
 from jaxlstm.train.config import load_config
 from tests.test_train import QUICKSTART, TINY, final_params, read
 
@@ -34,6 +41,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHILD = os.path.join(ROOT, "tests", "distributed_run.py")
 RUN = [*TINY, "training.steps=12", "training.eval_every=4", "logging.log_every=2",
        "checkpointing.every=4"]
+# The quickstart's tiny settings on file data: the adding problem (T=8) in shards.
+FILE_CONFIG = """\
+task:
+  name: arrays
+  options: {{path: {path}}}
+model: {{hidden_size: 8}}
+optimizer: {{name: adam, learning_rate: 0.005}}
+training: {{steps: 12, batch_size: 8, eval_every: 4, eval_batch_size: 64}}
+logging: {{log_every: 2, progress: false, tensorboard: false, plots: false}}
+checkpointing: {{every: 4}}
+"""
+KILL_AT = 6  # SIGKILL when asked for step 6's batch: checkpoint 4 is on disk, steps 5-6 not
 RTOL, ATOL = 1e-5, 1e-7
 WAIT_S = 150  # per wave; a hung collective fails the test instead of hanging the suite
 
@@ -54,34 +73,55 @@ def child_env(devices: int) -> dict[str, str]:
     return env
 
 
-def start(run_dir, devices, *overrides, interrupt_at=None):
-    request = {"config": QUICKSTART, "overrides": [*RUN, f"run_dir={run_dir}", *overrides],
-               "interrupt_at": interrupt_at}
+def file_config(folder):
+    """A config training on the adding problem's sequences, converted to shards."""
+    from jaxlstm.tasks.adding import adding_batch
+
+    batch = adding_batch(np.random.default_rng(0), 400, 8)
+    np.savez(folder / "adding.npz", inputs=batch["inputs"], targets=batch["targets"][:, 0])
+    converted = str(folder / "adding-shards")
+    shards.convert(ArraysTask(path=str(folder / "adding.npz")), converted, {},
+                   shard_bytes=8000)
+    path = folder / "file.yaml"
+    path.write_text(FILE_CONFIG.format(path=converted))
+    return str(path)
+
+
+def start(run_dir, devices, *overrides, interrupt_at=None, kill_at=None, config=None):
+    """A child run: on the file-data config, or `config` (a YAML file) with the tiny `RUN`
+    overrides."""
+    request = {"config": config or CONFIG["file"],
+               "overrides": [f"run_dir={run_dir}", *overrides] if config is None
+               else [*RUN, f"run_dir={run_dir}", *overrides],
+               "interrupt_at": interrupt_at, "kill_at": kill_at}
     return subprocess.Popen([sys.executable, CHILD, json.dumps(request)], cwd=ROOT,
                             env=child_env(devices), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
-def start_two_processes(run_dir, *overrides, steps_overrides=(), interrupt_at=None):
+def start_two_processes(run_dir, *overrides, steps_overrides=(), interrupt_at=None,
+                        kill_at=None, config=None):
     """Two processes of one run, 2 devices each; short timeouts so a dead peer is noticed."""
     address = f"127.0.0.1:{free_port()}"
     return [start(run_dir, 2, f"distributed.coordinator_address={address}",
                   "distributed.num_processes=2", f"distributed.process_id={i}",
                   "distributed.initialization_timeout_s=60",
                   "distributed.heartbeat_timeout_s=10", "distributed.shutdown_timeout_s=20",
-                  *overrides, *steps_overrides, interrupt_at=interrupt_at)
+                  *overrides, *steps_overrides, interrupt_at=interrupt_at, kill_at=kill_at,
+                  config=config)
             for i in range(2)]
 
 
 def finish(processes, *, expect=0):
-    """Waits for every process; returns the last stdout line (JSON) of each."""
+    """Waits for every process; returns the last stdout line (JSON) of each (None for a
+    process killed as `expect` < 0 asks)."""
     deadline = time.monotonic() + WAIT_S
     results = []
     try:
         for process in processes:
             out, err = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
             assert process.returncode == expect, err[-3000:]
-            results.append(json.loads(out.strip().splitlines()[-1]))
+            results.append(json.loads(out.strip().splitlines()[-1]) if expect >= 0 else None)
     finally:
         for process in processes:
             if process.poll() is None:
@@ -89,35 +129,51 @@ def finish(processes, *, expect=0):
     return results
 
 
+CONFIG: dict[str, str] = {}  # "file": the file-data config, written by the fixture
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Run folders: `one` (1 device), `four` (4 devices), `two_processes` (2 x 2 devices),
-    a 4-device run interrupted at step 6, resumed on 1 device and on 2 processes, and a
-    2-process run interrupted at step 6 and resumed on 2 processes (`two_split`)."""
+    a 4-device run interrupted at step 6, resumed on 1 device and on 2 processes, a 2-process
+    run interrupted at step 6 and resumed on 2 processes (`two_split`), and on each layout a
+    run killed with SIGKILL at step 6 and resumed on the same layout (`one_killed`,
+    `four_killed`, `two_killed`)."""
     root = tmp_path_factory.mktemp("distributed")
-    folder = {name: str(root / name) for name in ("one", "four", "split", "two_processes")}
-    waves = [
-        [start(folder["one"], 1), start(folder["four"], 4),
-         start(folder["split"], 4, interrupt_at=6)],
-    ]
+    CONFIG["file"] = file_config(root)
+    names = ("one", "four", "split", "two_processes", "one_killed", "four_killed",
+             "two_split", "two_killed")
+    folder = {name: str(root / name) for name in names}
     done = {}
-    for name, result in zip(("one", "four", "split"), finish(waves[0]), strict=True):
-        done[name] = result
+    first = [start(folder["one"], 1), start(folder["four"], 4),
+             start(folder["split"], 4, interrupt_at=6)]
+    done["one"], done["four"], done["split"] = finish(first)
+    finish([start(folder["one_killed"], 1, kill_at=KILL_AT),
+            start(folder["four_killed"], 4, kill_at=KILL_AT)], expect=-signal.SIGKILL)
     folder["four_then_one"] = str(root / "four_then_one")
     folder["four_then_two"] = str(root / "four_then_two")
     shutil.copytree(folder["split"], folder["four_then_one"])
     shutil.copytree(folder["split"], folder["four_then_two"])
     second = [start(folder["four_then_one"], 1, "resume=true"),
-              *start_two_processes(folder["two_processes"])]
+              *start_two_processes(folder["two_processes"]),
+              start(folder["one_killed"], 1, "resume=true"),
+              start(folder["four_killed"], 4, "resume=true")]
     results = finish(second)
     done["four_then_one"], done["two_processes"] = results[0], results[1]
     done["two_processes_other"] = results[2]
-    folder["two_split"] = str(root / "two_split")
+    done["one_resumed"], done["four_resumed"] = results[3], results[4]
     third = [*start_two_processes(folder["four_then_two"], "resume=true"),
              *start_two_processes(folder["two_split"], interrupt_at=6)]
     results = finish(third)
     done["four_then_two"], done["two_split"] = results[0], results[2]
-    done["two_resumed"] = finish(start_two_processes(folder["two_split"], "resume=true"))[0]
+    killed = start_two_processes(folder["two_killed"], kill_at=KILL_AT)
+    for process in killed:  # both kill themselves; a survivor's peer may be gone first
+        process.communicate(timeout=WAIT_S)
+        assert process.returncode != 0
+    fourth = [*start_two_processes(folder["two_split"], "resume=true"),
+              *start_two_processes(folder["two_killed"], "resume=true")]
+    results = finish(fourth)
+    done["two_resumed"], done["two_killed_resumed"] = results[0], results[2]
     return folder, done
 
 
@@ -139,7 +195,7 @@ def assert_same_metrics(run_dir, reference):
 
 
 def assert_same_params(run_dir, reference):
-    config = load_config(QUICKSTART, RUN)
+    config = load_config(CONFIG["file"])
     ours = final_params(run_dir, config).params
     theirs = final_params(reference, config).params
     worst = 0.0
@@ -196,12 +252,32 @@ def test_two_processes_interrupted_then_resumed_equal_two_processes_uninterrupte
     folder, done = runs
     assert done["two_split"]["status"] == "interrupted" and done["two_split"]["step"] == 6
     assert done["two_resumed"]["status"] == "completed"
-    assert read(folder["two_split"]) == read(folder["two_processes"])
-    config = load_config(QUICKSTART, RUN)
-    resumed = final_params(folder["two_split"], config).params
-    whole = final_params(folder["two_processes"], config).params
+    assert_identical_runs(folder["two_split"], folder["two_processes"])
+
+
+def assert_identical_runs(run_dir, reference):
+    """The same metrics file, byte for byte, and the same final parameters, bit for bit."""
+    assert read(run_dir) == read(reference)
+    config = load_config(CONFIG["file"])
+    resumed = final_params(run_dir, config).params
+    whole = final_params(reference, config).params
     for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(whole), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("layout, reference", [("one", "one"), ("four", "four"),
+                                               ("two", "two_processes")])
+def test_killed_on_file_data_then_resumed_equals_uninterrupted_on_each_layout(runs, layout,
+                                                                             reference):
+    # Exact: each resumed run is compared with the uninterrupted run of its own layout.
+    folder, done = runs
+    resumed = done[f"{layout}_resumed" if layout != "two" else "two_killed_resumed"]
+    assert resumed["status"] == "completed"
+    run_dir = folder[f"{layout}_killed"]
+    assert [r["step"] for r in summary(run_dir)["resumes"]] == [4]
+    assert_identical_runs(run_dir, folder[reference])
+    with open(os.path.join(run_dir, "checkpoints", "12", "loader", "metadata")) as f:
+        assert json.load(f) == {"next_index": 12}  # the loader's position, saved with it
 
 
 def test_a_batch_that_does_not_split_over_the_devices_is_one_line_and_exit_2(tmp_path):
@@ -218,7 +294,7 @@ def test_a_batch_that_does_not_split_over_the_devices_is_one_line_and_exit_2(tmp
 
 def test_a_killed_process_stops_the_other_instead_of_hanging(tmp_path):
     run_dir = str(tmp_path / "killed")
-    processes = start_two_processes(run_dir, steps_overrides=[
+    processes = start_two_processes(run_dir, config=QUICKSTART, steps_overrides=[
         "training.steps=100000", "training.eval_every=100000", "checkpointing.every=100000"])
     try:
         metrics = os.path.join(run_dir, "metrics.jsonl")

@@ -86,7 +86,8 @@ if point == "after_metrics":  # the step's metrics are on disk, no checkpoint co
 elif point == "mid_checkpoint":  # checkpoint `at`'s data is written, not yet renamed into place
     finalize = atomicity.AtomicRenameTemporaryPath.finalize
     async def die_on_finalize(self):
-        if self.get_final().name == str(at):
+        final = self.get_final()  # a regular checkpoint's, not best_checkpoint/'s
+        if final.name == str(at) and final.parent.name == "checkpoints":
             die()
         return await finalize(self)
     atomicity.AtomicRenameTemporaryPath.finalize = die_on_finalize
@@ -122,7 +123,8 @@ def test_kill_during_a_checkpoint_write_resumes_from_the_previous_one(tmp_path, 
     assert resumed.status == "completed"
     assert resumed.summary["resumes"][0]["step"] == 4
     assert "interrupted write" in capsys.readouterr().err
-    assert sorted(os.listdir(run_dir / "unusable_checkpoints")) == sorted(leftovers)
+    moved = set(os.listdir(run_dir / "unusable_checkpoints")) - {"best_checkpoint"}
+    assert sorted(moved) == sorted(leftovers)  # (a best checkpoint saved at 8 is aside too)
     assert_same_run(run_dir, whole, tiny_config(tmp_path))
 
 
@@ -261,7 +263,8 @@ def test_a_corrupted_newest_checkpoint_falls_back_to_the_previous(tmp_path, whol
     err = capsys.readouterr().err
     assert resumed.status == "completed" and "skipped checkpoint 8:" in err
     assert resumed.summary["resumes"][0]["step"] == 4
-    assert os.listdir(os.path.join(run_dir, "unusable_checkpoints")) == ["8"]
+    moved = set(os.listdir(os.path.join(run_dir, "unusable_checkpoints"))) - {"best_checkpoint"}
+    assert moved == {"8"}  # (and the best checkpoint of step 8, newer than step 4)
     assert_same_run(run_dir, whole, tiny_config(tmp_path))
 
 

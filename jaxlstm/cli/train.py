@@ -14,11 +14,11 @@ from jaxlstm.cli.exits import DONE, INTERRUPTED, STOPPED, EarlyExit, UsageError,
 from jaxlstm.cli.parser import OneLineParser
 from jaxlstm.train.config import ExperimentConfig, load_config
 
-USAGE = "CONFIG [key=value ...] [--resume]"
+USAGE = "CONFIG [key=value ...] [--resume] [--allow-data-change]"
 SUMMARY = "train an LSTM from a shipped config's name or a YAML file"
 
-STATUS_EXIT = {"completed": DONE, "non_finite": STOPPED, "write_failed": STOPPED,
-               "interrupted": INTERRUPTED}
+STATUS_EXIT = {"completed": DONE, "early_stopped": DONE, "non_finite": STOPPED,
+               "write_failed": STOPPED, "interrupted": INTERRUPTED}
 
 _ARGUMENTS = f"""\
 usage: jaxlstm train {USAGE}
@@ -30,6 +30,9 @@ arguments (flags and overrides in any order):
   CONFIG       a shipped config's name (listed below) or a YAML file
   key=value    override any key below, e.g. model.hidden_size=128
   --resume     continue the newest run of this config from its last checkpoint (resume=true)
+  --allow-data-change
+               let --resume continue although a data file recorded in the run folder's
+               data.json changed (allow_data_change=true); refused otherwise
   -h, --help   this text"""
 
 
@@ -46,6 +49,7 @@ def parse_args(argv: list[str]) -> tuple[str, list[str]]:
     parser.add_argument("config", nargs="?")
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--allow-data-change", action="store_true")
     parser.add_argument("-h", "--help", action="store_true")
     # Plain parse_args fails on `CONFIG --resume key=value`: the positionals are consumed
     # before the flag, and the later override is "unrecognized". The intermixed parse reads
@@ -57,17 +61,24 @@ def parse_args(argv: list[str]) -> tuple[str, list[str]]:
     if args.config is None:
         raise UsageError("missing CONFIG, a shipped config's name or a YAML file (see "
                          "jaxlstm train --help).")
-    return args.config, args.overrides + (["resume=true"] if args.resume else [])
+    return args.config, (args.overrides + (["resume=true"] if args.resume else [])
+                         + (["allow_data_change=true"] if args.allow_data_change else []))
 
 
 def _report(config: ExperimentConfig, result: Any) -> None:
+    """Two lines on stdout: the validation metric (and the test split's, when the task has
+    one) in words, then the summary's metrics as JSON."""
     summary = result.summary
     metric = summary["metric"]
+    stopped = " (stopped early)" if result.status == "early_stopped" else ""
+    test = summary.get("test")
+    tested = ("" if test is None else f"; test {metric} {test[metric]:.4f} on the "
+              f"{summary['test_on']} state (step {summary['test_step']})")
     print(f"{config.name}: {metric} {summary['final'][metric]:.4f} "
-          f"(baseline {summary['baseline'][metric]:.4f}) after {result.step} steps, "
-          f"{summary['wall_time_s']:.0f} s; run folder {result.run_dir}")
-    print(json.dumps({"final": summary["final"], "baseline": summary["baseline"]},
-                     sort_keys=True))
+          f"(baseline {summary['baseline'][metric]:.4f}) after {result.step} steps{stopped}"
+          f"{tested}, {summary['wall_time_s']:.0f} s; run folder {result.run_dir}")
+    print(json.dumps({key: summary[key] for key in ("final", "baseline", "best", "test")
+                      if key in summary}, sort_keys=True))
 
 
 @command("jaxlstm train")
@@ -75,15 +86,17 @@ def main(argv: list[str]) -> int:
     """Runs `jaxlstm train` on `argv` (without the program and command names).
 
     Returns:
-        0 completed, 1 stopped on a non-finite loss or gradient, 2 bad config or input (one
-        line on stderr), 130 interrupted (training saves a checkpoint first).
+        0 completed or stopped early (`training.patience`), 1 stopped on a non-finite loss
+        or gradient, 2 bad config or input (one line on stderr), 130 interrupted (training
+        saves a checkpoint first).
     """
     config_arg, overrides = parse_args(argv)
     config = load_config(shipped.resolve(config_arg), overrides)
     # flax, optax and orbax take seconds to import: only once the config is known to be good.
     from jaxlstm.train.run import run_experiment
+    from jaxlstm.train.run_folder import FINISHED
 
     result = run_experiment(config)
-    if result.status == "completed":
+    if result.status in FINISHED:
         _report(config, result)
     return STATUS_EXIT[result.status]

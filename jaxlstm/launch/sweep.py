@@ -11,11 +11,12 @@
         submitit/         submitit's job scripts, pickles and logs (unless --folder)
         <point name>/     one run folder per point, e.g. optimizer.learning_rate=1e-3/
 
-A point's state is read from its run folder, never remembered elsewhere: "completed" when its
-`summary.json` says so, "failed" when its job left `job_error.txt`, the summary's status
-otherwise ("running" after its jobs ended means it was killed: a time limit, memory), "started"
-with only a `config.yaml`, "not started" with nothing. A resume skips the completed points and
-runs the others, each continuing from its own checkpoints when it holds a run.
+A point's state is read from its run folder, never remembered elsewhere: "completed" (or
+"early_stopped": finished too) when its `summary.json` says so, "failed" when its job left
+`job_error.txt`, the summary's status otherwise ("running" after its jobs ended means it was
+killed: a time limit, memory), "started" with only a `config.yaml`, "not started" with nothing.
+A resume skips the finished points and runs the others, each continuing from its own
+checkpoints when it holds a run.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 from jaxlstm.launch.grid import Grid, Point
 from jaxlstm.train.config import ConfigError, ExperimentConfig, load_config, to_yaml
 from jaxlstm.train.files import write_atomically
-from jaxlstm.train.run_folder import read_summary
+from jaxlstm.train.run_folder import FINISHED, read_summary
 
 SWEEP_FILE = "sweep.json"
 BASE_FILE = "base.yaml"
@@ -157,15 +158,16 @@ class PointState:
 
     @property
     def completed(self) -> bool:
-        return self.status == "completed"
+        """Whether the point's run finished (all its steps, or stopped early)."""
+        return self.status in FINISHED
 
 
 def point_state(run_dir: str) -> PointState:
     """The state of the point whose run folder is `run_dir`."""
     summary = read_summary(run_dir)
     status = summary.get("status")
-    if status == "completed":
-        return PointState("completed", summary=summary)
+    if status in FINISHED:
+        return PointState(status, summary=summary)
     try:
         with open(os.path.join(run_dir, ERROR_FILE)) as f:
             return PointState("failed", f.read().strip(), summary)

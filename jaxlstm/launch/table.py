@@ -173,7 +173,7 @@ def summary_line(state: PointState) -> str:
     metric, value = _final(state)
     if metric is not None:
         wall = state.summary.get("wall_time_s")
-        return (f"completed, {metric} {_number(value)} ({state.summary.get('step')} steps"
+        return (f"{state.status}, {metric} {_number(value)} ({state.summary.get('step')} steps"
                 + ("" if wall is None else f", {wall:.0f} s") + ")")
     return state.status + (f": {state.detail}" if state.detail else "")
 

@@ -50,7 +50,12 @@ from jaxlstm.tasks.files import ArraysTask, DataError, TableTask, TextFileTask
 from jaxlstm.tasks.formal import CycleNavigationTask, ParityTask
 from jaxlstm.tasks.mqar import MQARTask
 from jaxlstm.tasks.options import check_options, option_defaults
-from jaxlstm.tasks.plugin import check_task, is_plugin_name, make_plugin_task, plugin_options
+from jaxlstm.tasks.plugin import (
+    check_task,
+    is_plugin_name,
+    make_plugin_task,
+    plugin_options,
+)
 from jaxlstm.tasks.selective_copy import SelectiveCopyTask
 from jaxlstm.tasks.sunspots import SunspotsTask
 from jaxlstm.tasks.text import TextTask

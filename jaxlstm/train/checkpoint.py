@@ -1,8 +1,9 @@
 """Checkpoints with orbax: the train state's arrays every N steps and at the end, last K kept.
 
 A checkpoint holds the step, params, optimizer state and PRNG key, plus an `integrity` record:
-a CRC-32 of every array's bytes. Data order needs nothing more: every task's batch is a pure
-function of (seed, step). Saves are waited for, so a step whose checkpoint was reported saved
+a CRC-32 of every array's bytes, and the data loader's position (`loader`, Grain's iterator
+state: the next step's batch), which a resume checks against the step: every task's batch is
+a pure function of (seed, step), so the two must agree. Saves are waited for, so a step whose checkpoint was reported saved
 is on disk, and a later failure cannot touch it.
 
 What can go wrong on disk, and what happens:
@@ -16,6 +17,10 @@ What can go wrong on disk, and what happens:
 the unusable newer ones aside (into `<run_dir>/unusable_checkpoints/`, nothing is deleted), so a
 resume that finds nothing usable changes nothing.
 
+The runner keeps a second `Checkpoints` over `<run_dir>/best_checkpoint/` (the best validation
+state), with `keep=None` and its own pruning (`keep_newest`, `move_aside_newer`): see
+`jaxlstm.train.run` for why its retention follows the regular checkpoints.
+
 Several processes: every process calls `save` and the restores (orbax coordinates them and
 process 0 writes), and restores target the layout of the state passed in (its arrays'
 shardings), so a checkpoint written on 4 devices resumes on 1, or on 2 hosts, and vice versa.
@@ -25,11 +30,14 @@ moves folders.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import os
 import shutil
 import sys
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -99,21 +107,45 @@ def all_finite(tree: Any) -> bool:
     return bool(_jit_all_finite(tree))
 
 
-class Checkpoints:
-    """An orbax `CheckpointManager` over `<run_dir>/checkpoints`, keeping the last `keep`."""
+@contextlib.contextmanager
+def _absl_warnings_silenced() -> Iterator[None]:
+    # orbax warns (through absl logging) that a read-only manager is read-only and keeps
+    # everything; on a command's stderr that is noise next to its one line.
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
-    def __init__(self, directory: str | os.PathLike, keep: int, *, read_only: bool = False):
+
+class Checkpoints:
+    """An orbax `CheckpointManager` over `<run_dir>/checkpoints`, keeping the last `keep` (all
+    of them for None: the caller prunes, see `keep_newest`).
+
+    `aside` is where unusable checkpoints are moved (default: `unusable_checkpoints/` beside
+    the directory)."""
+
+    def __init__(self, directory: str | os.PathLike, keep: int | None, *,
+                 read_only: bool = False, aside: str | os.PathLike | None = None):
         self.directory = os.path.abspath(os.fspath(directory))
-        self.aside = os.path.join(os.path.dirname(self.directory), "unusable_checkpoints")
+        self.aside = (os.path.join(os.path.dirname(self.directory), "unusable_checkpoints")
+                      if aside is None else os.path.abspath(os.fspath(aside)))
         self._saved_here: set[int] = set()
-        self._manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
-                                                 read_only=read_only),
-        )
+        with _absl_warnings_silenced():
+            self._manager = ocp.CheckpointManager(
+                self.directory,
+                options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
+                                                     read_only=read_only),
+            )
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        """The steps of the saved checkpoints, oldest first."""
+        return sorted(self._manager.all_steps())
 
     def _candidates(self) -> tuple[list[int], list[str]]:
         """Step folders, newest first, and the leftovers of interrupted writes."""
@@ -127,8 +159,9 @@ class Checkpoints:
                 leftovers.append(name)
         return sorted(steps, reverse=True), leftovers
 
-    def save(self, state: TrainState) -> int:
-        """Saves `state` under its step (once); NonFiniteState if it holds NaN or inf."""
+    def save(self, state: TrainState, loader: dict[str, Any] | None = None) -> int:
+        """Saves `state` under its step (once), with the data loader's position `loader`
+        when given; NonFiniteState if it holds NaN or inf."""
         step = int(state.step)
         if step in self._saved_here:
             return step
@@ -139,8 +172,11 @@ class Checkpoints:
             raise FileExistsError(f"checkpoint {step} already exists in {self.directory}; "
                                   "it belongs to another run.")
         integrity = {"step": step, "crc32": _checksums(arrays)}
-        self._manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(arrays), integrity=ocp.args.JsonSave(integrity)))
+        items = {"state": ocp.args.StandardSave(arrays),
+                 "integrity": ocp.args.JsonSave(integrity)}
+        if loader is not None:
+            items["loader"] = ocp.args.JsonSave(loader)
+        self._manager.save(step, args=ocp.args.Composite(**items))
         self._manager.wait_until_finished()
         self._saved_here.add(step)
         return step
@@ -160,6 +196,15 @@ class Checkpoints:
         if not all_finite(arrays):
             raise ValueError("it holds NaN or inf")
         return state.replace(**arrays)
+
+    def loader_state(self, step: int) -> dict[str, Any] | None:
+        """The data loader's position saved with checkpoint `step` (`jaxlstm.train.loader`),
+        or None for a checkpoint saved without one."""
+        if not os.path.isdir(os.path.join(self.directory, str(step), "loader")):
+            return None
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            loader=ocp.args.JsonRestore()))
+        return dict(restored["loader"])
 
     def restore(self, state: TrainState, step: int | None = None) -> TrainState:
         """`state` with the arrays of checkpoint `step` (default: the latest), checked."""
@@ -200,6 +245,24 @@ class Checkpoints:
         sync("checkpoint leftovers moved aside")
         self._manager.reload()
         return None, [Skipped(name, "left by an interrupted write") for name in leftovers]
+
+    def move_aside_newer(self, step: int, reason: str) -> list[Skipped]:
+        """Moves the checkpoints newer than `step`, and leftovers of interrupted writes, to
+        `aside`; returns them, the newer ones with `reason`."""
+        steps, leftovers = self._candidates()
+        newer = [str(s) for s in steps if s > step]
+        for name in newer + leftovers:
+            self._move_aside(name)
+        sync("newer checkpoints moved aside")
+        self._manager.reload()
+        return ([Skipped(name, reason) for name in newer]
+                + [Skipped(name, "left by an interrupted write") for name in leftovers])
+
+    def keep_newest(self) -> None:
+        """Deletes every checkpoint but the newest (every process calls it; orbax deletes on
+        process 0 and waits for the others)."""
+        for step in self.all_steps()[:-1]:
+            self._manager.delete(step)
 
     def _move_aside(self, name: str) -> None:
         if not is_primary():

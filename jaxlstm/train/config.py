@@ -102,6 +102,10 @@ class TrainingConfig:
     # Stop after this many evaluations without improvement of the task's metric on the
     # validation split (status "early_stopped", exit code 0); null: never.
     patience: int | None = None
+    # Training batches computed ahead in background threads (jaxlstm.train.loader), so that
+    # reading files overlaps training; 0 computes each in the training thread.
+    prefetch: int = 2
+    loader_threads: int = 1  # threads computing them
 
 
 @dataclasses.dataclass
@@ -300,6 +304,10 @@ def check_values(config: ExperimentConfig, path: str = "config") -> None:
              f"({training.batch_size})", training.grad_accum)
     if training.patience is not None and training.patience < 1:
         fail("training.patience", "a positive int or null", training.patience)
+    if training.prefetch < 0:
+        fail("training.prefetch", "an int >= 0", training.prefetch)
+    if training.loader_threads < 1:
+        fail("training.loader_threads", "a positive int", training.loader_threads)
     dist = config.distributed
     for key in ("initialization_timeout_s", "heartbeat_timeout_s", "shutdown_timeout_s"):
         if getattr(dist, key) < 1:

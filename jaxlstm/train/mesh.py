@@ -55,13 +55,22 @@ class DataParallel:
     def device_count(self) -> int:
         return self.mesh.size
 
-    def check_batch_size(self, batch_size: int, key: str = "training.batch_size") -> None:
-        """ConfigError unless `batch_size` splits evenly over the devices."""
+    def check_batch_size(self, batch_size: int, key: str = "training.batch_size", *,
+                         grad_accum: int = 1) -> None:
+        """ConfigError unless `batch_size` splits evenly over the devices and, with gradient
+        accumulation over `grad_accum` micro-batches, each micro-batch does too: then every
+        device holds B / (K x devices) rows of each micro-batch, all from its own rows
+        (`step._accumulated_grads`), and splitting the batch moves nothing between devices."""
         if batch_size % self.device_count:
             raise ConfigError(
                 f"{key}: expected a multiple of the number of devices ({self.device_count}: "
                 f"{jax.process_count()} process(es) x {jax.local_device_count()} device(s)), "
                 f"got {batch_size}.")
+        if batch_size % (grad_accum * self.device_count):
+            raise ConfigError(
+                f"{key}: expected a multiple of training.grad_accum x the number of devices "
+                f"({grad_accum} x {self.device_count} = {grad_accum * self.device_count}), so "
+                f"that each micro-batch splits over the devices, got {batch_size}.")
 
     def local_rows(self, batch_size: int) -> slice:
         """The rows of a global batch of `batch_size` that this process's devices hold."""

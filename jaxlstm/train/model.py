@@ -26,6 +26,10 @@ pre-LayerNorm mLSTM / sLSTM blocks, a final LayerNorm; params `{"xlstm": ..., "h
 `blocks="lll"` by the minRNN paper's layers (`jaxlstm.minrnn.blocks.min_block_stack`, "l"
 minLSTM, "g" minGRU; params `{"minrnn": ..., "head": ...}`). Either's "last" read-out is the
 output at each sequence's last valid step.
+
+`dtype="bfloat16"` (any API, cell or blocks) is mixed precision: `apply` casts the float params
+and the inputs to bfloat16 and the outputs back to float32; params, gradients and the
+optimizer state stay float32.
 """
 
 from __future__ import annotations
@@ -217,7 +221,22 @@ class Model:
 
     def apply(self, params: Params, inputs: Array, lengths: Array | None, key: Array,
               train: bool) -> Array:
-        """Outputs (B, T, O) for readout "every", (B, 1, O) for "last"."""
+        """Outputs (B, T, O) for readout "every", (B, 1, O) for "last", float32.
+
+        `config.dtype="bfloat16"` is mixed precision: the float params and the inputs are cast
+        to bfloat16 here, so that the stack and the head compute in bfloat16, and the outputs
+        are cast back to float32 for the loss. The params themselves stay float32, and so do
+        their gradients (a cast's transpose is the cast back) and the optimizer's state.
+        """
+        if self.config.dtype == "float32":
+            return self._apply(params, inputs, lengths, key, train)
+        dtype = jnp.dtype(self.config.dtype)
+        outputs = self._apply(_cast_floats(params, dtype), _cast_floats(inputs, dtype),
+                              lengths, key, train)
+        return outputs.astype(jnp.float32)
+
+    def _apply(self, params: Params, inputs: Array, lengths: Array | None, key: Array,
+               train: bool) -> Array:
         cfg, spec = self.config, self.spec
         if cfg.api == "linen":
             return _LinenModel(cfg, spec).apply({"params": params}, inputs, lengths, not train,
@@ -249,6 +268,12 @@ class Model:
         features = outputs if spec.readout == "every" else last[:, None]
         head = params["head"]
         return features @ head["w"] + jnp.reshape(head["b"], (1, 1, -1))
+
+
+def _cast_floats(tree: Any, dtype: jnp.dtype) -> Any:
+    """`tree` with its floating-point leaves cast to `dtype` (integer leaves as they are)."""
+    return jax.tree.map(
+        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
 def stack_and_head(params: Params) -> tuple[Any, Array, Array]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from jaxlstm.params import LSTMParams
 from jaxlstm.scan import lstm
+from jaxlstm.tasks.base import baseline_of
 from jaxlstm.train.logs import read_metrics
 from jaxlstm.train.model import stack_and_head
 from jaxlstm.train.step import TrainState, jit_predict
@@ -50,7 +51,10 @@ def loss_curves(path: str, records: list[dict[str, Any]], metric: str,
 
 def draw_all(run_dir: str, state: TrainState, task: Any, eval_batches: list[dict[str, Any]]
              ) -> list[str]:
-    """Draws every picture the run has; returns the files written (empty without matplotlib)."""
+    """Draws every picture the run has; returns the files written (empty without matplotlib).
+
+    `eval_batches` are held-out batches to draw the task's picture and the gates from (for a
+    streamed split, its first few)."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -62,7 +66,7 @@ def draw_all(run_dir: str, state: TrainState, task: Any, eval_batches: list[dict
     written = []
     path = os.path.join(run_dir, "loss.png")
     loss_curves(path, read_metrics(os.path.join(run_dir, "metrics.jsonl")), task.spec.metric,
-                task.baseline())
+                baseline_of(task, "valid"))
     written.append(path)
     if hasattr(task, "plot"):
         outputs = [np.asarray(jit_predict(state, b)) for b in eval_batches]

@@ -6,8 +6,10 @@
         metrics.jsonl    train metrics every `log_every` steps, eval metrics every `eval_every`
         speed.jsonl      steps/s and sequences/s
         checkpoints/     orbax checkpoints every `checkpointing.every` steps and at the end
-        summary.json     status, final metrics, the baseline's, wall time, versions, device,
-                         and `resumes`: each resume's step and accepted config changes
+        best_checkpoint/ the state with the best validation metric (`checkpointing.keep_best`)
+        summary.json     status, final (validation) metrics, the baseline's, `best`, `test`,
+                         wall time, versions, device, and `resumes`: each resume's step and
+                         accepted config changes
         *.png            loss curves and the task's own picture (with matplotlib)
 
 Where it runs: on every device of every process, data-parallel (see `mesh`): the state
@@ -31,6 +33,43 @@ one. Every failure leaves the folder resumable:
   checkpoint (status "write_failed");
 - a kill -9 leaves at most a torn last metrics line and an unfinished checkpoint, which the
   next resume drops and moves aside.
+
+The validation split, the best checkpoint and early stopping. The task's `spec.metric` on the
+validation split ("valid") is evaluated every `eval_every` steps and at the end; an evaluation
+improves when it is strictly better in the direction `spec.higher_is_better` says (`BestSoFar`;
+a NaN never improves). With `checkpointing.keep_best` the state at each improvement is saved to
+`best_checkpoint/` (a second `Checkpoints`, with the same CRCs and atomic writes). With
+`training.patience` P, P evaluations in a row without improvement stop the run: it saves its
+checkpoint and ends as a completed run does, with status "early_stopped" (exit code 0); a run
+whose patience runs out at its last step is "completed".
+
+At the end (completed or early-stopped) `summary.json` has `final` and `baseline` (the
+validation split's, as before), `best` ({"step", "metrics"}: the best validation evaluation)
+and `test`: the test split's metrics, evaluated once, on the best checkpoint (`test_on`
+"best") or, with `keep_best: false`, on the final state (`test_on` "final"); `test_step` is
+the step evaluated and `baseline_test` the baseline on the test split. A task without a test
+split gets `test: null` and `test_unavailable` saying so. Held-out splits that a task returns
+as a list are placed on the devices once; any other iterable streams, batch by batch.
+
+How the best state survives a resume, exactly. `BestSoFar` (the best step, its metrics, the
+evaluations since) is a function of the validation evaluations in order, so a resume rebuilds
+it by replaying the eval lines of `metrics.jsonl` up to the restored step (process 0 reads
+them and broadcasts the result, so every process decides alike). The best checkpoint on disk
+is kept consistent with that:
+- at an improvement the best is saved *before* the regular checkpoint of the same step, and a
+  regular checkpoint then deletes every best checkpoint but the newest; so `best_checkpoint/`
+  holds the best as of the newest regular checkpoint plus the improvements after it, and a
+  kill at any point (between a best save and the next regular checkpoint, or in the middle of
+  either save) leaves the best of every step a resume can restore;
+- a resume moves the best checkpoints newer than its restored step aside (with leftovers of an
+  unfinished save), into `unusable_checkpoints/best_checkpoint/`: the resumed run recomputes
+  those steps bit for bit and saves them again;
+- when the best step is the restored step itself and its checkpoint is missing (a run resumed
+  with `keep_best` turned on), it is saved from the restored state; any other missing or
+  corrupted best checkpoint makes the test split run on the final state, said on stderr and by
+  `test_on: "final"`. (A resume that falls back past a corrupted regular checkpoint can meet
+  this: only the newest regular checkpoint's best is kept.)
+A resumed run whose patience was already spent stays stopped.
 """
 
 from __future__ import annotations
@@ -42,14 +81,27 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from typing import Any, Self
 
 import jax
 import numpy as np
+from omegaconf import MISSING
 
 from jaxlstm.tasks import make_task
-from jaxlstm.tasks.base import batch_weight
+from jaxlstm.tasks.base import (
+    Batch,
+    SplitUnavailable,
+    baseline_of,
+    batch_weight,
+    held_out,
+)
+from jaxlstm.tasks.files import DataError
+from jaxlstm.tasks.files.fingerprint import changed as data_changed
+from jaxlstm.tasks.files.fingerprint import fingerprints
 from jaxlstm.train import distributed, mesh, plots
+from jaxlstm.train.best import BestSoFar
 from jaxlstm.train.checkpoint import (
     Checkpoints,
     NonFiniteState,
@@ -60,12 +112,14 @@ from jaxlstm.train.checkpoint import (
 )
 from jaxlstm.train.config import ConfigError, ExperimentConfig, to_yaml
 from jaxlstm.train.files import json_safe, write_atomically
+from jaxlstm.train.loader import LoaderStateMismatch, TrainBatches
 from jaxlstm.train.logs import MetricsLog, NoLog, read_metrics
 from jaxlstm.train.mesh import DataParallel
 from jaxlstm.train.model import Model
 from jaxlstm.train.optim import make_optimizer, make_schedule
 from jaxlstm.train.progress import Progress
 from jaxlstm.train.run_folder import (
+    FINISHED,
     RunFolderError,
     choose_run_dir,
     read_summary,
@@ -75,11 +129,14 @@ from jaxlstm.train.run_folder import (
 )
 from jaxlstm.train.step import TrainState
 
+BEST_DIR = "best_checkpoint"
+
 
 @dataclasses.dataclass
 class RunResult:
-    """What a run ended with: `status` is "completed", "interrupted" (a signal; a checkpoint
-    was saved), "non_finite" or "write_failed" (stopped; the last checkpoint is good)."""
+    """What a run ended with: `status` is "completed", "early_stopped" (`training.patience`
+    evaluations without improvement), "interrupted" (a signal; a checkpoint was saved),
+    "non_finite" or "write_failed" (stopped; the last checkpoint is good)."""
 
     status: str
     run_dir: str
@@ -88,23 +145,53 @@ class RunResult:
 
 
 class HeldOut:
-    """The held-out batches, placed on the mesh once, with their weights."""
+    """One held-out split of a task, ready to evaluate on the mesh.
 
-    def __init__(self, parallel: DataParallel, batches: list[dict[str, np.ndarray]]):
-        self.batches = batches  # NumPy, for the plots
-        self.weights = [batch_weight(batch) for batch in batches]
-        self.placed = [parallel.eval_batch(batch) for batch in batches]
+    A list of batches (what the built-in tasks return) is placed on the devices once and
+    reused at every evaluation. Any other iterable is streamed: `read` (the task's
+    `eval_batches` for the split) is called anew at each evaluation, and each batch is placed,
+    evaluated and dropped, so a held-out set read from a large file never sits in memory
+    whole. `cache=False` streams a list too (the test split is evaluated once: a placed copy
+    would only hold memory).
+
+    Raises:
+        SplitUnavailable: the task has no such split (from the first `read`).
+    """
+
+    def __init__(self, parallel: DataParallel, read: Callable[[], Iterable[Batch]], *,
+                 cache: bool = True):
+        self.parallel, self.read = parallel, read
         self.step = mesh.eval_step(parallel)
+        batches = read()
+        self.batches = batches if isinstance(batches, list) else None  # NumPy, for the plots
+        self.placed = ([(parallel.eval_batch(b), batch_weight(b)) for b in batches]
+                       if cache and self.batches is not None else None)
+
+    def __iter__(self) -> Iterator[tuple[Any, float]]:
+        """(placed batch, weight) pairs, one pass over the split."""
+        if self.placed is not None:
+            yield from self.placed
+            return
+        for batch in self.batches if self.batches is not None else self.read():
+            yield self.parallel.eval_batch(batch), batch_weight(batch)
+
+    def sample(self, count: int = 2) -> list[Batch]:
+        """NumPy batches for the plots: all of a list, the first `count` of a stream."""
+        if self.batches is not None:
+            return self.batches
+        return list(islice(self.read(), count))
 
 
-def evaluate(state: TrainState, held_out: HeldOut) -> dict[str, float]:
-    """The task's metrics over the whole held-out set (every process's rows), weighted by
+def evaluate(state: TrainState, split: HeldOut) -> dict[str, float]:
+    """The task's metrics over a whole held-out split (every process's rows), weighted by
     each batch's target steps."""
     totals: dict[str, float] = {}
-    for batch, weight in zip(held_out.placed, held_out.weights, strict=True):
-        for key, value in held_out.step(state, batch).items():
+    total_weight = 0.0
+    for batch, weight in split:
+        for key, value in split.step(state, batch).items():
             totals[key] = totals.get(key, 0.0) + float(value) * weight
-    return {key: value / sum(held_out.weights) for key, value in totals.items()}
+        total_weight += weight
+    return {key: value / total_weight for key, value in totals.items()}
 
 
 def write_samples(run_dir: str, params: Any, task: Any, seed: int, *, prompt: str = "The ",
@@ -166,16 +253,23 @@ class _StopFlag:
 _BUILT: dict[str, tuple[Any, Any, Any, Model]] = {}
 
 
-def _build(config: ExperimentConfig) -> tuple[Any, Any, Any, Model]:
-    """(task, schedule, optimizer, model) for `config`; ConfigError for bad task options."""
-    key = repr((config.task, config.model, config.optimizer, config.schedule,
+def _build(config: ExperimentConfig, task: Any = None) -> tuple[Any, Any, Any, Model]:
+    """(task, schedule, optimizer, model) for `config`, with `task` when given (else the one
+    `config.task` names); ConfigError for bad task options."""
+    # A task object is keyed by identity: the entry holds the object, so no other live object
+    # can share its id while the entry exists.
+    task_key = config.task if task is None else ("object", id(task))
+    key = repr((task_key, config.model, config.optimizer, config.schedule,
                 config.training.steps))
     if key in _BUILT:
         return _BUILT[key]
-    try:
-        task = make_task(config.task.name, **config.task.options)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(str(err)) from None
+    if task is None:
+        try:
+            task = make_task(config.task.name, **config.task.options)
+        except DataError:
+            raise  # names the file, not a config key: the command says "data error"
+        except (TypeError, ValueError) as err:
+            raise ConfigError(str(err)) from None
     schedule = make_schedule(config.schedule, config.optimizer.learning_rate,
                              config.training.steps)
     try:
@@ -188,14 +282,68 @@ def _build(config: ExperimentConfig) -> tuple[Any, Any, Any, Model]:
     return _BUILT[key]
 
 
-def _prepare_folder(config: ExperimentConfig) -> tuple[str, dict[str, Any]]:
-    """Process 0's part: chooses, checks and creates the run folder (writing `config.yaml` for
-    a new run); returns (run_dir, the resume's accepted changes)."""
+def _named_after(config: ExperimentConfig, task: Any) -> ExperimentConfig:
+    """`config` with `task.name` set to `task`'s `module:qualname` when it is missing, so that
+    `config.yaml` is complete and a resume with the same task object compares equal."""
+    if task is None or config.task.name != MISSING:
+        return config
+    cls = type(task)
+    return dataclasses.replace(config, task=dataclasses.replace(
+        config.task, name=f"{cls.__module__}:{cls.__qualname__}"))
+
+
+DATA_FILE = "data.json"
+"""The run folder's record of its data: each file's path, size and SHA-256 (`fingerprint`)."""
+
+
+def _data_fingerprints(task: Any) -> list[dict[str, Any]]:
+    files = task.data_files() if hasattr(task, "data_files") else []
+    return fingerprints(files)
+
+
+def _check_data(config: ExperimentConfig, run_dir: str, task: Any) -> list[str]:
+    """A resume's data against the run's `data.json`: [] when unchanged (or not recorded);
+    the changes when `allow_data_change` lets them through; RunFolderError naming the first
+    changed file otherwise."""
+    path = os.path.join(run_dir, DATA_FILE)
+    try:
+        with open(path) as f:
+            recorded = json.load(f)["files"]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise RunFolderError(f"resume: {path} cannot be read ({err}).") from None
+    problems = data_changed(recorded)
+    now = {f["path"] for f in _data_fingerprints(task)}
+    problems += [f"{p}: not part of the run's data before" for p in sorted(
+        now - {f["path"] for f in recorded})]
+    if problems and not config.allow_data_change:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise RunFolderError(f"resume: the data changed since {run_dir} started: "
+                             f"{problems[0]}{more}; pass --allow-data-change "
+                             f"(allow_data_change=true) to continue on the new data.")
+    return problems
+
+
+def _prepare_folder(config: ExperimentConfig, task: Any) -> tuple[str, dict[str, Any]]:
+    """Process 0's part: chooses, checks and creates the run folder (writing `config.yaml`,
+    `data.json` and the task's artifacts for a new run); returns (run_dir, the resume's
+    accepted changes)."""
     run_dir = choose_run_dir(config)
     changes = resume_changes(run_dir, config) if config.resume else {}
+    data_changes = _check_data(config, run_dir, task) if config.resume else []
+    if data_changes:
+        changes["data"] = data_changes
     try:
         os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
+        if not config.resume or data_changes:
+            files = _data_fingerprints(task)
+            if files:
+                write_atomically(os.path.join(run_dir, DATA_FILE),
+                                 json.dumps({"files": files}, indent=2) + "\n")
         if not config.resume:
+            for name, text in (task.artifacts() if hasattr(task, "artifacts") else {}).items():
+                write_atomically(os.path.join(run_dir, name), text)
             write_atomically(os.path.join(run_dir, "config.yaml"),
                              to_yaml(saved_config(config)))
     except OSError as err:
@@ -203,12 +351,12 @@ def _prepare_folder(config: ExperimentConfig) -> tuple[str, dict[str, Any]]:
     return run_dir, changes
 
 
-def _agreed_folder(config: ExperimentConfig) -> tuple[str, dict[str, Any]]:
+def _agreed_folder(config: ExperimentConfig, task: Any) -> tuple[str, dict[str, Any]]:
     """`_prepare_folder` on process 0, its outcome (the folder or the refusal) on all."""
     outcome: dict[str, Any] = {}
     if distributed.is_primary():
         try:
-            run_dir, changes = _prepare_folder(config)
+            run_dir, changes = _prepare_folder(config, task)
             outcome = {"run_dir": run_dir, "changes": json_safe(changes)}
         except RunFolderError as err:
             outcome = {"error": str(err)}
@@ -218,11 +366,12 @@ def _agreed_folder(config: ExperimentConfig) -> tuple[str, dict[str, Any]]:
     return outcome["run_dir"], outcome["changes"]
 
 
-def _open_run_folder(config: ExperimentConfig, state: TrainState, where: dict[str, Any]
+def _open_run_folder(config: ExperimentConfig, task: Any, state: TrainState,
+                     where: dict[str, Any]
                      ) -> tuple[str, Checkpoints, TrainState, int | None, dict[str, Any]]:
     """Chooses and prepares the run folder; returns (run_dir, checkpoints, state,
     resume_step, summary). Every check that can refuse runs before anything is written."""
-    run_dir, changes = _agreed_folder(config)
+    run_dir, changes = _agreed_folder(config, task)
     try:
         checkpoints = Checkpoints(os.path.join(run_dir, "checkpoints"),
                                   config.checkpointing.keep)
@@ -251,14 +400,67 @@ def _open_run_folder(config: ExperimentConfig, state: TrainState, where: dict[st
     return run_dir, checkpoints, state, resume_step, summary
 
 
-def run_experiment(config: ExperimentConfig, *, interrupt_at: int | None = None) -> RunResult:
+def _recovered_best(task: Any, run_dir: str, resume_step: int | None) -> BestSoFar:
+    """The best validation result so far: none for a new run; for a resume, the eval lines of
+    `metrics.jsonl` up to the restored step replayed (process 0 reads them, every process gets
+    the result, so that all take the same decisions from it)."""
+    spec = task.spec
+    if resume_step is None:
+        return BestSoFar(spec.metric, spec.higher_is_better)
+    fields: dict[str, Any] = {}
+    if distributed.is_primary():
+        path = os.path.join(run_dir, "metrics.jsonl")
+        records = read_metrics(path) if os.path.exists(path) else []
+        fields = dataclasses.asdict(BestSoFar.from_records(
+            records, spec.metric, spec.higher_is_better, up_to=resume_step))
+    return BestSoFar(**json.loads(distributed.broadcast_text(json.dumps(fields))))
+
+
+def _open_best_checkpoints(config: ExperimentConfig, run_dir: str, state: TrainState,
+                           best: BestSoFar, resume_step: int | None, summary: dict[str, Any]
+                           ) -> Checkpoints | None:
+    """The best checkpoint's folder (None without `checkpointing.keep_best`), made consistent
+    with `best` on a resume: checkpoints newer than the restored step (saved before a kill,
+    past the newest regular checkpoint) are moved aside, since the resumed run recomputes
+    them, and recorded in the summary's resume record; the best state, when it is the
+    restored one and is missing (keep_best was off), is saved from it."""
+    if not config.checkpointing.keep_best:
+        return None
+    try:
+        manager = Checkpoints(os.path.join(run_dir, BEST_DIR), None,
+                              aside=os.path.join(run_dir, "unusable_checkpoints", BEST_DIR))
+    except OSError as err:
+        raise RunFolderError(f"run folder {run_dir}: {err.strerror or err}.") from None
+    if resume_step is not None:
+        moved = manager.move_aside_newer(resume_step, f"newer than step {resume_step}")
+        if moved:
+            summary["resumes"][-1]["skipped_best_checkpoints"] = {m.name: m.reason
+                                                                  for m in moved}
+        if moved and distributed.is_primary():
+            print(f"{BEST_DIR}: moved {', '.join(m.name for m in moved)} to "
+                  f"unusable_checkpoints/{BEST_DIR}/ (newer than the resumed step "
+                  f"{resume_step}, or unfinished); the resumed run saves its best again.",
+                  file=sys.stderr)
+        if best.step == resume_step and resume_step not in manager.all_steps():
+            manager.save(state)
+    return manager
+
+
+def run_experiment(config: ExperimentConfig, *, task: Any = None,
+                   interrupt_at: int | None = None) -> RunResult:
     """Trains per `config` and writes the run folder; see the module docstring.
 
     On several processes, every process calls this with the same config (its `distributed`
     section aside) and gets the same result; only process 0 writes files.
 
+        result = run_experiment(load_config("my.yaml"), task=MyTask(...))  # e.g. a notebook
+        result.summary["test"]
+
     Args:
         config: a validated `ExperimentConfig` (from `load_config`).
+        task: a task object (see `jaxlstm.tasks.base.Task`) to train on instead of the one
+            `config.task` names; a missing `task.name` becomes the object's
+            `module:qualname` in `config.yaml`. A resume must pass the same kind of task.
         interrupt_at: act as if Ctrl-C came right after this step (for tests).
 
     Raises:
@@ -270,33 +472,53 @@ def run_experiment(config: ExperimentConfig, *, interrupt_at: int | None = None)
             that restores, not writable). Nothing has been written when these are raised.
     """
     distributed.initialize(config.distributed)  # before anything touches a device
-    task, schedule, tx, model = _build(config)
+    config = _named_after(config, task)
+    task, schedule, tx, model = _build(config, task)
     train_cfg = config.training
     parallel = DataParallel.over_all_devices()
-    parallel.check_batch_size(train_cfg.batch_size)
+    parallel.check_batch_size(train_cfg.batch_size, grad_accum=train_cfg.grad_accum)
     primary = distributed.is_primary()
     started = time.perf_counter()
     state = mesh.init_state(parallel, lambda: TrainState.create(
         model=model, tx=tx, schedule=schedule, task_metrics=task.metrics,
-        seed=train_cfg.seed))
+        seed=train_cfg.seed, grad_accum=train_cfg.grad_accum))
     where = parallel.describe()
-    run_dir, checkpoints, state, resume_step, summary = _open_run_folder(config, state, where)
+    run_dir, checkpoints, state, resume_step, summary = _open_run_folder(config, task, state,
+                                                                         where)
+    if primary and hasattr(task, "describe"):  # what was read, once the run is going ahead
+        print(task.describe(), file=sys.stderr, flush=True)
     log: MetricsLog | NoLog = (
         MetricsLog(run_dir, tensorboard=config.logging.tensorboard, resume_step=resume_step)
         if primary else NoLog())
-    held_out = HeldOut(parallel, task.eval_batches(train_cfg.eval_batch_size))
+    best = _recovered_best(task, run_dir, resume_step)
+    best_checkpoints = _open_best_checkpoints(config, run_dir, state, best, resume_step,
+                                              summary)
+    valid = HeldOut(parallel, lambda: held_out(task, train_cfg.eval_batch_size, "valid"))
     rows = parallel.local_rows(train_cfg.batch_size)
     train_step = mesh.train_step(parallel)
 
     step = int(state.step)
-    status = "completed"
+    batches = TrainBatches(task, seed=train_cfg.seed, batch_size=train_cfg.batch_size,
+                           rows=rows, steps=train_cfg.steps, start=step,
+                           threads=train_cfg.loader_threads, prefetch=train_cfg.prefetch)
+    if resume_step is not None and resume_step in checkpoints.all_steps():
+        try:
+            batches.restore(checkpoints.loader_state(resume_step), resume_step)
+        except LoaderStateMismatch as err:
+            batches.close()
+            checkpoints.close()
+            raise RunFolderError(f"resume: {err}.") from None
+    # A resumed run that had stopped early stays stopped (its patience was spent).
+    status = ("early_stopped" if best.out_of_patience(train_cfg.patience)
+              and step < train_cfg.steps else "completed")
+    evaluation, evaluated_at = None, None
     window_start, window_steps = time.perf_counter(), 0
     progress = Progress(enabled=config.logging.progress and primary, total=train_cfg.steps,
                         start=step, every=config.logging.log_every, metric=task.spec.metric)
     try:
         with _StopFlag() as stop, progress:
-            while step < train_cfg.steps:
-                local = task.train_batch(train_cfg.seed, step, train_cfg.batch_size, rows=rows)
+            while step < train_cfg.steps and status == "completed":
+                local = next(batches)  # task.train_batch(seed, step, ...), read ahead
                 state, metrics = train_step(
                     state, parallel.global_batch(local, train_cfg.batch_size))
                 step += 1
@@ -313,9 +535,12 @@ def run_experiment(config: ExperimentConfig, *, interrupt_at: int | None = None)
                               f"{checkpoints.latest_step()}) is untouched.", file=sys.stderr)
                     status = "non_finite"
                     break
-                evaluation = None
+                improved = False
                 if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
-                    evaluation = evaluate(state, held_out)  # a collective: every process
+                    evaluation = evaluate(state, valid)  # a collective: every process
+                    evaluated_at = step
+                    # Global metrics: every process takes the same decisions from them.
+                    improved = best.update(step, evaluation)
                 write_error = None
                 try:
                     if step % config.logging.log_every == 0 or step == train_cfg.steps:
@@ -326,7 +551,7 @@ def run_experiment(config: ExperimentConfig, *, interrupt_at: int | None = None)
                             log.write_speed(step, {"steps_per_s": rate, "sequences_per_s":
                                                    rate * train_cfg.batch_size})
                         window_start, window_steps = time.perf_counter(), 0
-                    if evaluation is not None:
+                    if evaluated_at == step:
                         log.write(step, "eval", evaluation)
                         progress.evaluated(evaluation[task.spec.metric])
                 except OSError as err:  # only process 0 writes: it tells the others below
@@ -335,12 +560,24 @@ def run_experiment(config: ExperimentConfig, *, interrupt_at: int | None = None)
                 if interrupt_at is not None and step == interrupt_at:
                     stop.set, stop.signal_name = True, "SIGINT"
                 stops = distributed.agree(
-                    (_SIGNALLED if stop.set else 0) | (_WRITE_FAILED if write_error else 0))
+                    (_SIGNALLED if stop.set else 0) | (_WRITE_FAILED if write_error else 0)
+                    | (_PATIENCE_SPENT if best.out_of_patience(train_cfg.patience) else 0))
                 if stops & _WRITE_FAILED:
                     raise write_error or OSError("process 0 could not write its files")
-                if stops & _SIGNALLED or step % config.checkpointing.every == 0 \
-                        or step == train_cfg.steps:
-                    checkpoints.save(state)
+                if improved and best_checkpoints is not None:
+                    best_checkpoints.save(state)  # before the regular checkpoint: see above
+                if stops & (_SIGNALLED | _PATIENCE_SPENT) \
+                        or step % config.checkpointing.every == 0 or step == train_cfg.steps:
+                    checkpoints.save(state, loader=batches.state())
+                    if best_checkpoints is not None:
+                        best_checkpoints.keep_newest()
+                if stops & _PATIENCE_SPENT and step < train_cfg.steps:
+                    status = "early_stopped"
+                    if primary:
+                        print(f"early stopping at step {step}: no improvement of the "
+                              f"validation {task.spec.metric} in {train_cfg.patience} "
+                              f"evaluation(s) (best at step {best.step}).", file=sys.stderr)
+                    break
                 if stops & _SIGNALLED and step < train_cfg.steps:
                     status = "interrupted"
                     if primary:
@@ -361,20 +598,25 @@ def run_experiment(config: ExperimentConfig, *, interrupt_at: int | None = None)
                   f"{checkpoints.latest_step()}: make room and resume with --resume.",
                   file=sys.stderr)
     finally:
+        batches.close()
         checkpoints.close()
         log.close()
+        if best_checkpoints is not None:
+            best_checkpoints.close()
 
     summary.update({
         "status": status, "step": step,
         "wall_time_s": round(time.perf_counter() - started, 2),
         "versions": _versions(),
     })
-    if status == "completed":
-        final = evaluate(state, held_out)
-        summary.update(final=final, baseline=task.baseline(), metric=task.spec.metric,
-                       higher_is_better=task.spec.higher_is_better)
+    if status in FINISHED:
+        final = evaluation if evaluated_at == step else evaluate(state, valid)
+        summary.update(final=final, baseline=baseline_of(task, "valid"),
+                       metric=task.spec.metric, higher_is_better=task.spec.higher_is_better,
+                       best=best.to_json(),
+                       **_test_results(config, run_dir, task, parallel, state, best))
         if primary:
-            _finish_folder(config, run_dir, summary, host_state(state), task, held_out)
+            _finish_folder(config, run_dir, summary, host_state(state), task, valid)
     if primary:
         try:
             write_summary(run_dir, summary)
@@ -385,7 +627,53 @@ def run_experiment(config: ExperimentConfig, *, interrupt_at: int | None = None)
 
 
 # Why a process wants to stop, as bits: `distributed.agree` ORs them over the processes.
-_SIGNALLED, _WRITE_FAILED = 1, 2
+_SIGNALLED, _WRITE_FAILED, _PATIENCE_SPENT = 1, 2, 4
+
+
+def _test_results(config: ExperimentConfig, run_dir: str, task: Any, parallel: DataParallel,
+                  state: TrainState, best: BestSoFar) -> dict[str, Any]:
+    """`summary.json`'s test entries: `test` (the test split's metrics, or None with
+    `test_unavailable` saying why), `baseline_test` when the task has one, and which state
+    was evaluated (`test_on`: "best" or "final", at `test_step`)."""
+    try:
+        test = HeldOut(parallel, lambda: held_out(task, config.training.eval_batch_size,
+                                                  "test"), cache=False)
+        evaluated, on = _best_state(config, run_dir, state, best)
+        # Inside the try: a generator's SplitUnavailable comes with its first batch.
+        results = {"test": evaluate(evaluated, test), "test_on": on,
+                   "test_step": int(evaluated.step)}
+    except SplitUnavailable as err:
+        return {"test": None, "test_unavailable": str(err)}
+    try:
+        results["baseline_test"] = baseline_of(task, "test")
+    except SplitUnavailable:
+        pass
+    return results
+
+
+def _best_state(config: ExperimentConfig, run_dir: str, state: TrainState, best: BestSoFar
+                ) -> tuple[TrainState, str]:
+    """(the state with the best validation metric, "best"), or (the final `state`, "final")
+    without `keep_best`, without a finite evaluation, or when the best checkpoint does not
+    restore (said on stderr)."""
+    if not config.checkpointing.keep_best or best.step is None:
+        return state, "final"
+    if best.step == int(state.step):
+        return state, "best"
+    saved = Checkpoints(os.path.join(run_dir, BEST_DIR), None, read_only=True)
+    try:
+        if best.step not in saved.all_steps():
+            raise FileNotFoundError("it is not on disk")
+        return saved.restore(state, best.step), "best"
+    except Exception as err:  # noqa: BLE001 - orbax and tensorstore raise many types
+        if distributed.is_primary():
+            reason = " ".join(str(err).split())[:160] or type(err).__name__
+            print(f"{BEST_DIR}: the best checkpoint (step {best.step}) is unavailable "
+                  f"({reason}); the test split is evaluated on the final state.",
+                  file=sys.stderr)
+        return state, "final"
+    finally:
+        saved.close()
 
 
 def host_state(state: TrainState) -> TrainState:
@@ -395,7 +683,7 @@ def host_state(state: TrainState) -> TrainState:
 
 
 def _finish_folder(config: ExperimentConfig, run_dir: str, summary: dict[str, Any],
-                   state: TrainState, task: Any, held_out: HeldOut) -> None:
+                   state: TrainState, task: Any, valid: HeldOut) -> None:
     """Process 0's last files: the speed summary, plots and text samples."""
     speed_path = os.path.join(run_dir, "speed.jsonl")
     if os.path.exists(speed_path):
@@ -405,7 +693,7 @@ def _finish_folder(config: ExperimentConfig, run_dir: str, summary: dict[str, An
             summary["sequences_per_s"] = summary["steps_per_s"] * config.training.batch_size
     if config.logging.plots:
         try:
-            summary["plots"] = plots.draw_all(run_dir, state, task, held_out.batches)
+            summary["plots"] = plots.draw_all(run_dir, state, task, valid.sample())
         except Exception as err:  # noqa: BLE001 - a picture must not cost the summary
             print(f"plots failed: {type(err).__name__}: {err}", file=sys.stderr)
     if (hasattr(task, "decode") and not config.model.bidirectional

@@ -36,14 +36,21 @@ from jaxlstm.train.config import (
 from jaxlstm.train.files import json_safe, write_atomically
 
 # Keys a resume may change: they decide how long to train and how often to look, not what
-# the saved state means. Everything else (model, optimizer, schedule, task, seed, batch size)
-# would silently continue a different experiment, or fail to restore at all.
+# the saved state means (patience too: e.g. to continue a run that stopped early). Everything
+# else (model, optimizer, schedule, task, seed, batch size) would silently continue a
+# different experiment, or fail to restore at all.
 SAFE_TO_CHANGE_ON_RESUME = ("training.steps", "training.eval_every",
-                            "training.eval_batch_size", "logging.", "checkpointing.")
+                            "training.eval_batch_size", "training.patience",
+                            "training.prefetch", "training.loader_threads", "logging.",
+                            "checkpointing.")
 # Where the run goes and where it runs, not what it is: a run started on 4 devices or 2 hosts
 # resumes on 1 and vice versa (`summary.json` records where each part ran).
 NOT_COMPARED = ("name", "runs_root", "run_dir", "resume", "allow_data_change")
 NOT_COMPARED_SECTIONS = ("distributed.",)
+
+FINISHED = ("completed", "early_stopped")
+"""`summary.json` statuses of a run that ended as planned (all its steps, or early stopping):
+it has `final`, `best` and `test`, and a resume or a sweep has nothing left to do for it."""
 
 _STAMP = re.compile(r"^(\d{8}-\d{6})(?:-(\d+))?$")
 

@@ -9,11 +9,8 @@ character; the prompt is read first, then each sampled symbol is fed back in.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -90,19 +87,6 @@ def sample(params: Any, prompt_ids: np.ndarray, length: int, vocab_size: int, *,
     return np.asarray(tokens)
 
 
-@contextlib.contextmanager
-def _absl_warnings_silenced() -> Iterator[None]:
-    # orbax warns (through absl logging) that a read-only manager is read-only and keeps
-    # everything; on a command's stderr that is noise next to its one line.
-    logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def restore_params(run_dir: str | os.PathLike, config: ExperimentConfig, task: Any) -> Any:
     """The params of `run_dir`'s latest checkpoint, for the model `config` and `task` describe.
 
@@ -116,8 +100,7 @@ def restore_params(run_dir: str | os.PathLike, config: ExperimentConfig, task: A
     missing = FileNotFoundError(f"{os.fspath(run_dir)} has no checkpoint to sample from.")
     if not os.path.isdir(directory):
         raise missing
-    with _absl_warnings_silenced():
-        checkpoints = Checkpoints(directory, config.checkpointing.keep, read_only=True)
+    checkpoints = Checkpoints(directory, config.checkpointing.keep, read_only=True)
     try:
         step = checkpoints.latest_step()
         if step is None:

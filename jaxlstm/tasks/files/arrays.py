@@ -35,7 +35,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlstm.tasks.base import Batch, TaskSpec, classification_metrics, regression_metrics
+from jaxlstm.tasks.base import (
+    Batch,
+    TaskSpec,
+    classification_metrics,
+    regression_metrics,
+)
 from jaxlstm.tasks.files import examples as ex
 from jaxlstm.tasks.files.errors import DataError
 from jaxlstm.tasks.files.examples import ArrayExamples, Examples

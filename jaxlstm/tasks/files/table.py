@@ -193,8 +193,8 @@ class TableTask(SplitOptions, FileTask):
                                        f"or a larger {split}_fraction.")
         sources = {split: WindowExamples(windows, e) for split, e in ends.items() if len(e)}
         if "all" in paths and self.test_fraction > 0 and "test" not in sources:
-            raise DataError(where, f"no window fits in the test split of any series; expected "
-                                   f"longer series or a larger test_fraction.")
+            raise DataError(where, "no window fits in the test split of any series; expected "
+                                   "longer series or a larger test_fraction.")
         files = sorted({os.path.abspath(p) for p in paths.values()})
         groups = f"{len(series)} series" + (f" (group {self.group!r})" if self.group else "")
         how = f"split by {'time ' + repr(self.time) if self.time else 'row order'}"
@@ -314,9 +314,8 @@ def _cut_positions(path: str, series: list[tuple[int, int]], table: dict[str, np
     cuts = []
     if task.time is not None:
         times = np.sort(table["__time__"], kind="stable")
-        t_valid = times[min(len(times) - 1, int(round(train_end_fraction * len(times))))]
-        t_test = times[min(len(times) - 1,
-                           int(round((1.0 - task.test_fraction) * len(times))))]
+        t_valid = times[min(len(times) - 1, round(train_end_fraction * len(times)))]
+        t_test = times[min(len(times) - 1, round((1.0 - task.test_fraction) * len(times)))]
     for start, stop in series:
         rows = stop - start
         if rows < task.window + task.horizon:
@@ -326,8 +325,8 @@ def _cut_positions(path: str, series: list[tuple[int, int]], table: dict[str, np
                                   f"{task.window + task.horizon}; expected longer series or "
                                   f"a smaller task.window.")
         if task.time is None:
-            valid_at = start + int(round(train_end_fraction * rows))
-            test_at = start + int(round((1.0 - task.test_fraction) * rows))
+            valid_at = start + round(train_end_fraction * rows)
+            test_at = start + round((1.0 - task.test_fraction) * rows)
         else:
             series_times = table["__time__"][start:stop]
             valid_at = start + int(np.searchsorted(series_times, t_valid, side="left"))
