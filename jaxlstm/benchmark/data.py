@@ -14,7 +14,7 @@ median of the same run.
 
 **memory**: writes a dataset of about `--gb` GB (a folder of `.npy` files, written in chunks,
 then converted, each in its own process), and trains the quickstart-sized model on the shards
-in a fresh process, reporting its peak resident memory (`ru_maxrss`); the same run on a
+in a fresh process, reporting its peak resident memory (VmHWM; Linux); the same run on a
 dataset of 1,000 sequences gives the process's own size, so the difference is what the data
 costs.
 """
@@ -126,16 +126,32 @@ def write_large(folder: str, gigabytes: float, seq_len: int = 100, features: int
     return count
 
 
-def _child_peak_mb(command: list[str]) -> tuple[float, float]:
-    """Runs `command`; returns (its peak RSS in MB, seconds). Raises on failure."""
+# The child reports its own peak: VmHWM of its address space. `ru_maxrss` would not do: a
+# child made by fork (or vfork) from this large parent starts with the parent's resident pages,
+# and Linux carries that high-water mark across exec into the child's ru_maxrss (measured: 1109
+# MB by ru_maxrss for a training process whose VmHWM was 648 MB).
+_REPORT_PEAK = """\
+import atexit, sys
+def report():
+    with open("/proc/self/status") as f:
+        kib = next(line for line in f if line.startswith("VmHWM")).split()[1]
+    print(f"peak_rss_kib {kib}", file=sys.stderr)
+atexit.register(report)
+from jaxlstm.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _child_peak_mb(args: list[str]) -> tuple[float, float]:
+    """Runs `jaxlstm ARGS...` in a child; returns (its peak RSS in MB, seconds). Linux only
+    (/proc); raises on failure."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
-    _, status, usage = os.wait4(process.pid, 0)
-    output = process.stdout.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{output[-3000:]}")
-    return usage.ru_maxrss / 1024, time.perf_counter() - start
+    result = subprocess.run([sys.executable, "-c", _REPORT_PEAK, *args], capture_output=True,
+                            text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"jaxlstm {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    kib = next(line for line in result.stderr.splitlines() if line.startswith("peak_rss_kib"))
+    return int(kib.split()[1]) / 1024, time.perf_counter() - start
 
 
 def memory(args: argparse.Namespace) -> dict[str, Any]:
@@ -146,12 +162,10 @@ def memory(args: argparse.Namespace) -> dict[str, Any]:
         source = os.path.join(root, f"{name}-npy")
         count = write_large(source, size)
         folder = os.path.join(root, f"{name}-shards")
-        convert_mb, convert_s = _child_peak_mb(
-            [sys.executable, "-m", "jaxlstm.cli", "data", "convert", source, folder])
+        convert_mb, convert_s = _child_peak_mb(["data", "convert", source, folder])
         data_bytes = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
         config = _config(root, name, folder, args.steps)
-        train_mb, train_s = _child_peak_mb(
-            [sys.executable, "-m", "jaxlstm.cli", "train", config])
+        train_mb, train_s = _child_peak_mb(["train", config])
         results[name] = {"sequences": count, "shard_bytes": data_bytes,
                          "convert_peak_rss_mb": convert_mb, "convert_s": convert_s,
                          "train_peak_rss_mb": train_mb, "train_s": train_s}
