@@ -120,6 +120,7 @@ def test_ci_runs_the_readme_test_command():
 
 README_OUTPUTS = [  # what each ```python block of the README prints, in order
     "(8, 20, 16) (8, 16)",
+    "completed True",
     "(4, 12, 32) (4, 16)",
     "lstm (4, 12, 8) (4, 16) NoneType LSTMGates\n"
     "peephole (4, 12, 8) (4, 16) PeepholeWeights LSTMGates\n"

@@ -99,6 +99,10 @@ def main(argv: list[str]) -> int:
         raise UsageError(f"{args.action} takes {'SRC and DEST' if expected == 2 else 'PATH'}, "
                          f"got {len(args.paths)} path(s): {args.paths}.")
     source = args.paths[0]
+    if args.action == "convert":
+        from jaxlstm.tasks.files import shards
+
+        shards.check_destination(args.paths[1])  # before reading a large source
     task_name = args.task or infer_task(source)
     task = _build(source, task_name, options)
     print(task.describe(), file=sys.stderr)

@@ -15,15 +15,15 @@ from jaxlstm.tasks.files.errors import DataError
 from jaxlstm.train.config import ConfigError
 from jaxlstm.train.run_folder import RunFolderError
 
-DONE = 0
+DONE = 0  # completed, or stopped early by training.patience
 STOPPED = 1  # a non-finite value or a failed write: the folder is consistent, resumable
 BAD_INPUT = 2
 INTERRUPTED = 130  # 128 + SIGINT, what shells report for a process stopped by Ctrl-C
 BROKEN_PIPE = 141  # 128 + SIGPIPE: the output's reader went away
 
 EXIT_CODES = {
-    DONE: "done",
-    STOPPED: ("stopped early on a non-finite loss, gradient or update, or a failed write (a full "
+    DONE: "done (training: completed, or stopped early by training.patience)",
+    STOPPED: ("stopped on a non-finite loss, gradient or update, or a failed write (a full "
               "disk); the last good checkpoint is kept, resume once the cause is fixed"),
     BAD_INPUT: "bad config, command-line input or data file (one line on stderr)",
     INTERRUPTED: "interrupted by Ctrl-C or SIGTERM; during training, after saving a checkpoint",

@@ -60,8 +60,9 @@ waiting and the table:
                     once every point has ended, however it ended.
 
 resuming:
-  --resume SWEEP_DIR  skips the completed points (summary.json status "completed"), continues
-                      the unfinished ones from their checkpoints and starts the others, with
+  --resume SWEEP_DIR  skips the finished points (summary.json status "completed" or
+                      "early_stopped"), continues the unfinished ones from their
+                      checkpoints and starts the others, with
                       the grid and base config recorded in the sweep folder (CONFIG and the
                       overrides may be left out, or repeated as first given); with every point
                       completed it only rewrites sweep.md. Refused while the sweep's jobs are

@@ -192,12 +192,19 @@ def baseline_of(task: Task, split: str = "valid") -> dict[str, float]:
     return _call_for_split(task.baseline, split, task.spec.name)
 
 
-def batch_weight(batch: dict[str, Any]) -> float:
-    """How much a batch counts when averaging metrics over batches: its target steps."""
+def target_steps(batch: dict[str, Any]) -> Any:
+    """A batch's target steps, what its loss averages over: the sum of its `mask`, or rows x
+    T_out. NumPy batches give a NumPy number, traced ones a traced scalar (the train step
+    weights gradient-accumulation micro-batches with it)."""
     mask = batch.get("mask")
     if mask is not None:
-        return float(np.sum(mask))
-    return float(np.shape(batch["targets"])[0] * np.shape(batch["targets"])[1])
+        return mask.sum()
+    return batch["targets"].shape[0] * batch["targets"].shape[1]
+
+
+def batch_weight(batch: dict[str, Any]) -> float:
+    """How much a batch counts when averaging metrics over batches: its target steps."""
+    return float(target_steps(batch))
 
 
 def regression_metrics(outputs: Array, batch: dict[str, Array]) -> dict[str, Array]:

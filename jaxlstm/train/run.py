@@ -89,7 +89,7 @@ import jax
 import numpy as np
 from omegaconf import MISSING
 
-from jaxlstm.tasks import make_task
+from jaxlstm.tasks import check_task, make_task
 from jaxlstm.tasks.base import (
     Batch,
     SplitUnavailable,
@@ -263,7 +263,12 @@ def _build(config: ExperimentConfig, task: Any = None) -> tuple[Any, Any, Any, M
                 config.training.steps))
     if key in _BUILT:
         return _BUILT[key]
-    if task is None:
+    if task is not None:
+        try:
+            check_task(task, config.task.name)
+        except TypeError as err:
+            raise ConfigError(str(err)) from None
+    else:
         try:
             task = make_task(config.task.name, **config.task.options)
         except DataError:

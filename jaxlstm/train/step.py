@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from jaxlstm.tasks.base import target_steps
 from jaxlstm.train.model import Model
 
 Array = jax.Array
@@ -151,13 +152,8 @@ def _accumulated_grads(state: TrainState, batch: dict[str, Array],
 
 
 def _batch_weight(batch: dict[str, Array]) -> Array:
-    """`jaxlstm.tasks.base.batch_weight` as a traced float32 scalar: the batch's target steps,
-    the sum of its `mask` if it has one, else B x T_out."""
-    mask = batch.get("mask")
-    if mask is not None:
-        return jnp.sum(mask, dtype=jnp.float32)
-    rows, steps = batch["targets"].shape[:2]
-    return jnp.asarray(rows * steps, jnp.float32)
+    """The batch's target steps (`jaxlstm.tasks.base.target_steps`) as a float32 scalar."""
+    return jnp.asarray(target_steps(batch), jnp.float32)
 
 
 def tree_is_finite(tree: Any) -> Array:

@@ -71,10 +71,7 @@ def convert(task: FileTask, dest: str, options: dict[str, Any], *,
     """
     from array_record.python.array_record_module import ArrayRecordWriter
 
-    full = resolve(dest)
-    if os.path.exists(full) and (not os.path.isdir(full) or os.listdir(full)):
-        raise DataError(dest, "already exists; expected a new folder for the converted "
-                              "dataset (remove it or choose another DEST).")
+    full = check_destination(dest)
     parent = os.path.dirname(full)
     try:
         os.makedirs(parent, exist_ok=True)
@@ -125,6 +122,15 @@ def convert(task: FileTask, dest: str, options: dict[str, Any], *,
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return metadata
+
+
+def check_destination(dest: str) -> str:
+    """`dest` made absolute; DataError unless it is new (or an empty folder)."""
+    full = resolve(dest)
+    if os.path.exists(full) and (not os.path.isdir(full) or os.listdir(full)):
+        raise DataError(dest, "already exists; expected a new folder for the converted "
+                              "dataset (remove it or choose another DEST).")
+    return full
 
 
 def read_metadata(path: str) -> dict[str, Any]:
