@@ -10,7 +10,8 @@ streaming (`jaxlstm data convert SRC DEST`; then `task.options.path: DEST`).
 
 Each record is one example, its fields' raw bytes in the order `dataset.json`'s layout gives
 (`examples.Layout`): nothing pickled. Shards are written with ArrayRecord's `group_size:1`, so
-one example is one read, and are read through Grain's `ArrayRecordDataSource`. `dataset.json`
+one example is one read (`examples.RecordExamples`), and batches of them are read ahead by the
+runner's Grain loader (`jaxlstm.train.loader`). `dataset.json`
 holds the task and the options it was converted with, the format's state (a vocabulary, a
 normalisation, the inferred kind), each split's example count and files, the baselines (computed
 once, here, so that a large dataset is not read again for them), and the source files' sizes
