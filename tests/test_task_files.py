@@ -15,7 +15,7 @@ import pytest
 
 from jaxlstm.tasks.base import SplitUnavailable
 from jaxlstm.tasks.files import ArraysTask, DataError, TableTask, TextFileTask, shards
-from jaxlstm.tasks.files.fingerprint import changed, fingerprints
+from jaxlstm.tasks.files.fingerprint import differences, fingerprints
 
 
 def write_arrays(path, n=200, steps=6, features=2, *, lengths=True, classes=3, seed=0,
@@ -143,7 +143,6 @@ def test_text_bytes_and_chars_split_by_position(tmp_path):
     assert chars.format.chars == list("abcdefghij")  # z and é only in the held-out text
     assert chars.spec.input_size == 11
     assert chars.decode(chars.encode("abzé")) == "ab\ufffd\ufffd"
-    assert TextFileTask.from_run_folder.__doc__  # sampling reads vocab.json, tested in training
 
 
 def test_text_baseline_is_the_unigram_of_the_training_split(tmp_path):
@@ -230,17 +229,18 @@ def test_converted_shards_give_the_same_batches_held_out_data_and_baselines(tmp_
         shards.convert(task, str(tmp_path / "table-shards"), {})
 
 
-def test_fingerprints_notice_a_changed_file(tmp_path):
-    path = tmp_path / "d.bin"
+def test_fingerprints_tell_every_way_the_data_changed(tmp_path):
+    path, other = tmp_path / "d.bin", tmp_path / "e.bin"
     path.write_bytes(b"abc")
+    other.write_bytes(b"xyz")
     recorded = fingerprints([str(path)])
-    assert changed(recorded) == []
+    assert recorded[0]["size"] == 3 and differences(recorded, fingerprints([str(path)])) == []
     path.write_bytes(b"abd")
-    assert "different content" in changed(recorded)[0]
+    assert "same size, different content" in differences(recorded, fingerprints([str(path)]))[0]
     path.write_bytes(b"abcd")
-    assert "size 3 -> 4" in changed(recorded)[0]
-    path.unlink()
-    assert "no longer there" in changed(recorded)[0]
+    assert "size 3 -> 4 bytes" in differences(recorded, fingerprints([str(path)]))[0]
+    assert differences(recorded, fingerprints([str(other)])) == [
+        f"{path}: no longer part of the data", f"{other}: not part of the data before"]
 
 
 # --- bad data: one line naming the file and what was expected --------------------------------

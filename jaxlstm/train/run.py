@@ -98,7 +98,7 @@ from jaxlstm.tasks.base import (
     held_out,
 )
 from jaxlstm.tasks.files import DataError
-from jaxlstm.tasks.files.fingerprint import changed as data_changed
+from jaxlstm.tasks.files.fingerprint import differences as data_differences
 from jaxlstm.tasks.files.fingerprint import fingerprints
 from jaxlstm.train import distributed, mesh, plots
 from jaxlstm.train.best import BestSoFar
@@ -302,14 +302,16 @@ DATA_FILE = "data.json"
 
 
 def _data_fingerprints(task: Any) -> list[dict[str, Any]]:
-    files = task.data_files() if hasattr(task, "data_files") else []
-    return fingerprints(files)
+    """Each data file of `task` (`data_files`, for the tasks that read files) with its size
+    and SHA-256."""
+    return fingerprints(task.data_files() if hasattr(task, "data_files") else [])
 
 
-def _check_data(config: ExperimentConfig, run_dir: str, task: Any) -> list[str]:
-    """A resume's data against the run's `data.json`: [] when unchanged (or not recorded);
-    the changes when `allow_data_change` lets them through; RunFolderError naming the first
-    changed file otherwise."""
+def _data_changes(config: ExperimentConfig, run_dir: str, current: list[dict[str, Any]]
+                  ) -> list[str]:
+    """A resume's data (`current` fingerprints) against the run's `data.json`: [] when
+    unchanged (or never recorded); the changes when `allow_data_change` lets them through;
+    RunFolderError naming the first changed file otherwise."""
     path = os.path.join(run_dir, DATA_FILE)
     try:
         with open(path) as f:
@@ -318,10 +320,7 @@ def _check_data(config: ExperimentConfig, run_dir: str, task: Any) -> list[str]:
         return []
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise RunFolderError(f"resume: {path} cannot be read ({err}).") from None
-    problems = data_changed(recorded)
-    now = {f["path"] for f in _data_fingerprints(task)}
-    problems += [f"{p}: not part of the run's data before" for p in sorted(
-        now - {f["path"] for f in recorded})]
+    problems = data_differences(recorded, current)
     if problems and not config.allow_data_change:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise RunFolderError(f"resume: the data changed since {run_dir} started: "
@@ -336,16 +335,15 @@ def _prepare_folder(config: ExperimentConfig, task: Any) -> tuple[str, dict[str,
     accepted changes)."""
     run_dir = choose_run_dir(config)
     changes = resume_changes(run_dir, config) if config.resume else {}
-    data_changes = _check_data(config, run_dir, task) if config.resume else []
+    data = _data_fingerprints(task)  # hashes every data file once
+    data_changes = _data_changes(config, run_dir, data) if config.resume else []
     if data_changes:
         changes["data"] = data_changes
     try:
         os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
-        if not config.resume or data_changes:
-            files = _data_fingerprints(task)
-            if files:
-                write_atomically(os.path.join(run_dir, DATA_FILE),
-                                 json.dumps({"files": files}, indent=2) + "\n")
+        if data and (not config.resume or data_changes):
+            write_atomically(os.path.join(run_dir, DATA_FILE),
+                             json.dumps({"files": data}, indent=2) + "\n")
         if not config.resume:
             for name, text in (task.artifacts() if hasattr(task, "artifacts") else {}).items():
                 write_atomically(os.path.join(run_dir, name), text)

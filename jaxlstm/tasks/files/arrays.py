@@ -204,11 +204,8 @@ class ArraysTask(SplitOptions, FileTask):
         first = next(iter(checked.values()))
         fmt = ArraysFormat(kind=first.kind, readout=first.readout, input_size=first.input_size,
                            output_size=0, steps=first.steps, has_lengths=first.has_lengths)
-        for split, found in checked.items():
-            if (found.kind, found.readout, found.input_size, found.steps, found.has_lengths,
-                    found.output_size if fmt.kind == "regression" else 0) != (
-                    fmt.kind, fmt.readout, fmt.input_size, fmt.steps, fmt.has_lengths,
-                    first.output_size if fmt.kind == "regression" else 0):
+        for split, found in checked.items():  # files of one task must agree
+            if found.layout_key() != first.layout_key():
                 raise DataError(paths[split], f"its arrays do not match {paths['train']}'s "
                                               f"({found.summary} against {first.summary}).")
         if fmt.kind == "classification":
@@ -250,6 +247,12 @@ class Checked:
     steps: int
     has_lengths: bool
     summary: str
+
+    def layout_key(self) -> tuple:
+        """What must be equal across the files of one task (class labels may differ: each
+        file holds the labels it happens to hold)."""
+        size = self.output_size if self.kind == "regression" else None
+        return (self.kind, self.readout, self.input_size, self.steps, self.has_lengths, size)
 
 
 def data_files(path: str) -> list[str]:

@@ -25,19 +25,19 @@ def fingerprints(paths: list[str]) -> list[dict[str, Any]]:
             for p in paths]
 
 
-def changed(recorded: list[dict[str, Any]]) -> list[str]:
-    """One phrase per recorded file that is gone or differs now ("<path>: size 10 -> 12"),
-    empty when the data is as recorded."""
+def differences(recorded: list[dict[str, Any]], current: list[dict[str, Any]]) -> list[str]:
+    """One phrase per file that differs between two `fingerprints` lists, matched by path
+    ("<path>: size 10 -> 12 bytes"); empty when the data is as recorded."""
+    now = {entry["path"]: entry for entry in current}
     problems = []
     for entry in recorded:
-        path = entry["path"]
-        if not os.path.isfile(path):
-            problems.append(f"{path}: no longer there")
-            continue
-        size = os.path.getsize(path)
-        if size != entry["size"]:
-            problems.append(f"{path}: size {entry['size']:,} -> {size:,} bytes")
-        elif sha256(path) != entry["sha256"]:
+        path, new = entry["path"], now.pop(entry["path"], None)
+        if new is None:
+            problems.append(f"{path}: no longer part of the data")
+        elif new["size"] != entry["size"]:
+            problems.append(f"{path}: size {entry['size']:,} -> {new['size']:,} bytes")
+        elif new["sha256"] != entry["sha256"]:
             problems.append(f"{path}: same size, different content (sha256 "
-                            f"{entry['sha256'][:12]}... -> another)")
+                            f"{entry['sha256'][:12]}... -> {new['sha256'][:12]}...)")
+    problems += [f"{path}: not part of the data before" for path in sorted(now)]
     return problems
