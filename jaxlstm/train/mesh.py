@@ -139,26 +139,7 @@ def eval_step(parallel: DataParallel) -> Any:
     return jax.jit(step.eval_step, out_shardings=parallel.replicated)
 
 
-def init_state(parallel: DataParallel, *, model: Any, tx: Any, schedule: Any,
-               task_metrics: Any, seed: int, grad_accum: int = 1) -> Any:
-    """`TrainState.create(...)` run once, laid out replicated on the mesh: every process
-    computes the same values from the same seed.
-
-    The jitted function is cached per (mesh, model, optimizer, schedule, metrics, grad_accum)
-    with the seed as its argument, so running the same config again in a process (a sweep, a
-    notebook, the tests) does not trace and compile the initialisation again: it took about
-    1.2 of the 2 CPU-seconds of a repeated tiny run."""
-    create = _jitted_create(parallel, model, tx, schedule, task_metrics, grad_accum)
-    return create(np.uint32(seed))  # seeds are in [0, 2**32): PRNGKey(uint32) is the same key
-
-
-@functools.lru_cache(maxsize=16)
-def _jitted_create(parallel: DataParallel, model: Any, tx: Any, schedule: Any,
-                   task_metrics: Any, grad_accum: int) -> Any:
-    from jaxlstm.train.step import TrainState
-
-    def create(seed: Any) -> Any:
-        return TrainState.create(model=model, tx=tx, schedule=schedule,
-                                 task_metrics=task_metrics, seed=seed, grad_accum=grad_accum)
-
-    return jax.jit(create, out_shardings=parallel.replicated)
+def init_state(parallel: DataParallel, create: Any) -> Any:
+    """`create()` (a function building the train state) run once, laid out replicated on the
+    mesh: every process computes the same values from the same seed."""
+    return jax.jit(create, out_shardings=parallel.replicated)()

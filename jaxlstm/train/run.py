@@ -482,9 +482,9 @@ def run_experiment(config: ExperimentConfig, *, task: Any = None,
     parallel.check_batch_size(train_cfg.batch_size, grad_accum=train_cfg.grad_accum)
     primary = distributed.is_primary()
     started = time.perf_counter()
-    state = mesh.init_state(parallel, model=model, tx=tx, schedule=schedule,
-                            task_metrics=task.metrics, seed=train_cfg.seed,
-                            grad_accum=train_cfg.grad_accum)
+    state = mesh.init_state(parallel, lambda: TrainState.create(
+        model=model, tx=tx, schedule=schedule, task_metrics=task.metrics,
+        seed=train_cfg.seed, grad_accum=train_cfg.grad_accum))
     where = parallel.describe()
     run_dir, checkpoints, state, resume_step, summary = _open_run_folder(config, task, state,
                                                                          where)
