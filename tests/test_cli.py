@@ -83,8 +83,14 @@ def test_installed_console_script_lists_configs_and_trains_from_another_folder(i
     trained = run_installed(installed, tmp_path, "train", "quickstart", *TINY,
                             "training.steps=4", f"runs_root={tmp_path / 'runs'}")
     assert trained.returncode == 0, trained.stderr
-    assert trained.stdout.startswith("quickstart: mse ")
+    # The final line names the overrides (not where the run went), so that two runs of one
+    # config are told apart; off a terminal the first line on stderr names the run folder.
+    label, _, rest = trained.stdout.partition("): mse ")
+    assert label.startswith("quickstart (") and rest
+    assert sorted(label.removeprefix("quickstart (").split()) == sorted(
+        [*TINY, "training.steps=4"])
     (run_dir,) = (tmp_path / "runs" / "quickstart").iterdir()
+    assert trained.stderr.splitlines()[0] == f"run folder {run_dir}"
     assert (run_dir / "summary.json").is_file() and (run_dir / "checkpoints").is_dir()
 
 
@@ -165,7 +171,7 @@ def test_bad_command_lines_are_one_line_and_exit_2(argv, capsys):
 def test_train_exit_code_follows_the_run_status(status, code, monkeypatch, tmp_path):
     import jaxlstm.train.run
 
-    def fake_run(config):
+    def fake_run(config, **how):
         return SimpleNamespace(status=status, run_dir=str(tmp_path), step=1, summary={})
 
     monkeypatch.setattr(jaxlstm.train.run, "run_experiment", fake_run)

@@ -304,13 +304,13 @@ def test_a_resume_that_changes_the_model_is_refused_before_touching_the_folder(t
 def test_a_safe_change_on_resume_is_recorded_and_the_config_kept(tmp_path):
     run_dir = interrupted_run(tmp_path).run_dir
     config_yaml = open(os.path.join(run_dir, "config.yaml"), "rb").read()
-    resumed = resume(tmp_path, "training.steps=14", "logging.log_every=7")
-    assert resumed.status == "completed" and resumed.step == 14
+    resumed = resume(tmp_path, "training.eval_every=3", "logging.log_every=7")
+    assert resumed.status == "completed" and resumed.step == 12
     assert open(os.path.join(run_dir, "config.yaml"), "rb").read() == config_yaml
     summary = json.loads(open(os.path.join(run_dir, "summary.json")).read())
     (record,) = summary["resumes"]
     assert record["step"] == 6
-    assert record["changed"] == {"training.steps": [12, 14], "logging.log_every": [2, 7]}
+    assert record["changed"] == {"training.eval_every": [4, 3], "logging.log_every": [2, 7]}
 
 
 def test_a_folder_holding_a_run_is_not_reused_without_resume(tmp_path):

@@ -3,6 +3,8 @@
     jaxlstm train CONFIG [key=value ...] [--resume]
     jaxlstm launch CONFIG [key=value[,value...] ...] [--executor slurm|local] [flags]
     jaxlstm sample RUN_DIR [--prompt TEXT] [--length N] [--temperature T] [--seed S]
+    jaxlstm runs [NAME] [--root DIR] [--json]
+    jaxlstm compare RUN RUN [RUN ...] [--root DIR] [--out PATH]
     jaxlstm data convert SRC DEST | info PATH [--task NAME] [option=value ...]
     jaxlstm configs
     jaxlstm bench [--quick] ...
@@ -20,26 +22,31 @@ import sys
 import threading
 
 
-def _exit_on_ctrl_c(signum: int, frame: object) -> None:
-    sys.stderr.write("jaxlstm: interrupted by Ctrl-C.\n")
+def _exit_at_once(signum: int, frame: object) -> None:
+    cause = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+    sys.stderr.write(f"jaxlstm: interrupted by {cause}.\n")
     os._exit(130)  # 128 + SIGINT, as a shell reports it; nothing has been written yet
 
 
 # Importing the commands imports jax, flax and optax (seconds): a Ctrl-C meanwhile would be a
-# traceback from deep inside their imports. Until they are in, Ctrl-C is one line and 130.
-_guard = (threading.current_thread() is threading.main_thread()
-          and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
-if _guard:
-    signal.signal(signal.SIGINT, _exit_on_ctrl_c)
+# traceback from deep inside their imports, a SIGTERM a silent death. Until they are in, both
+# are one line and 130. (Handlers left as the process found them, e.g. SIGINT ignored by
+# `nohup`, stay so.)
+_DEFAULTS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+_guarded = ([signum for signum, default in _DEFAULTS.items()
+             if signal.getsignal(signum) is default]
+            if threading.current_thread() is threading.main_thread() else [])
+for _signum in _guarded:
+    signal.signal(_signum, _exit_at_once)
 
-from jaxlstm.cli import bench, data, launch, reference, sample, shipped, train
+from jaxlstm.cli import bench, compare, data, launch, reference, runs, sample, shipped, train
 from jaxlstm.cli.exits import DONE, UsageError, command
 
-if _guard:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+for _signum in _guarded:
+    signal.signal(_signum, _DEFAULTS[_signum])
 
-COMMANDS = {"train": train, "launch": launch, "sample": sample, "data": data,
-            "configs": shipped, "bench": bench}
+COMMANDS = {"train": train, "launch": launch, "sample": sample, "runs": runs,
+            "compare": compare, "data": data, "configs": shipped, "bench": bench}
 
 
 def overview() -> str:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from jaxlstm.tasks.files.errors import DataError
 from jaxlstm.train.config import ConfigError
+from jaxlstm.train.interrupts import Interrupted
 from jaxlstm.train.run_folder import RunFolderError
 
 DONE = 0  # completed, or stopped early by training.patience
@@ -44,6 +45,10 @@ class EarlyExit(Exception):
 
 Main = Callable[[list[str]], int]
 
+# Whether a command in this process was stopped by a signal before writing anything
+# (`Interrupted`): the process then ends without Python's shutdown (see `command`).
+_stopped_midway = False
+
 
 def command(prog: str) -> Callable[[Main], Callable[[Sequence[str] | None], int]]:
     """Wraps a command's `main(argv) -> int` into one that never raises for expected failures.
@@ -57,31 +62,46 @@ def command(prog: str) -> Callable[[Main], Callable[[Sequence[str] | None], int]
     def wrap(main: Main) -> Callable[[Sequence[str] | None], int]:
         @functools.wraps(main)
         def wrapped(argv: Sequence[str] | None = None) -> int:
-            try:
-                return main(list(sys.argv[1:] if argv is None else argv))
-            except EarlyExit as done:
-                return done.status
-            except UsageError as err:
-                print(f"{prog}: error: {err}", file=sys.stderr)
-                return BAD_INPUT
-            except RunFolderError as err:
-                print(f"{prog}: error: {err}", file=sys.stderr)
-                return BAD_INPUT
-            except ConfigError as err:
-                print(f"config error: {err}", file=sys.stderr)
-                return BAD_INPUT
-            except DataError as err:
-                print(f"data error: {err}", file=sys.stderr)
-                return BAD_INPUT
-            except KeyboardInterrupt:
-                print(f"{prog}: interrupted by Ctrl-C.", file=sys.stderr)
-                return INTERRUPTED
-            except BrokenPipeError:
-                # The reader left (`jaxlstm --help | head`): stop quietly. stdout goes to
-                # devnull so that flushing it at exit does not raise again.
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-                return BROKEN_PIPE
+            code = _run(main, argv)
+            if argv is None and _stopped_midway:  # this process's own command line
+                # A signal stopped the run while XLA compiled or jax started up, before
+                # anything was written: Python's shutdown can then crash in their threads
+                # (seen: SIGSEGV after the line). Nothing is left to clean up: leave now.
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+            return code
 
         return wrapped
+
+    def _run(main: Main, argv: Sequence[str] | None) -> int:
+        global _stopped_midway
+        try:
+            return main(list(sys.argv[1:] if argv is None else argv))
+        except EarlyExit as done:
+            return done.status
+        except UsageError as err:
+            print(f"{prog}: error: {err}", file=sys.stderr)
+            return BAD_INPUT
+        except RunFolderError as err:
+            print(f"{prog}: error: {err}", file=sys.stderr)
+            return BAD_INPUT
+        except ConfigError as err:
+            print(f"config error: {err}", file=sys.stderr)
+            return BAD_INPUT
+        except DataError as err:
+            print(f"data error: {err}", file=sys.stderr)
+            return BAD_INPUT
+        except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM where a command takes it
+            _stopped_midway = _stopped_midway or isinstance(err, Interrupted)
+            cause = getattr(err, "signal_name", "SIGINT")
+            print(f"{prog}: interrupted by {'Ctrl-C' if cause == 'SIGINT' else cause}.",
+                  file=sys.stderr)
+            return INTERRUPTED
+        except BrokenPipeError:
+            # The reader left (`jaxlstm --help | head`): stop quietly. stdout goes to
+            # devnull so that flushing it at exit does not raise again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return BROKEN_PIPE
 
     return wrap

@@ -7,15 +7,21 @@ CONFIG is a shipped config's name (`jaxlstm configs`) or a YAML file. The run fo
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from jaxlstm.cli import reference, shipped
 from jaxlstm.cli.exits import DONE, INTERRUPTED, STOPPED, EarlyExit, UsageError, command
 from jaxlstm.cli.parser import OneLineParser
 from jaxlstm.train.config import ExperimentConfig, load_config
+from jaxlstm.train.interrupts import RunSignals
+from jaxlstm.train.runs_index import NO_OVERRIDES, describe_overrides
 
 USAGE = "CONFIG [key=value ...] [--resume] [--allow-data-change]"
 SUMMARY = "train an LSTM from a shipped config's name or a YAML file"
+
+# Overrides that say how to run, not what: not part of a run's recorded origin.
+RUN_FLAGS = ("resume", "allow_data_change", "run_dir", "runs_root")
 
 STATUS_EXIT = {"completed": DONE, "early_stopped": DONE, "non_finite": STOPPED,
                "write_failed": STOPPED, "interrupted": INTERRUPTED}
@@ -65,16 +71,19 @@ def parse_args(argv: list[str]) -> tuple[str, list[str]]:
                          + (["allow_data_change=true"] if args.allow_data_change else []))
 
 
-def _report(config: ExperimentConfig, result: Any) -> None:
+def _report(config: ExperimentConfig, result: Any, source: str) -> None:
     """Two lines on stdout: the validation metric (and the test split's, when the task has
-    one) in words, then the summary's metrics as JSON."""
+    one) in words, after the config's name and how the config differs from its file
+    `source`, then the summary's metrics as JSON."""
     summary = result.summary
     metric = summary["metric"]
     stopped = " (stopped early)" if result.status == "early_stopped" else ""
     test = summary.get("test")
     tested = ("" if test is None else f"; test {metric} {test[metric]:.4f} on the "
               f"{summary['test_on']} state (step {summary['test_step']})")
-    print(f"{config.name}: {metric} {summary['final'][metric]:.4f} "
+    overrides = describe_overrides(config, source)  # tells two runs of one config apart
+    label = config.name + ("" if overrides == NO_OVERRIDES else f" ({overrides})")
+    print(f"{label}: {metric} {summary['final'][metric]:.4f} "
           f"(baseline {summary['baseline'][metric]:.4f}) after {result.step} steps{stopped}"
           f"{tested}, {summary['wall_time_s']:.0f} s; run folder {result.run_dir}")
     print(json.dumps({key: summary[key] for key in ("final", "baseline", "best", "test")
@@ -91,12 +100,19 @@ def main(argv: list[str]) -> int:
         saves a checkpoint first).
     """
     config_arg, overrides = parse_args(argv)
-    config = load_config(shipped.resolve(config_arg), overrides)
-    # flax, optax and orbax take seconds to import: only once the config is known to be good.
-    from jaxlstm.train.run import run_experiment
-    from jaxlstm.train.run_folder import FINISHED
+    # From here to the summary's last byte, SIGINT and SIGTERM end the run in one of two
+    # states: nothing written, or a folder saying "interrupted" (see jaxlstm.train.interrupts).
+    with RunSignals() as signals:
+        path = shipped.resolve(config_arg)
+        config = load_config(path, overrides)
+        # flax, optax and orbax take seconds to import: only once the config is good.
+        from jaxlstm.train.run import run_experiment
+        from jaxlstm.train.run_folder import FINISHED
 
-    result = run_experiment(config)
-    if result.status in FINISHED:
-        _report(config, result)
-    return STATUS_EXIT[result.status]
+        source = config_arg if path != config_arg else os.path.abspath(path)
+        given = [o for o in overrides if o.split("=", 1)[0] not in RUN_FLAGS]
+        result = run_experiment(config, signals=signals,
+                                origin={"config_source": source, "overrides": given})
+        if result.status in FINISHED and "final" in result.summary:
+            _report(config, result, path)
+        return STATUS_EXIT[result.status]

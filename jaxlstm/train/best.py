@@ -32,6 +32,7 @@ class BestSoFar:
         step: the step of the best evaluation; None before the first finite one.
         metrics: that evaluation's metrics.
         since: evaluations since the best (all of them while there is none).
+        last: the latest evaluation's metric (a resumed run's progress line starts from it).
     """
 
     metric: str
@@ -39,6 +40,7 @@ class BestSoFar:
     step: int | None = None
     metrics: dict[str, float] | None = None
     since: int = 0
+    last: float | None = None
 
     def _better(self, value: Any) -> bool:
         if value is None or not math.isfinite(value):
@@ -50,6 +52,7 @@ class BestSoFar:
 
     def update(self, step: int, metrics: dict[str, float]) -> bool:
         """Records the validation evaluation at `step`; returns whether it is the new best."""
+        self.last = metrics.get(self.metric)
         if self._better(metrics.get(self.metric)):
             self.step, self.metrics, self.since = step, dict(metrics), 0
             return True

@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
+import re
 import shutil
 import sys
 import zlib
@@ -108,16 +110,51 @@ def all_finite(tree: Any) -> bool:
 
 
 @contextlib.contextmanager
-def _absl_warnings_silenced() -> Iterator[None]:
+def _absl_warnings_silenced(level: int = logging.ERROR) -> Iterator[None]:
     # orbax warns (through absl logging) that a read-only manager is read-only and keeps
     # everything; on a command's stderr that is noise next to its one line.
     logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    previous = logger.level
+    logger.setLevel(level)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        logger.setLevel(previous)
+
+
+class _NotAbout(logging.Filter):
+    """Drops log records that mention `text` (with their tracebacks)."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return self.text not in record.getMessage() and (
+            exc is None or (self.text not in str(exc) and not isinstance(exc, OSError)))
+
+
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+
+
+@contextlib.contextmanager
+def _write_errors_as_os_errors(directory: str) -> Iterator[None]:
+    """Failed writes as `OSError`, whatever raises them: tensorstore, under orbax, reports a
+    full disk as `ValueError("RESOURCE_EXHAUSTED: ... No space left on device
+    [os_error_code='28']")`, and the runner stops cleanly (status "write_failed") on an
+    `OSError`, not on any error of any library."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as err:  # noqa: BLE001 - tensorstore's status codes come as ValueError
+        text = str(err)
+        code = _OS_ERROR_CODE.search(text)
+        if code is None and "RESOURCE_EXHAUSTED" not in text:
+            raise
+        number = int(code.group(1)) if code else errno.ENOSPC
+        raise OSError(number, os.strerror(number), directory) from err
 
 
 class Checkpoints:
@@ -176,8 +213,20 @@ class Checkpoints:
                  "integrity": ocp.args.JsonSave(integrity)}
         if loader is not None:
             items["loader"] = ocp.args.JsonSave(loader)
-        self._manager.save(step, args=ocp.args.Composite(**items))
-        self._manager.wait_until_finished()
+        try:
+            # orbax logs each of its threads' failures with a traceback; the one OSError
+            # raised here says it in one line.
+            with _absl_warnings_silenced(logging.CRITICAL), \
+                    _write_errors_as_os_errors(self.directory):
+                self._manager.save(step, args=ocp.args.Composite(**items))
+                self._manager.wait_until_finished()
+        except OSError:
+            # orbax's threads go on reporting this failure after it is raised here (some
+            # at exit): their lines about this folder are dropped, said once in the error.
+            logging.getLogger("absl").addFilter(_NotAbout(self.directory))
+            logging.getLogger("asyncio").addFilter(_NotAbout(self.directory))
+            self._discard_unfinished(step)
+            raise
         self._saved_here.add(step)
         return step
 
@@ -273,8 +322,18 @@ class Checkpoints:
             target, n = os.path.join(self.aside, f"{name}.{n}"), n + 1
         shutil.move(os.path.join(self.directory, name), target)
 
+    def _discard_unfinished(self, step: int) -> None:
+        """Removes what a failed save of `step` left (`<step>.orbax-checkpoint-tmp...`):
+        it can never restore, and on a full disk its space lets the summary say how the
+        run ended. Never touches a finished checkpoint."""
+        for name in self._candidates()[1]:
+            if name.startswith(f"{step}{_TMP_MARK}"):
+                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+
     def close(self) -> None:
-        self._manager.close()
+        with _absl_warnings_silenced(logging.CRITICAL), \
+                _write_errors_as_os_errors(self.directory):
+            self._manager.close()
 
 
 def report_skipped(skipped: list[Skipped], restored_step: int | None) -> None:

@@ -78,12 +78,12 @@ import dataclasses
 import datetime
 import json
 import os
-import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
-from typing import Any, Self
+from typing import Any
 
 import jax
 import numpy as np
@@ -112,6 +112,7 @@ from jaxlstm.train.checkpoint import (
 )
 from jaxlstm.train.config import ConfigError, ExperimentConfig, to_yaml
 from jaxlstm.train.files import json_safe, write_atomically
+from jaxlstm.train.interrupts import RunSignals, describe
 from jaxlstm.train.loader import LoaderStateMismatch, TrainBatches
 from jaxlstm.train.logs import MetricsLog, NoLog, read_metrics
 from jaxlstm.train.mesh import DataParallel
@@ -218,33 +219,6 @@ def _versions() -> dict[str, str]:
 
     return {"jaxlstm": jaxlstm.__version__, "jax": jax.__version__, "flax": flax.__version__,
             "optax": optax.__version__, "python": sys.version.split()[0]}
-
-
-class _StopFlag:
-    """Set by Ctrl-C (SIGINT) or SIGTERM: the loop finishes its step, saves and stops."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.set = False
-        self.signal_name = ""
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> Self:
-        def handler(signum, frame):
-            self.set = True
-            self.signal_name = signal.Signals(signum).name
-
-        for signum in self.SIGNALS:
-            try:
-                self._previous[signum] = signal.signal(signum, handler)
-            except ValueError:  # not the main thread: no handler, signals are the caller's
-                pass
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
 
 
 # The task, optimizer and model of recent configs, so that running the same config again in
@@ -370,17 +344,22 @@ def _agreed_folder(config: ExperimentConfig, task: Any) -> tuple[str, dict[str, 
 
 
 def _open_run_folder(config: ExperimentConfig, task: Any, state: TrainState,
-                     where: dict[str, Any]
+                     where: dict[str, Any], origin: dict[str, Any] | None
                      ) -> tuple[str, Checkpoints, TrainState, int | None, dict[str, Any]]:
     """Chooses and prepares the run folder; returns (run_dir, checkpoints, state,
-    resume_step, summary). Every check that can refuse runs before anything is written."""
+    resume_step, summary). Every check that can refuse runs before anything is written.
+
+    The summary starts as "running" with where this process runs (`where`: devices, host,
+    pid) and, for a new run, `origin` (config_source, overrides); a resume keeps the run's
+    origin and earlier `segments`, and adds a record to `resumes`."""
     run_dir, changes = _agreed_folder(config, task)
     try:
         checkpoints = Checkpoints(os.path.join(run_dir, "checkpoints"),
                                   config.checkpointing.keep)
     except OSError as err:
         raise RunFolderError(f"run folder {run_dir}: {err.strerror or err}.") from None
-    summary: dict[str, Any] = {"name": config.name, "status": "running", "step": 0, **where}
+    summary: dict[str, Any] = {"name": config.name, "status": "running", "step": 0, **where,
+                               **(origin or {})}
     resume_step = None
     if config.resume:
         try:
@@ -395,12 +374,59 @@ def _open_run_folder(config: ExperimentConfig, task: Any, state: TrainState,
             timespec="seconds"), "changed": changes,
             "skipped_checkpoints": {s.name: s.reason for s in skipped},
             "processes": where["processes"], "devices": where["devices"]}
-        summary.update(step=resume_step, resumes=[*previous.get("resumes", []), record])
+        summary.update({key: previous[key] for key in ORIGIN_KEYS if key in previous})
+        summary.update(step=resume_step, resumes=[*previous.get("resumes", []), record],
+                       segments=earlier_segments(previous))
         if distributed.is_primary():
             report_skipped(skipped, resume_step)
     if distributed.is_primary():
         write_summary(run_dir, summary)
     return run_dir, checkpoints, state, resume_step, summary
+
+
+ORIGIN_KEYS = ("config_source", "overrides")
+"""`summary.json`'s record of where a run's config came from (`jaxlstm train`'s CONFIG
+argument and its key=value overrides): kept by every resume."""
+
+
+def earlier_segments(previous: dict[str, Any]) -> list[dict[str, Any]]:
+    """The `segments` of a run's previous summary: one per process lifetime that worked on
+    the run (a run written before segments were recorded counts as one)."""
+    if "segments" in previous:
+        return list(previous["segments"])
+    if "wall_time_s" in previous:
+        return [{"to_step": previous.get("step"), "status": previous.get("status"),
+                 "wall_time_s": previous["wall_time_s"]}]
+    return []
+
+
+def _already_finished(config: ExperimentConfig) -> RunResult | None:
+    """For a resume of a run that ended as planned (completed, early-stopped) and that the
+    config does not extend (more `training.steps`, another `training.patience`): its result,
+    said in one line, with nothing written; None otherwise (the run goes ahead, and refuses
+    what it must there)."""
+    if not config.resume:
+        return None
+    outcome: dict[str, Any] = {}
+    if distributed.is_primary():
+        try:
+            run_dir = choose_run_dir(config)
+            previous = read_summary(run_dir)
+            extends = {"training.steps", "training.patience"} & set(
+                resume_changes(run_dir, config))
+        except RunFolderError:
+            previous, extends = {}, set()  # the run itself says why, in its words
+        if previous.get("status") in FINISHED and not extends:
+            outcome = {"status": previous["status"], "step": previous.get("step", 0),
+                       "run_dir": run_dir}
+            print(f"{run_dir}: the run is finished ({previous['status'].replace('_', ' ')} "
+                  f"at step {outcome['step']}); nothing to resume. To train on, resume with "
+                  "a higher training.steps.", file=sys.stderr)
+    outcome = json.loads(distributed.broadcast_text(json.dumps(outcome)))
+    if not outcome:
+        return None
+    summary = read_summary(outcome["run_dir"]) if distributed.is_primary() else {}
+    return RunResult(outcome["status"], outcome["run_dir"], outcome["step"], summary)
 
 
 def _recovered_best(task: Any, run_dir: str, resume_step: int | None) -> BestSoFar:
@@ -450,7 +476,8 @@ def _open_best_checkpoints(config: ExperimentConfig, run_dir: str, state: TrainS
 
 
 def run_experiment(config: ExperimentConfig, *, task: Any = None,
-                   interrupt_at: int | None = None) -> RunResult:
+                   interrupt_at: int | None = None, signals: RunSignals | None = None,
+                   origin: dict[str, Any] | None = None) -> RunResult:
     """Trains per `config` and writes the run folder; see the module docstring.
 
     On several processes, every process calls this with the same config (its `distributed`
@@ -465,6 +492,11 @@ def run_experiment(config: ExperimentConfig, *, task: Any = None,
             `config.task` names; a missing `task.name` becomes the object's
             `module:qualname` in `config.yaml`. A resume must pass the same kind of task.
         interrupt_at: act as if Ctrl-C came right after this step (for tests).
+        signals: the `RunSignals` already installed by the caller (the `jaxlstm train`
+            command installs them before reading the config); by default the run installs
+            its own for its duration (see `jaxlstm.train.interrupts`).
+        origin: where the config came from, recorded in a new run's `summary.json`:
+            `config_source` (the shipped config's name or the file) and `overrides`.
 
     Raises:
         ConfigError: task options the task rejects, an optimizer that fails to build, a batch
@@ -473,34 +505,55 @@ def run_experiment(config: ExperimentConfig, *, task: Any = None,
         RunFolderError (a ConfigError): a run folder that cannot be used as asked (reused
             without resume, nothing to resume, a resume that changes the model, no checkpoint
             that restores, not writable). Nothing has been written when these are raised.
+        Interrupted (a KeyboardInterrupt): SIGINT or SIGTERM before the run folder was
+            claimed; nothing has been written. Later signals end the run "interrupted".
     """
+    if signals is None:
+        with RunSignals() as own:
+            return run_experiment(config, task=task, interrupt_at=interrupt_at, signals=own,
+                                  origin=origin)
+    segment = {"started": datetime.datetime.now().isoformat(timespec="seconds"),
+               "host": socket.gethostname(), "pid": os.getpid()}
+    started = time.perf_counter()
     distributed.initialize(config.distributed)  # before anything touches a device
     config = _named_after(config, task)
+    finished = _already_finished(config)
+    if finished is not None:
+        signals.over()
+        return finished
     task, schedule, tx, model = _build(config, task)
     train_cfg = config.training
     parallel = DataParallel.over_all_devices()
     parallel.check_batch_size(train_cfg.batch_size, grad_accum=train_cfg.grad_accum)
     primary = distributed.is_primary()
-    started = time.perf_counter()
     state = mesh.init_state(parallel, lambda: TrainState.create(
         model=model, tx=tx, schedule=schedule, task_metrics=task.metrics,
         seed=train_cfg.seed, grad_accum=train_cfg.grad_accum))
     where = parallel.describe()
-    run_dir, checkpoints, state, resume_step, summary = _open_run_folder(config, task, state,
-                                                                         where)
-    if primary and hasattr(task, "describe"):  # what was read, once the run is going ahead
-        print(task.describe(), file=sys.stderr, flush=True)
+    signals.defer()  # from here a signal leaves a folder that says "interrupted"
+    run_dir, checkpoints, state, resume_step, summary = _open_run_folder(
+        config, task, state, {**where, **segment}, origin)
+    step = int(state.step)
+    if _agreed_stop(signals):  # a signal while the folder was prepared
+        checkpoints.close()
+        return _end(run_dir, summary, "interrupted", step, resume_step, segment, started,
+                    signals, f"interrupted by {describe(signals.signal_name)} before "
+                    f"training; resume with --resume.")
+    best = _recovered_best(task, run_dir, resume_step)
+    if primary:  # the first line off a terminal: where this run writes, and from where
+        print(f"run folder {run_dir}" if resume_step is None else
+              f"resuming {run_dir} from step {resume_step}", file=sys.stderr, flush=True)
+        if hasattr(task, "describe"):  # what was read, once the run is going ahead
+            print(task.describe(), file=sys.stderr, flush=True)
     log: MetricsLog | NoLog = (
         MetricsLog(run_dir, tensorboard=config.logging.tensorboard, resume_step=resume_step)
         if primary else NoLog())
-    best = _recovered_best(task, run_dir, resume_step)
     best_checkpoints = _open_best_checkpoints(config, run_dir, state, best, resume_step,
                                               summary)
     valid = HeldOut(parallel, lambda: held_out(task, train_cfg.eval_batch_size, "valid"))
     rows = parallel.local_rows(train_cfg.batch_size)
     train_step = mesh.train_step(parallel)
 
-    step = int(state.step)
     batches = TrainBatches(task, seed=train_cfg.seed, batch_size=train_cfg.batch_size,
                            rows=rows, steps=train_cfg.steps, start=step,
                            threads=train_cfg.loader_threads, prefetch=train_cfg.prefetch)
@@ -518,8 +571,10 @@ def run_experiment(config: ExperimentConfig, *, task: Any = None,
     window_start, window_steps = time.perf_counter(), 0
     progress = Progress(enabled=config.logging.progress and primary, total=train_cfg.steps,
                         start=step, every=config.logging.log_every, metric=task.spec.metric)
+    if best.last is not None:  # a resumed run's first progress line shows its last eval
+        progress.evaluated(best.last)
     try:
-        with _StopFlag() as stop, progress:
+        with progress:
             while step < train_cfg.steps and status == "completed":
                 local = next(batches)  # task.train_batch(seed, step, ...), read ahead
                 state, metrics = train_step(
@@ -561,9 +616,10 @@ def run_experiment(config: ExperimentConfig, *, task: Any = None,
                     write_error = err
                 progress.step(step, values["loss"])
                 if interrupt_at is not None and step == interrupt_at:
-                    stop.set, stop.signal_name = True, "SIGINT"
+                    signals.request("SIGINT")
                 stops = distributed.agree(
-                    (_SIGNALLED if stop.set else 0) | (_WRITE_FAILED if write_error else 0)
+                    (_SIGNALLED if signals.requested else 0)
+                    | (_WRITE_FAILED if write_error else 0)
                     | (_PATIENCE_SPENT if best.out_of_patience(train_cfg.patience) else 0))
                 if stops & _WRITE_FAILED:
                     raise write_error or OSError("process 0 could not write its files")
@@ -584,7 +640,8 @@ def run_experiment(config: ExperimentConfig, *, task: Any = None,
                 if stops & _SIGNALLED and step < train_cfg.steps:
                     status = "interrupted"
                     if primary:
-                        cause = stop.signal_name or "a signal to another process"
+                        cause = (describe(signals.signal_name) if signals.requested
+                                 else "a signal to another process")
                         print(f"interrupted by {cause}: saved a checkpoint at step {step} in "
                               f"{run_dir}; resume with --resume.", file=sys.stderr)
                     break
@@ -607,30 +664,102 @@ def run_experiment(config: ExperimentConfig, *, task: Any = None,
         if best_checkpoints is not None:
             best_checkpoints.close()
 
-    summary.update({
-        "status": status, "step": step,
-        "wall_time_s": round(time.perf_counter() - started, 2),
-        "versions": _versions(),
-    })
+    summary["versions"] = _versions()
     if status in FINISHED:
-        final = evaluation if evaluated_at == step else evaluate(state, valid)
-        summary.update(final=final, baseline=baseline_of(task, "valid"),
-                       metric=task.spec.metric, higher_is_better=task.spec.higher_is_better,
-                       best=best.to_json(),
-                       **_test_results(config, run_dir, task, parallel, state, best))
-        if primary:
+        status = _finish(config, run_dir, summary, status, state, task, parallel, valid,
+                         best, evaluation if evaluated_at == step else None, signals)
+    return _end(run_dir, summary, status, step, resume_step, segment, started, signals)
+
+
+# Why a process wants to stop, as bits: `distributed.agree` ORs them over the processes.
+_SIGNALLED, _WRITE_FAILED, _PATIENCE_SPENT = 1, 2, 4
+
+
+def _agreed_stop(signals: RunSignals) -> bool:
+    """Whether any process was signalled (every process gets the same answer)."""
+    return bool(distributed.agree(_SIGNALLED if signals.requested else 0) & _SIGNALLED)
+
+
+def _finish(config: ExperimentConfig, run_dir: str, summary: dict[str, Any], status: str,
+            state: TrainState, task: Any, parallel: DataParallel, valid: HeldOut,
+            best: BestSoFar, final: dict[str, float] | None, signals: RunSignals) -> str:
+    """A finished run's last work, into `summary`: the final validation metrics, the test
+    split's and the files (plots, samples); returns the status, "interrupted" when a signal
+    came meanwhile (checked between the parts; the trained checkpoint is saved, so a resume
+    does this work again and completes the run)."""
+    if _stopped_while_finishing(signals, run_dir, status, int(state.step)):
+        return "interrupted"
+    summary.update(final=final if final is not None else evaluate(state, valid),
+                   baseline=baseline_of(task, "valid"), metric=task.spec.metric,
+                   higher_is_better=task.spec.higher_is_better, best=best.to_json())
+    if _stopped_while_finishing(signals, run_dir, status, int(state.step)):
+        return "interrupted"
+    summary.update(_test_results(config, run_dir, task, parallel, state, best))
+    if _stopped_while_finishing(signals, run_dir, status, int(state.step)):
+        return "interrupted"
+    if distributed.is_primary():
+        try:
             _finish_folder(config, run_dir, summary, host_state(state), task, valid)
-    if primary:
+        except OSError as err:  # e.g. samples.txt on a full disk: the checkpoint is saved
+            print(f"could not write to {run_dir}: {err.strerror or err}; the trained "
+                  f"checkpoint (step {int(state.step)}) is saved: make room and resume with "
+                  "--resume to finish the run.", file=sys.stderr)
+            return "write_failed"
+    return status  # `_end` looks once more, just before it writes the summary
+
+
+def _stopped_while_finishing(signals: RunSignals, run_dir: str, status: str, step: int
+                             ) -> bool:
+    """Whether a signal (to any process) came while a finished run does its last work; says
+    so on process 0. Its trained checkpoint is saved, so `--resume` does that work again."""
+    if not _agreed_stop(signals):
+        return False
+    if distributed.is_primary():
+        cause = describe(signals.signal_name) if signals.requested else "a signal"
+        print(f"interrupted by {cause} while finishing the run ({status.replace('_', ' ')} "
+              f"at step {step}, checkpoint saved) in {run_dir}; --resume finishes it.",
+              file=sys.stderr)
+    return True
+
+
+def _end(run_dir: str, summary: dict[str, Any], status: str, step: int,
+         resume_step: int | None, segment: dict[str, Any], started: float,
+         signals: RunSignals, message: str | None = None) -> RunResult:
+    """Writes the final `summary.json` (process 0) with the status, the step and this
+    process's segment of the run (when it started, where, its steps and wall time) after the
+    earlier segments (`segments`; `wall_time_s` is their total). A finished run looks for a
+    signal once more before writing and once after: one that came while its summary was
+    being written makes the summary say "interrupted" after all (a resume finishes it)."""
+    segment = {**segment, "from_step": resume_step or 0, "to_step": step,
+               "wall_time_s": round(time.perf_counter() - started, 2)}
+    segments = [*summary.get("segments", []), segment]
+    if message and distributed.is_primary():
+        print(message, file=sys.stderr)
+    if status in FINISHED and _stopped_while_finishing(signals, run_dir, status, step):
+        status = "interrupted"
+    _write_final_summary(run_dir, summary, status, step, segments)
+    if status in FINISHED and _stopped_while_finishing(signals, run_dir, status, step):
+        status = "interrupted"
+        _write_final_summary(run_dir, summary, status, step, segments)
+    signals.over()  # the summary says how the run ended: a later signal changes nothing
+    return RunResult(status, run_dir, step, summary)
+
+
+def _write_final_summary(run_dir: str, summary: dict[str, Any], status: str, step: int,
+                         segments: list[dict[str, Any]]) -> None:
+    if status not in FINISHED:  # a finished run's results belong to it alone
+        for key in ("final", "baseline", "best", "test", "test_on", "test_step",
+                    "baseline_test", "test_unavailable", "plots", "samples"):
+            summary.pop(key, None)
+    segments[-1]["status"] = status
+    summary.update(status=status, step=step, segments=segments,
+                   wall_time_s=round(sum(s["wall_time_s"] for s in segments), 2))
+    if distributed.is_primary():
         try:
             write_summary(run_dir, summary)
         except OSError as err:  # the checkpoints and metrics are complete; say so and go on
             print(f"could not write summary.json in {run_dir}: {err.strerror or err}.",
                   file=sys.stderr)
-    return RunResult(status, run_dir, step, summary)
-
-
-# Why a process wants to stop, as bits: `distributed.agree` ORs them over the processes.
-_SIGNALLED, _WRITE_FAILED, _PATIENCE_SPENT = 1, 2, 4
 
 
 def _test_results(config: ExperimentConfig, run_dir: str, task: Any, parallel: DataParallel,
