@@ -95,7 +95,8 @@ for i, (what, path, name, nth, signame, _) in enumerate(moments):
     summary, _ = folder(runs_root)
     report = {"moment": what, "code": code, "lines": lines, "summary": summary}
     if summary is not None and summary["status"] == "interrupted":
-        report["resumed_code"], _ = train(runs_root, "--resume")
+        report["resumed_code"], report["resumed_lines"] = train(
+            runs_root, "--resume", "logging.progress=true")  # off a terminal: lines
         report["resumed"], report["metrics"] = folder(runs_root)
     print(json.dumps(report), flush=True)
 code, _ = train(os.path.join(root, "whole"))
@@ -149,5 +150,14 @@ def test_a_signal_at_any_moment_ends_in_one_line_and_a_resumable_state(reports, 
     assert resumed["final"] == whole["summary"]["final"]
     assert report["metrics"] == whole["metrics"]
     assert [s["status"] for s in resumed["segments"]] == ["interrupted", "completed"]
+    # Off a terminal the first line says what resumed from where, and the first progress
+    # line already shows the last evaluation before the interruption.
+    lines = report["resumed_lines"]
+    assert lines[0].startswith("resuming ") and lines[0].endswith(f" from step {ends}")
+    evals = [json.loads(line) for line in whole["metrics"].splitlines()]
+    last = [r["mse"] for r in evals if r["split"] == "eval" and r["step"] <= ends]
+    progress = [line for line in lines if line.startswith("step ")]
+    if ends < 8:
+        assert f"eval mse {f'{last[-1]:.4g}' if last else '-'} " in progress[0]
     assert resumed["wall_time_s"] == pytest.approx(
         sum(s["wall_time_s"] for s in resumed["segments"]), abs=0.02)

@@ -313,6 +313,17 @@ def test_a_safe_change_on_resume_is_recorded_and_the_config_kept(tmp_path):
     assert record["changed"] == {"training.eval_every": [4, 3], "logging.log_every": [2, 7]}
 
 
+def test_resuming_a_finished_run_says_so_and_changes_nothing(whole, capsys):
+    before = snapshot(whole.run_dir)
+    again = run_experiment(tiny_config(os.path.dirname(os.path.dirname(whole.run_dir)),
+                                       "resume=true"))
+    assert (again.status, again.step, again.run_dir) == ("completed", 12, whole.run_dir)
+    assert again.summary["final"] == whole.summary["final"]
+    assert snapshot(whole.run_dir) == before
+    assert "the run is finished (completed at step 12); nothing to resume" in \
+        capsys.readouterr().err
+
+
 def test_a_folder_holding_a_run_is_not_reused_without_resume(tmp_path):
     run_dir = interrupted_run(tmp_path).run_dir
     before = snapshot(run_dir)
