@@ -126,7 +126,8 @@ def make_executor(resources: Resources, folder: str) -> Any:
     """A submitit executor writing its scripts, pickles and logs into `folder`.
 
     Raises:
-        ExecutorError: SLURM asked for where there is none, or parameters submitit rejects.
+        ExecutorError: SLURM asked for where there is none, parameters submitit rejects, or
+            a folder that cannot be created.
     """
     import submitit
 
@@ -142,6 +143,8 @@ def make_executor(resources: Resources, folder: str) -> Any:
         if isinstance(err, ExecutorError):
             raise
         raise ExecutorError(f"submitit: {str(err).splitlines()[0]}") from None
+    except OSError as err:  # its folder cannot be created (a full disk, no permission)
+        raise ExecutorError(f"submitit folder {folder}: {err.strerror or err}.") from None
     return executor
 
 

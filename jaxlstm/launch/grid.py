@@ -15,6 +15,10 @@ Points come in a fixed order, the cartesian product with the first swept key var
 (`itertools.product` over the keys in command-line order), so a grid expands the same way
 every time. Each point has a readable name made of its swept `key=value` pairs, which is also
 its run folder's name, made safe for file systems.
+
+Values are compared as typed here (`1e-3,1e-3` is refused at once) and, once every point's
+config is loaded, as parsed (`check_distinct`): `1e-3,0.001` or `1,01` would otherwise be two
+identical runs.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import dataclasses
 import hashlib
 import itertools
 import re
+from collections.abc import Hashable, Sequence
 
 # Keys that decide where a run goes, not what it is: a sweep sets them itself.
 NOT_SWEPT = ("name", "runs_root", "run_dir", "resume", "allow_data_change")
@@ -152,3 +157,21 @@ def expand_grid(overrides: list[str] | tuple[str, ...]) -> Grid:
         used.add(name)
         points.append(Point(name, pairs))
     return Grid(tuple(constant), swept, tuple(points))
+
+
+def check_distinct(grid: Grid, resolved: Sequence[Hashable]) -> None:
+    """GridError when two points are one experiment: `resolved[i]` is point i's resolved
+    config (its YAML), and two equal ones differ only in values written two ways that parse
+    the same (`1e-3,0.001`; `1,01`). Names the key and both spellings.
+    """
+    seen: dict[Hashable, Point] = {}
+    for point, config in zip(grid.points, resolved, strict=True):
+        other = seen.setdefault(config, point)
+        if other is point:
+            continue
+        for first, second in zip(other.overrides, point.overrides, strict=True):
+            if first != second:
+                key, _, value = first.partition("=")
+                raise GridError(f"{key}={','.join(grid.swept[key])}: {value!r} and "
+                                f"{second.partition('=')[2]!r} are the same value once "
+                                "parsed; give it once.")

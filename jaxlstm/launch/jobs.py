@@ -28,6 +28,7 @@ import submitit
 from jaxlstm.launch import sweep as sweeps
 from jaxlstm.launch import table
 from jaxlstm.train.config import ConfigError, ExperimentConfig
+from jaxlstm.train.run_folder import read_summary
 
 
 def _global_rank() -> int:
@@ -104,6 +105,11 @@ class TrainJob(submitit.helpers.Checkpointable):
             resume = json.loads(distributed.broadcast_text(json.dumps(started)))
             with _SaveThenRequeue() as warning:
                 result = run_experiment(dataclasses.replace(self.config, resume=resume))
+            if writer and read_summary(run_dir).get("status") != result.status:
+                # summary.json could not say how the run ended (a full disk): the table
+                # reads the run folder, which must not say "running" for an ended run.
+                sweeps.record_error(run_dir, f"{result.status} at step {result.step}; "
+                                    "summary.json could not be written")
         except Exception as err:
             if writer:
                 self._record_error(run_dir, err)
@@ -119,20 +125,23 @@ class TrainJob(submitit.helpers.Checkpointable):
     def _record_error(run_dir: str, err: Exception) -> None:
         """`job_error.txt` in the run folder: the error in one line, for the sweep's table."""
         message = " ".join(str(err).split())
-        line = message if isinstance(err, ConfigError) else f"{type(err).__name__}: {message}"
-        try:
-            os.makedirs(run_dir, exist_ok=True)
-            with open(os.path.join(run_dir, sweeps.ERROR_FILE), "w") as f:
-                f.write(line + "\n")
-        except OSError:
-            pass
+        sweeps.record_error(run_dir, message if isinstance(err, ConfigError)
+                            else f"{type(err).__name__}: {message}")
 
     def _update_table(self) -> None:
+        """Rewrites the sweep's table; where it cannot (a full disk), removes the older one,
+        which would show this point as it no longer is."""
         if self.sweep_folder is None:
             return
         try:
-            table.write_table(sweeps.load(self.sweep_folder))
-        except (OSError, ConfigError) as err:
+            sweep = sweeps.load(self.sweep_folder)
+        except ConfigError as err:
+            print(f"could not update the sweep's table: {err}", file=sys.stderr)
+            return
+        try:
+            table.write_table(sweep)
+        except OSError as err:
+            table.remove_table(sweep)
             print(f"could not update the sweep's table: {err}", file=sys.stderr)
 
 

@@ -5,8 +5,9 @@
                    overrides=("optimizer.learning_rate=1e-3,3e-3",)))
 
 Everything is checked before anything is submitted or written: the grid, every point's config
-(`load_config`), the global batch against the GPUs asked for, the run folders (a resumed run's
-config against its saved one), and that SLURM is there. Then
+(`load_config`) and that no two points are the same config (a value written two ways), the
+global batch against the GPUs asked for, the run folders (a resumed run's config against its
+saved one), and that SLURM is there. Then
 
 - one config is one job in the run folder `run_experiment` would choose (claimed now, so
   that two launches in the same second get two folders);
@@ -19,6 +20,11 @@ saying when each starts and ends, and writes the table. On SLURM it submits, say
 ids and returns, unless asked to wait; the table is then written by each point's job as it
 ends and by a one-task job that SLURM starts once the whole array has ended (`afterany`),
 so it never depends on anyone waiting. `launch --resume` writes it too.
+
+A point that fails (a run that ends `write_failed` or `non_finite`, a job that raises, a job
+that cannot even start, say on a full disk) is recorded in its run folder where the disk
+allows and said in one line; the other points go on, and the table is written at the end
+from the run folders (or one line says how to write it later).
 """
 
 from __future__ import annotations
@@ -34,8 +40,15 @@ from typing import Any
 from jaxlstm.launch import executors, grid, table
 from jaxlstm.launch import sweep as sweeps
 from jaxlstm.launch.executors import ExecutorError, Resources
-from jaxlstm.train.config import ConfigError, ExperimentConfig, load_config
-from jaxlstm.train.run_folder import check_writable, choose_run_dir, resume_changes
+from jaxlstm.train.config import ConfigError, ExperimentConfig, load_config, to_yaml
+from jaxlstm.train.run_folder import (
+    RunFolderError,
+    check_writable,
+    choose_run_dir,
+    discard_if_empty,
+    resume_changes,
+    runs_folder,
+)
 
 TABLE_JOB_TIME_MIN = 10
 Say = Callable[[str], None]
@@ -126,16 +139,27 @@ def _launch_one(request: Request, say: Say) -> bool:
         config = dataclasses.replace(config, run_dir=request.resume)
     resources = _ready(request, config.name or "run", say)
     _check_devices(config, resources, config_file)
-    run_dir = os.path.abspath(choose_run_dir(config))  # jobs may start elsewhere
+    # A new run's folder is claimed now, so that two launches in the same second get two.
+    run_dir = os.path.abspath(choose_run_dir(config, claim=not request.dry_run))
+    claimed = not config.resume and not config.run_dir and not request.dry_run
     if config.resume:
         resume_changes(run_dir, config)
     config = dataclasses.replace(config, run_dir=run_dir, resume=False)  # the job decides
     runner = _Runner(request, resources, os.path.join(run_dir, "submitit"), say)
     if request.dry_run:
         return runner.dry_run([(config.name or "run", run_dir)])
-    os.makedirs(run_dir, exist_ok=True)  # claims the folder's name for this launch
+    try:
+        os.makedirs(run_dir, exist_ok=True)  # an explicit run_dir may not exist yet
+    except OSError as err:
+        raise RunFolderError(f"run_dir: cannot create {run_dir}: {err.strerror or err}."
+                             ) from None
     entries = _entries([(config.name or "run", config)], None)
-    ok = runner.run(entries, None)
+    try:
+        ok = runner.run(entries, None)
+    except BaseException:
+        if claimed:  # refused before its job wrote anything: no empty folder left behind
+            discard_if_empty(run_dir)
+        raise
     if entries[0].state is not None:
         say(f"run folder {run_dir}")
     return ok
@@ -152,19 +176,21 @@ def _launch_sweep(request: Request, points: grid.Grid, say: Say) -> bool:
         raise LaunchError("missing CONFIG, a shipped config's name or a YAML file.")
     base = load_config(request.config_file, points.constant)
     resources = _ready(request, base.name or "sweep", say)
+    resolved = []
     for point in points.points:
         config = load_config(request.config_file, [*points.constant, *point.overrides])
         _check_devices(config, resources, f"{request.config_file} ({point.name})")
-    root = os.path.join(base.runs_root, base.name or "sweep")
+        resolved.append(to_yaml(config))
+    grid.check_distinct(points, resolved)
+    root = runs_folder(dataclasses.replace(base, name=base.name or "sweep"))
     check_writable(root, "runs_root")
     if request.dry_run:
         where = os.path.join(root, "sweep-<time>")
         return _Runner(request, resources, os.path.join(where, "submitit"), say).dry_run(
             [(p.name, os.path.join(where, p.name)) for p in points.points])
-    folder = sweeps.new_sweep_folder(root)
-    sweep = sweeps.create(folder, request.config or request.config_file,
-                          request.config_file, list(request.overrides), points, base)
-    say(f"sweep folder: {folder} ({len(points.points)} points)")
+    sweep = sweeps.new_sweep(root, request.config or request.config_file,
+                             request.config_file, list(request.overrides), points, base)
+    say(f"sweep folder: {sweep.folder} ({len(points.points)} points)")
     return _run_points(request, resources, sweep, list(points.points), say)
 
 
@@ -200,9 +226,23 @@ def _resume_sweep(request: Request, say: Say) -> bool:
         return runner.dry_run([(f"{p.name} ({states[p.name].status})", sweep.run_dir(p))
                                for p in todo])
     if not todo:
-        say(f"table {table.write_table(sweep)[0]}")
+        say(_write_table(sweep))
         return True
     return _run_points(request, resources, sweep, todo, say)
+
+
+def _write_table(sweep: sweeps.Sweep) -> str:
+    """Writes the sweep's table; returns `table PATH`, or, where it cannot be written (a full
+    disk), one line saying how to write it later, having removed the older one: the sweep
+    folder holds a true table or none."""
+    try:
+        return f"table {table.write_table(sweep)[0]}"
+    except OSError as err:
+        removed = table.remove_table(sweep)
+        return (f"could not write {table.TABLE_FILE} ({err.strerror or err})"
+                + ("; the older one is removed" if removed else "")
+                + f"; once there is room, jaxlstm launch --resume {shlex.quote(sweep.folder)} "
+                "runs the points not completed and writes it")
 
 
 def _run_points(request: Request, resources: Resources, sweep: sweeps.Sweep,
@@ -260,12 +300,13 @@ class _Runner:
         executor = executors.make_executor(self.resources, self.folder)
         launch = (sweeps.record_launch(sweep, self.resources.executor, executors.hostname(),
                                        self.folder) if sweep is not None else None)
+        self._save_record(sweep)
 
         def started(*new: Any) -> None:  # sweep.json knows every job as soon as it exists
             if sweep is not None and launch is not None:
                 launch["jobs"].update({os.path.basename(e.run_dir): str(e.submitted.job_id)
                                        for e in new})
-                sweeps.save(sweep)
+                self._save_record(sweep)
 
         if self.resources.executor == "local":
             try:
@@ -285,13 +326,24 @@ class _Runner:
         submit.wait_for(entries, self.say)
         return self._finish(entries, sweep)
 
-    def _finish(self, entries: list[Any], sweep: sweeps.Sweep | None) -> bool:
+    def _save_record(self, sweep: sweeps.Sweep | None) -> None:
+        """Saves `sweep.json`'s launch record; one line where it cannot (a full disk): the
+        record only says where the jobs are, and the points go on without it."""
         if sweep is None:
-            return entries[0].state.completed
-        written = table.write_table(sweep)
+            return
+        try:
+            sweeps.save(sweep)
+        except OSError as err:
+            self.say(f"could not update {sweeps.SWEEP_FILE}: {err.strerror or err}; the "
+                     "sweep goes on")
+
+    def _finish(self, entries: list[Any], sweep: sweeps.Sweep | None) -> bool:
+        """Whether every run completed; a sweep's table is written first (`_write_table`)."""
+        if sweep is None:
+            return entries[0].state is not None and entries[0].state.completed
         states = [sweeps.point_state(sweep.run_dir(p)) for p in sweep.grid.points]
         done = sum(s.completed for s in states)
-        self.say(f"{done} of {len(states)} points completed; table {written[0]}")
+        self.say(f"{done} of {len(states)} points completed; {_write_table(sweep)}")
         return done == len(states)
 
     def _report_submitted(self, entries: list[Any], sweep: sweeps.Sweep | None) -> None:

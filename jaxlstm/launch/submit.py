@@ -25,7 +25,7 @@ from typing import Any
 
 from jaxlstm.launch.executors import Resources, job_log, local_parameters
 from jaxlstm.launch.jobs import TrainJob
-from jaxlstm.launch.sweep import ERROR_FILE, PointState, point_state
+from jaxlstm.launch.sweep import ERROR_FILE, PointState, point_state, record_error
 from jaxlstm.launch.table import summary_line
 
 POLL_S = 1.0
@@ -76,12 +76,48 @@ def _ended(entry: Entry, say: Say) -> None:
     state = point_state(entry.run_dir)
     if state.status in ("not started", "started", "running") and not os.path.exists(
             os.path.join(entry.run_dir, ERROR_FILE)):
-        error = entry.submitted.exception()  # the folder has no word: ask submitit
-        why = str(error).strip().splitlines()[0] if error else "the job ended early"
-        state = PointState("failed", f"{why} (log: {job_log(entry.submitted)})",
+        state = PointState("failed", f"{_job_error(entry)} (log: {job_log(entry.submitted)})",
                            state.summary)
     entry.state = state
     say(f"{entry.label}: {summary_line(state)}")
+
+
+def _job_error(entry: Entry) -> str:
+    """Why a job whose run folder says nothing ended: its exception as submitit recorded it,
+    or, where the job could not even write that (a full disk), the space left where its run
+    folder is, the likeliest reason."""
+    from submitit.core.utils import UncompletedJobError
+
+    try:
+        error = entry.submitted.exception()
+    except Exception as err:  # noqa: BLE001 - any reason it cannot be read is the reason
+        error = err
+    if isinstance(error, UncompletedJobError):  # no result file
+        return f"the job ended without a result or an error line ({_free_space(entry.run_dir)})"
+    # submitit's FailedJobError holds the traceback between two rules: its last line.
+    parts = str(error or "").split("-" * 22)
+    lines = (parts[1] if len(parts) >= 3 else parts[0]).strip().splitlines()
+    return lines[-1].strip() if lines else "the job ended early"
+
+
+def _free_space(path: str) -> str:
+    """`N KiB free on the run folder's file system`, or that it cannot be told."""
+    while path and not os.path.isdir(path):
+        path = os.path.dirname(path)
+    try:
+        stats = os.statvfs(path or ".")
+    except OSError:
+        return "the space left on its file system cannot be read"
+    return f"{stats.f_bavail * stats.f_frsize // 1024} KiB free on the run folder's file system"
+
+
+def _not_started(entry: Entry, err: Exception, say: Say) -> None:
+    """Records a job that could not be submitted (its pickle on a full disk, a fork that
+    failed) as a failed point, in its run folder where the disk allows."""
+    line = f"its job did not start: {type(err).__name__}: {' '.join(str(err).split())}"
+    record_error(entry.run_dir, line)
+    entry.state = PointState("failed", line)
+    say(f"{entry.label}: {summary_line(entry.state)}")
 
 
 def _heartbeat(running: list[Entry], waiting: int, done: int, say: Say) -> None:
@@ -94,7 +130,8 @@ def run_local(executor: Any, resources: Resources, entries: list[Entry], say: Sa
               on_start: Callable[[Entry], None] = lambda entry: None) -> None:
     """Runs the entries on this machine, at most `resources.max_parallel` (default 1) at a
     time, each job with its own `gpus_per_node` GPUs; returns when all have ended.
-    `on_start(entry)` is called as each job starts."""
+    `on_start(entry)` is called as each job starts. A job that cannot be submitted is a
+    failed point (`entry.state`), and the others go on."""
     slots = resources.max_parallel or 1
     per_job = resources.gpus_per_node
     pending = collections.deque(entries)
@@ -111,8 +148,12 @@ def run_local(executor: Any, resources: Resources, entries: list[Entry], say: Sa
                 gpus = tuple(range(slot * per_job, (slot + 1) * per_job))
                 executor.update_parameters(**local_parameters(resources, gpus))
                 entry = pending.popleft()
-                with _stderr_of_children(os.path.join(executor.folder, CONTROLLER_LOG)):
-                    entry.submitted = executor.submit(entry.job)
+                try:
+                    with _stderr_of_children(os.path.join(executor.folder, CONTROLLER_LOG)):
+                        entry.submitted = executor.submit(entry.job)
+                except Exception as err:  # noqa: BLE001 - this point fails, not the sweep
+                    _not_started(entry, err, say)
+                    continue
                 running[slot] = entry
                 on_start(entry)
                 on = f" on GPUs {','.join(map(str, gpus))}" if gpus else ""
@@ -145,8 +186,8 @@ def _stderr_of_children(path: str) -> Iterator[None]:
     controllers, whose Ctrl-C tracebacks would otherwise land on this command's terminal
     (each job's own output goes to its log files)."""
     sys.stderr.flush()
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)  # less the umask
     saved = os.dup(2)
-    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         os.dup2(target, 2)
         yield

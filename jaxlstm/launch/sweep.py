@@ -25,16 +25,24 @@ import dataclasses
 import datetime
 import json
 import os
+import shutil
 from typing import Any
 
 from jaxlstm.launch.grid import Grid, Point
 from jaxlstm.train.config import ConfigError, ExperimentConfig, load_config, to_yaml
 from jaxlstm.train.files import write_atomically
-from jaxlstm.train.run_folder import FINISHED, read_summary
+from jaxlstm.train.run_folder import (
+    FINISHED,
+    LAUNCHER_FILES,
+    RunFolderError,
+    claim_stamped_folder,
+    is_folder_name,
+    read_summary,
+)
 
 SWEEP_FILE = "sweep.json"
 BASE_FILE = "base.yaml"
-ERROR_FILE = "job_error.txt"  # one line, written by a point's job that raised
+ERROR_FILE = LAUNCHER_FILES[1]  # one line, written by a point's job that raised
 
 
 @dataclasses.dataclass
@@ -78,19 +86,27 @@ def _now() -> str:
     return datetime.datetime.now().isoformat(timespec="seconds")
 
 
-def new_sweep_folder(root: str) -> str:
-    """Creates and returns `<root>/sweep-<time>[-n]`, a folder no other launch holds."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+def new_sweep(root: str, config: str, config_file: str, overrides: list[str], grid: Grid,
+              base: ExperimentConfig) -> Sweep:
+    """Claims `<root>/sweep-<time>[-n]` (`claim_stamped_folder`: two launches in the same
+    second get two folders) and writes its record there (`create`).
+
+    Raises:
+        RunFolderError: the folder or its record cannot be written (a full disk, no
+            permission); nothing is left behind.
+    """
     root = os.path.abspath(root)  # jobs may start elsewhere (a setup line's cd)
-    os.makedirs(root, exist_ok=True)
-    n = 0
-    while True:
-        path = os.path.join(root, f"sweep-{stamp}" + (f"-{n}" if n else ""))
-        try:
-            os.mkdir(path)
-            return path
-        except FileExistsError:
-            n += 1
+    try:
+        folder = claim_stamped_folder(root, prefix="sweep-")
+    except OSError as err:
+        raise RunFolderError(f"runs_root: cannot create a sweep folder in {root}: "
+                             f"{err.strerror or err}.") from None
+    try:
+        return create(folder, config, config_file, overrides, grid, base)
+    except OSError as err:
+        shutil.rmtree(folder, ignore_errors=True)  # claimed a moment ago: this launch's own
+        raise RunFolderError(f"runs_root: cannot write the sweep's record in {root}: "
+                             f"{err.strerror or err}.") from None
 
 
 def create(folder: str, config: str, config_file: str, overrides: list[str], grid: Grid,
@@ -125,6 +141,7 @@ def load(folder: str) -> Sweep:
         with open(path) as f:
             record = json.load(f)
         points = tuple(Point(p["name"], tuple(p["overrides"])) for p in record["points"])
+        _check_point_names(path, [p.name for p in points])
         grid = Grid(tuple(record["constant"]),
                     {key: tuple(values) for key, values in record["swept"].items()}, points)
         return Sweep(os.path.abspath(folder), record["config"], record["config_file"],
@@ -132,20 +149,45 @@ def load(folder: str) -> Sweep:
                      list(record.get("launches", [])))
     except FileNotFoundError:
         raise ConfigError(f"{folder}: not a sweep folder (no {SWEEP_FILE}).") from None
+    except ConfigError:
+        raise
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ConfigError(f"{path}: unreadable sweep record: {type(err).__name__}: "
                           f"{' '.join(str(err).split())}") from None
 
 
+def _check_point_names(path: str, names: list[str]) -> None:
+    """ConfigError for a hand-edited `sweep.json` whose point names would put a run outside
+    the sweep folder, or two points' runs into one folder."""
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not is_folder_name(name):
+            raise ConfigError(f"{path}: points: name {name!r} is not one folder name inside "
+                              "the sweep folder (no '/', not '.' or '..').")
+        if name in names[:i]:
+            raise ConfigError(f"{path}: points: name {name!r} is given to two points; each "
+                              "point needs its own run folder.")
+
+
 def record_launch(sweep: Sweep, executor: str, host: str, submitit_folder: str
                   ) -> dict[str, Any]:
-    """Adds a launch to the record and saves it; returns the launch, whose `jobs` (point name
-    -> job id) the launcher fills as jobs start, saving again each time."""
+    """Adds a launch to the record (the caller saves it); returns the launch, whose `jobs`
+    (point name -> job id) the launcher fills as jobs start, saving again each time."""
     launch = {"time": _now(), "executor": executor, "host": host,
               "submitit_folder": os.path.abspath(submitit_folder), "jobs": {}}
     sweep.launches.append(launch)
-    save(sweep)
     return launch
+
+
+def record_error(run_dir: str, line: str) -> None:
+    """Writes `line` as the point's `job_error.txt`, so that its state (and the table) says
+    why it failed. Where that cannot be written (a full disk) nothing is left, not even an
+    empty file: the state stays what the folder says, and the launcher asks the job."""
+    path = os.path.join(run_dir, ERROR_FILE)
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        write_atomically(path, " ".join(line.split()) + "\n")
+    except OSError:
+        pass
 
 
 @dataclasses.dataclass(frozen=True)

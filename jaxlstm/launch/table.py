@@ -168,6 +168,19 @@ def write_table(sweep: Sweep) -> list[str]:
     return written
 
 
+def remove_table(sweep: Sweep) -> bool:
+    """Removes `sweep.md` and `sweep.png`, for when a new table cannot be written: an older
+    one would show points as they no longer are. Returns whether there was a table."""
+    removed = False
+    for name in (TABLE_FILE, PLOT_FILE):
+        try:
+            os.remove(os.path.join(sweep.folder, name))
+        except OSError:  # none there, or one that cannot be removed either
+            continue
+        removed = removed or name == TABLE_FILE
+    return removed
+
+
 def summary_line(state: PointState) -> str:
     """`completed, mse 0.0123 (500 steps, 42 s)` or the status and its detail: one line."""
     metric, value = _final(state)

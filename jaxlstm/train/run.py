@@ -123,6 +123,7 @@ from jaxlstm.train.run_folder import (
     FINISHED,
     RunFolderError,
     choose_run_dir,
+    discard_if_empty,
     read_summary,
     resume_changes,
     saved_config,
@@ -306,8 +307,19 @@ def _data_changes(config: ExperimentConfig, run_dir: str, current: list[dict[str
 def _prepare_folder(config: ExperimentConfig, task: Any) -> tuple[str, dict[str, Any]]:
     """Process 0's part: chooses, checks and creates the run folder (writing `config.yaml`,
     `data.json` and the task's artifacts for a new run); returns (run_dir, the resume's
-    accepted changes)."""
+    accepted changes). A new run's folder, claimed here, is given back (removed while it
+    holds no file) when this fails or is interrupted."""
     run_dir = choose_run_dir(config)
+    try:
+        return run_dir, _fill_folder(config, task, run_dir)
+    except BaseException:
+        if not config.resume and not config.run_dir:
+            discard_if_empty(run_dir)
+        raise
+
+
+def _fill_folder(config: ExperimentConfig, task: Any, run_dir: str) -> dict[str, Any]:
+    """`_prepare_folder` once the folder is chosen: the checks and writes; the changes."""
     changes = resume_changes(run_dir, config) if config.resume else {}
     data = _data_fingerprints(task)  # hashes every data file once
     data_changes = _data_changes(config, run_dir, data) if config.resume else []
@@ -325,7 +337,7 @@ def _prepare_folder(config: ExperimentConfig, task: Any) -> tuple[str, dict[str,
                              to_yaml(saved_config(config)))
     except OSError as err:
         raise RunFolderError(f"run folder {run_dir}: {err.strerror or err}.") from None
-    return run_dir, changes
+    return changes
 
 
 def _agreed_folder(config: ExperimentConfig, task: Any) -> tuple[str, dict[str, Any]]:
@@ -419,9 +431,11 @@ def _already_finished(config: ExperimentConfig) -> RunResult | None:
         if previous.get("status") in FINISHED and not extends:
             outcome = {"status": previous["status"], "step": previous.get("step", 0),
                        "run_dir": run_dir}
-            print(f"{run_dir}: the run is finished ({previous['status'].replace('_', ' ')} "
-                  f"at step {outcome['step']}); nothing to resume. To train on, resume with "
-                  "a higher training.steps.", file=sys.stderr)
+            ended = previous["status"].replace("_", " ")
+            print(f"{run_dir}: the run is finished ({ended} at step {outcome['step']}); "
+                  "nothing to resume. To train on, start a new run with more "
+                  "training.steps (with schedule.name=constant, resume with more).",
+                  file=sys.stderr)
     outcome = json.loads(distributed.broadcast_text(json.dumps(outcome)))
     if not outcome:
         return None
