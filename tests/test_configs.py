@@ -1,17 +1,16 @@
 """Every config in configs/ loads against the schema and trains at a tiny size."""
 
-import importlib.util
 import json
 import os
 import pathlib
 
 import pytest
 
+from jaxlstm.tasks import needs_extra
 from jaxlstm.train.config import load_config
 from jaxlstm.train.run import run_experiment
 
 CONFIGS = sorted((pathlib.Path(__file__).parent.parent / "configs").glob("*.yaml"))
-NEEDS = {"digits": "sklearn", "sunspots": "statsmodels"}
 # Options that shrink a task to seconds; the rest keep the config's values.
 SMALL_OPTIONS = {"adding": {"seq_len": 8}, "copy": {"seq_len": 4}, "text": {"seq_len": 12},
                  "parity": {"eval_max_len": 48, "eval_size": 8},
@@ -27,9 +26,9 @@ def test_there_are_configs():
 @pytest.mark.parametrize("path", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_config_trains_at_a_tiny_size(path, tmp_path):
     config = load_config(path)
-    module = NEEDS.get(config.task.name)
-    if module and importlib.util.find_spec(module) is None:
-        pytest.skip(f"{module} is not installed (the tasks extra)")
+    extra = needs_extra(config.task.name)
+    if extra and not extra.installed():
+        pytest.skip(f"{extra.package} is not installed: {extra.install}")
     overrides = [f"task.options.{k}={v}" for k, v in
                  SMALL_OPTIONS.get(config.task.name, {}).items()]
     config = load_config(path, [*overrides, f"runs_root={tmp_path}", "training.steps=3",
@@ -43,3 +42,91 @@ def test_config_trains_at_a_tiny_size(path, tmp_path):
     metric = summary["metric"]
     assert metric in summary["final"] and metric in summary["baseline"]
     assert os.path.isdir(os.path.join(result.run_dir, "checkpoints", "3"))
+
+
+# --- The help states what the code does ----------------------------------------------------
+
+def _help_note(key: str) -> str:
+    """The note `jaxlstm train --help` prints for `key`, its wrapped lines joined."""
+    from jaxlstm.cli.reference import config_keys
+
+    notes = {name: note for _, _, keys in config_keys() for name, _, _, note in keys}
+    return notes[key]
+
+
+def _run_mode(model_module, config, backend: str, monkeypatch) -> str:
+    """The form the model runs `config` in on `backend`: the mode it passes, or the default
+    of the function it calls."""
+    import inspect
+
+    from jaxlstm import stack
+    from jaxlstm.minrnn.blocks import min_block_stack
+    from jaxlstm.xlstm.blocks import xlstm_stack
+    from jaxlstm.xlstm.mlstm import mlstm
+
+    monkeypatch.setattr(model_module.jax, "default_backend", lambda: backend)
+    passed = model_module._mode(config).get("mode")
+    called = {"lll": min_block_stack, "msm": xlstm_stack}.get(
+        config.blocks, mlstm if config.cell == "mlstm" else stack._run_min_layer)
+    return passed or inspect.signature(called).parameters["mode"].default
+
+
+@pytest.mark.parametrize("backend", ["cpu", "gpu", "tpu"])
+def test_help_states_the_mode_the_model_runs(backend, monkeypatch):
+    """`model.mode: null` as --help states it, against what the model passes on each backend:
+    fails when the rule in the code changes and the text does not."""
+    from jaxlstm.train import model as model_module
+    from jaxlstm.train.config import ModelConfig
+
+    note = _help_note("model.mode")
+    assert "null:" in note
+    clauses = note.split("null:", 1)[1].split(";")
+    for config, clause_names in ((ModelConfig(cell="min_lstm"), "min_lstm, min_gru"),
+                                 (ModelConfig(cell="min_gru"), "min_lstm, min_gru"),
+                                 (ModelConfig(blocks="lll"), "minRNN blocks"),
+                                 (ModelConfig(cell="mlstm"), "mlstm"),
+                                 (ModelConfig(blocks="msm"), "xLSTM blocks")):
+        clause = next(c for c in clauses if clause_names in c)
+        runs = _run_mode(model_module, config, backend, monkeypatch)
+        if f" on {backend}" in clause:
+            stated = clause.split(f" on {backend}")[0].split()[-1]
+        elif " elsewhere" in clause:
+            stated = clause.split(" elsewhere")[0].split()[-1]
+        else:
+            stated = clause.split(" run ")[1].split()[0].strip(".,")
+        assert stated == runs, (config, backend, clause)
+
+
+def test_help_describes_blocks_and_the_min_cells_form():
+    blocks = _help_note("model.blocks")
+    assert '"msm"' in blocks and '"lll"' in blocks and "hidden_size" in blocks
+    from jaxlstm.cli.reference import config_keys
+
+    model_doc = next(doc for section, doc, _ in config_keys() if section == "model")
+    assert "parallel scan" not in model_doc  # min cells run in the form model.mode picks
+    assert "mode" in model_doc
+
+
+def test_help_reads_the_comment_block_above_a_key(monkeypatch):
+    import dataclasses
+
+    from jaxlstm.cli import reference
+
+    @dataclasses.dataclass
+    class Section:
+        # Not this one: a blank line follows.
+
+        # How wide: the first line
+        # and the second.
+        width: int = 3  # after it
+        depth: int = 1
+
+    @dataclasses.dataclass
+    class Config:
+        section: Section = dataclasses.field(default_factory=Section)
+
+    monkeypatch.setattr(reference, "ExperimentConfig", Config)
+    keys = {key: note for _, _, entries in reference.config_keys()
+            for key, _, _, note in entries}
+    assert keys == {"section.width": "How wide: the first line and the second. after it",
+                    "section.depth": ""}

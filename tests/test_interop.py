@@ -16,10 +16,14 @@ TOL = dict(atol=2e-6, rtol=2e-5)
 VARIANTS = ["peephole", "cifg", "layer_norm", "retained_readout"]
 # torch runs LSTMP with its own (non-oneDNN) kernel on CPU and says so.
 NO_ONEDNN_WARNING = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported")
+NEEDS_TORCH = ("needs torch, the `reference` extra: pip install torch==2.13.0 (the CPU wheel), "
+               "then pip install -e '.[test,reference]'")
 
 
 class TestTorch:
-    torch = pytest.importorskip("torch")
+    @pytest.fixture(autouse=True)
+    def _torch(self):
+        self.torch = pytest.importorskip("torch", reason=NEEDS_TORCH)
 
     def module(self, **kwargs):
         self.torch.manual_seed(0)
@@ -177,7 +181,7 @@ class TestTorch:
             interop.load_torch(evil)
 
     def test_load_safetensors(self, tmp_path):
-        safetensors_torch = pytest.importorskip("safetensors.torch")
+        safetensors_torch = pytest.importorskip("safetensors.torch", reason=NEEDS_TORCH)
         module = self.module(bidirectional=True)
         path = tmp_path / "lstm.safetensors"
         safetensors_torch.save_file(module.state_dict(), str(path))

@@ -11,8 +11,10 @@ from jaxlstm.xlstm.blocks import MLSTMBlockParams
 from jaxlstm.xlstm.mlstm import MLSTMParams, mlstm
 from jaxlstm.xlstm.slstm import SLSTMParams, SLSTMState, slstm
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("xlstm")
+NEEDS_XLSTM = ("needs torch and NX-AI's xlstm, the `reference` extra: pip install "
+               "torch==2.13.0 (the CPU wheel), then pip install -e '.[test,reference]'")
+torch = pytest.importorskip("torch", reason=NEEDS_XLSTM)
+pytest.importorskip("xlstm", reason=NEEDS_XLSTM)
 from xlstm.blocks.mlstm.cell import mLSTMCell, mLSTMCellConfig
 from xlstm.blocks.mlstm.layer import mLSTMLayer, mLSTMLayerConfig
 from xlstm.blocks.slstm.cell import sLSTMCell_cuda, sLSTMCellConfig

@@ -13,6 +13,10 @@ from absl.testing import parameterized
 
 from jaxlstm.xlstm.mlstm import MLSTMState, init_mlstm, mlstm, mlstm_qkv
 
+NEEDS_REFERENCE = ("needs torch and NX-AI's xlstm / mlstm_kernels, the `reference` "
+                   "extra: pip install torch==2.13.0 (the CPU wheel), then pip install "
+                   "-e '.[test,reference]'")
+
 INPUT, HIDDEN, HEADS = 3, 8, 2
 D = HIDDEN // HEADS
 MODES = ("recurrent", "parallel", "chunkwise")
@@ -193,7 +197,7 @@ class AgainstReferenceTest(parameterized.TestCase):
 
     def setUp(self):
         super().setUp()
-        self.torch = pytest.importorskip("torch")
+        self.torch = pytest.importorskip("torch", reason=NEEDS_REFERENCE)
 
     def ours(self):
         """Per mode: hs (B, NH, S, DH) and gradients of sum(hs * w) w.r.t. q, k, v, i~, f~
@@ -229,7 +233,7 @@ class AgainstReferenceTest(parameterized.TestCase):
                 np.testing.assert_allclose(got, want, atol=5e-4, rtol=1e-3)
 
     def test_xlstm_backends(self):
-        pytest.importorskip("xlstm")
+        pytest.importorskip("xlstm", reason=NEEDS_REFERENCE)
         from xlstm.blocks.mlstm.backends import (
             chunkwise_simple,
             parallel_stabilized_simple,
@@ -259,7 +263,7 @@ class AgainstReferenceTest(parameterized.TestCase):
         self.check(ours, self.theirs(lambda *a: chunkwise_simple(*a, chunk_size=8)))
 
     def test_mlstm_kernels_native(self):
-        pytest.importorskip("mlstm_kernels")
+        pytest.importorskip("mlstm_kernels", reason=NEEDS_REFERENCE)
         from mlstm_kernels.torch.parallel.native import mlstm_parallel__native_autograd
         from mlstm_kernels.torch.recurrent.native_sequence import (
             mlstm_recurrent_sequence__native_fw,
@@ -269,7 +273,7 @@ class AgainstReferenceTest(parameterized.TestCase):
         self.check(ours, self.theirs(lambda *a: mlstm_recurrent_sequence__native_fw(*a)))
 
     def test_state_in_and_out_matches_mlstm_kernels(self):
-        pytest.importorskip("mlstm_kernels")
+        pytest.importorskip("mlstm_kernels", reason=NEEDS_REFERENCE)
         from mlstm_kernels.torch.recurrent.native_sequence import (
             mlstm_recurrent_sequence__native_fw,
         )

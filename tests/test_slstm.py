@@ -16,6 +16,10 @@ from jaxlstm.xlstm.slstm import (
     slstm_cell,
 )
 
+NEEDS_REFERENCE = ("needs torch and NX-AI's xlstm / mlstm_kernels, the `reference` "
+                   "extra: pip install torch==2.13.0 (the CPU wheel), then pip install "
+                   "-e '.[test,reference]'")
+
 INPUT, HIDDEN, HEADS, STEPS = 3, 4, 2, 6
 TOL = {"atol": 1e-5, "rtol": 1e-5}
 GRAD_TOL = {"atol": 1e-5, "rtol": 1e-4}
@@ -241,8 +245,8 @@ class TestAgainstReference:
     """
 
     def make_reference(self, hidden=8, heads=2):
-        torch = pytest.importorskip("torch")
-        layer_module = pytest.importorskip("xlstm.blocks.slstm.layer")
+        torch = pytest.importorskip("torch", reason=NEEDS_REFERENCE)
+        layer_module = pytest.importorskip("xlstm.blocks.slstm.layer", reason=NEEDS_REFERENCE)
         torch.manual_seed(0)
         config = layer_module.sLSTMLayerConfig(
             embedding_dim=hidden, num_heads=heads, conv1d_kernel_size=0, backend="vanilla",
@@ -315,8 +319,8 @@ class TestAgainstReference:
             np.testing.assert_allclose(blocks, module.weight.grad.numpy(), atol=1e-5, rtol=1e-4)
 
     def test_default_biases_match_the_reference(self):
-        torch = pytest.importorskip("torch")
-        cell_module = pytest.importorskip("xlstm.blocks.slstm.cell")
+        torch = pytest.importorskip("torch", reason=NEEDS_REFERENCE)
+        cell_module = pytest.importorskip("xlstm.blocks.slstm.cell", reason=NEEDS_REFERENCE)
         config = cell_module.sLSTMCellConfig(hidden_size=12, num_heads=3, backend="vanilla",
                                              dtype="float32", _block_idx=1, _num_blocks=3)
         torch.manual_seed(0)

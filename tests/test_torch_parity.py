@@ -13,7 +13,9 @@ import pytest
 
 import jaxlstm
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip(
+    "torch", reason="needs torch, the `reference` extra: pip install torch==2.13.0 (the CPU "
+    "wheel), then pip install -e '.[test,reference]'")
 
 BATCH, STEPS, INPUT, HIDDEN = 4, 9, 5, 6
 TOL = dict(atol=2e-6, rtol=2e-5)

@@ -23,6 +23,10 @@ from jaxlstm.xlstm.blocks import (
     xlstm_stack,
 )
 
+NEEDS_REFERENCE = ("needs torch and NX-AI's xlstm / mlstm_kernels, the `reference` "
+                   "extra: pip install torch==2.13.0 (the CPU wheel), then pip install "
+                   "-e '.[test,reference]'")
+
 INPUT, DIM, STEPS = 3, 16, 9
 TOL = {"atol": 1e-5, "rtol": 1e-5}
 
@@ -193,9 +197,9 @@ def test_errors():
 
 
 def test_mlstm_layer_and_block_match_the_reference():
-    torch = pytest.importorskip("torch")
-    layer_mod = pytest.importorskip("xlstm.blocks.mlstm.layer")
-    ln_mod = pytest.importorskip("xlstm.components.ln")
+    torch = pytest.importorskip("torch", reason=NEEDS_REFERENCE)
+    layer_mod = pytest.importorskip("xlstm.blocks.mlstm.layer", reason=NEEDS_REFERENCE)
+    ln_mod = pytest.importorskip("xlstm.components.ln", reason=NEEDS_REFERENCE)
     torch.manual_seed(0)
     layer = layer_mod.mLSTMLayer(layer_mod.mLSTMLayerConfig(embedding_dim=DIM,
                                                             context_length=12, num_heads=4))
@@ -219,10 +223,10 @@ def test_mlstm_layer_and_block_match_the_reference():
 
 
 def test_slstm_block_matches_the_reference():
-    torch = pytest.importorskip("torch")
-    block_mod = pytest.importorskip("xlstm.blocks.slstm.block")
-    layer_mod = pytest.importorskip("xlstm.blocks.slstm.layer")
-    ffn_mod = pytest.importorskip("xlstm.components.feedforward")
+    torch = pytest.importorskip("torch", reason=NEEDS_REFERENCE)
+    block_mod = pytest.importorskip("xlstm.blocks.slstm.block", reason=NEEDS_REFERENCE)
+    layer_mod = pytest.importorskip("xlstm.blocks.slstm.layer", reason=NEEDS_REFERENCE)
+    ffn_mod = pytest.importorskip("xlstm.components.feedforward", reason=NEEDS_REFERENCE)
     from jaxlstm.interop.xlstm import from_xlstm
 
     torch.manual_seed(0)

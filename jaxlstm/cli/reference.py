@@ -1,8 +1,10 @@
 """The reference printed by `jaxlstm --help` and `jaxlstm train --help`: keys, configs, codes.
 
 The config keys are generated from the dataclasses of `jaxlstm.train.config`: each section's
-docstring, and each key's type, default and trailing `# comment` in that file. A key added
-there appears here without an edit.
+docstring, and each key's type, default and `# comment` in that file (the comment block just
+above the key and the comment after it). A key added there appears here without an edit. Where
+the code decides a default by a rule (`model.mode: null`), the note adds the rule as the code
+states it (`GENERATED_NOTES`), so that the text cannot drift from what runs.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import io
+import textwrap
 import tokenize
 import typing
 from typing import Any
@@ -19,7 +22,7 @@ from omegaconf import MISSING
 
 from jaxlstm.cli import shipped
 from jaxlstm.cli.exits import EXIT_CODES
-from jaxlstm.train.config import ExperimentConfig
+from jaxlstm.train.config import ExperimentConfig, default_mode_rule
 
 EXAMPLES = (
     "jaxlstm train quickstart model.hidden_size=128 training.steps=2000",
@@ -28,20 +31,38 @@ EXAMPLES = (
 )
 
 
+GENERATED_NOTES = {"model.mode": default_mode_rule}
+"""Notes the code writes: appended to the key's comment, from the same rule the code runs."""
+
+NOTE_WIDTH = 100  # a key's line wraps its note past this column
+
+
 def _field_comments(cls: type) -> dict[str, str]:
-    """The trailing `# comment` of each `name: type = default` line in `cls`'s source."""
+    """Each field's comment in `cls`'s source: the `#` lines right above its `name: type =
+    default` line (no blank line between) and the `# comment` after it, joined."""
     try:
         source = inspect.getsource(cls)
     except (OSError, TypeError):  # no source (e.g. only .pyc installed): no notes
         return {}
     first_name: dict[int, str] = {}
-    comments = {}
+    above: list[str] = []  # the block of comment lines just read
+    above_ends = 0  # the line number of its last line
+    comments: dict[str, list[str]] = {}
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
-        if token.type == tokenize.NAME:
-            first_name.setdefault(token.start[0], token.string)
-        elif token.type == tokenize.COMMENT and token.start[0] in first_name:
-            comments[first_name[token.start[0]]] = token.string.lstrip("#").strip()
-    return comments
+        row = token.start[0]
+        if token.type == tokenize.NAME and row not in first_name:
+            first_name[row] = token.string
+            if above and above_ends == row - 1:
+                comments[token.string] = above
+            above = []
+        elif token.type == tokenize.COMMENT:
+            comment = token.string.lstrip("#").strip()
+            if row in first_name:  # after code on its line
+                comments.setdefault(first_name[row], []).append(comment)
+            else:
+                above = [*above, comment] if above_ends == row - 1 else [comment]
+                above_ends = row
+    return {name: " ".join(lines) for name, lines in comments.items()}
 
 
 def _type_name(annotation: Any) -> str:
@@ -84,12 +105,26 @@ def config_keys() -> list[tuple[str, str, list[tuple[str, str, str, str]]]]:
         if dataclasses.is_dataclass(section):
             notes = _field_comments(section)
             keys = [(f"{field.name}.{f.name}", _type_name(f.type), _default(f),
-                     notes.get(f.name, "")) for f in dataclasses.fields(section)]
+                     _note(f"{field.name}.{f.name}", notes.get(f.name, "")))
+                    for f in dataclasses.fields(section)]
             sections.append((field.name, _doc(section), keys))
         else:
             top.append((field.name, _type_name(field.type), _default(field),
                         top_notes.get(field.name, "")))
     return [*sections, ("", _doc(ExperimentConfig), top)]
+
+
+def _note(key: str, comment: str) -> str:
+    """The key's comment, with the rule the code states for it (`GENERATED_NOTES`)."""
+    generated = GENERATED_NOTES[key]() if key in GENERATED_NOTES else ""
+    return " ".join(part for part in (comment, generated) if part)
+
+
+def _key_lines(entry: str, note: str) -> list[str]:
+    """`entry  # note`, the note wrapped at `NOTE_WIDTH` under its first line's `#`."""
+    indent = " " * (len(entry) + 2)
+    wrapped = textwrap.wrap(note, max(NOTE_WIDTH - len(indent) - 2, 40))
+    return [f"{entry}  # {wrapped[0]}", *(f"{indent}# {line}" for line in wrapped[1:])]
 
 
 def config_reference() -> str:
@@ -100,8 +135,8 @@ def config_reference() -> str:
         lines.append(f"  {header}: {description}" if description else f"  {header}:")
         entries = [(f"{key}: {type_} = {default}", note) for key, type_, default, note in keys]
         width = max((len(entry) for entry, _ in entries), default=0)
-        lines += [f"    {entry:<{width}}  # {note}" if note else f"    {entry}"
-                  for entry, note in entries]
+        for entry, note in entries:
+            lines += _key_lines(f"    {entry:<{width}}", note) if note else [f"    {entry}"]
     return "\n".join(lines)
 
 

@@ -1,7 +1,9 @@
 """The configs shipped inside the package (`jaxlstm/configs/*.yaml`): names, paths, summaries.
 
 `jaxlstm train quickstart` finds `quickstart.yaml` here; `jaxlstm configs` lists them. A
-config's summary is its task and the first sentence of its leading comment block.
+config's summary is its task and the first sentence of its leading comment block; a config
+whose task needs an optional package (`jaxlstm.tasks.needs_extra`) says which, and whether it
+is installed.
 """
 
 from __future__ import annotations
@@ -57,13 +59,28 @@ def summary(name: str) -> tuple[str, str]:
     return f"{task.get('name', '?')}" + (f" ({options})" if options else ""), description
 
 
+def extra_note(name: str) -> str:
+    """What shipped config `name`'s task needs beyond the install, e.g. "[needs scikit-learn,
+    not installed: pip install 'jaxlstm[tasks]']"; "" for most."""
+    from jaxlstm.tasks import needs_extra
+
+    task = (yaml.safe_load((CONFIGS_DIR / f"{name}.yaml").read_text()) or {}).get("task") or {}
+    extra = needs_extra(str(task.get("name")))
+    if extra is None:
+        return ""
+    if extra.installed():
+        return f"[needs {extra.package}, installed]"
+    return f"[needs {extra.package}, not installed: {extra.install}]"
+
+
 def listing() -> list[str]:
-    """One line per shipped config: name, task, description, in aligned columns."""
+    """One line per shipped config: name, task, description (and the optional package its
+    task needs), in aligned columns."""
     rows = [(name, *summary(name)) for name in names()]
     name_width = max(len(row[0]) for row in rows)
     task_width = max(len(row[1]) for row in rows)
-    return [f"{name:<{name_width}}  {task:<{task_width}}  {description}"
-            for name, task, description in rows]
+    return [f"{name:<{name_width}}  {task:<{task_width}}  {description} "
+            f"{extra_note(name)}".rstrip() for name, task, description in rows]
 
 
 @command("jaxlstm configs")

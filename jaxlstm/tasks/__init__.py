@@ -23,13 +23,15 @@ convert`, with valid and test splits:
 what every task implements. The built-in tasks have one held-out split, "valid"; asked for
 "test" they raise `SplitUnavailable`. The digits and sunspots data ship inside scikit-learn
 and statsmodels, the optional `tasks` extra (`pip install 'jaxlstm[tasks]'`); nothing is
-downloaded.
+downloaded. Such a task's class says so (`needs`, see `needs_extra`), and building it without
+the package raises `MissingExtra`, one line naming the extra to install.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from jaxlstm.tasks._data import Extra, MissingExtra
 from jaxlstm.tasks.adding import AddingTask
 from jaxlstm.tasks.base import (
     SPLITS,
@@ -92,6 +94,12 @@ def _task_class(name: str) -> type:
     return TASKS[name]
 
 
+def needs_extra(name: str) -> Extra | None:
+    """The optional dependency built-in task `name` needs (its class's `needs`), or None: most
+    tasks and every user's task need none that jaxlstm knows of."""
+    return getattr(TASKS.get(name), "needs", None)
+
+
 def make_task(name: str, **options: Any) -> Task:
     """Builds task `name` with the given options (the dataclass fields of its class).
 
@@ -103,7 +111,8 @@ def make_task(name: str, **options: Any) -> Task:
             ("task.name: ..."), or a bad option value ("task.<option> must be ...").
         TypeError: an unknown, missing or wrongly typed option ("task.<option>..."), or a
             user's class that is not a dataclass or does not implement `Task`.
-        ImportError: a built-in task needs the `tasks` extra and it is not installed.
+        MissingExtra (an ImportError and a ValueError): a built-in task needs an extra that is
+            not installed ("task.name: digits needs scikit-learn: pip install ...").
     """
     if is_plugin_name(name):
         return make_plugin_task(name, **options)
@@ -121,7 +130,9 @@ __all__ = [
     "CycleNavigationTask",
     "DataError",
     "DigitsTask",
+    "Extra",
     "MQARTask",
+    "MissingExtra",
     "ParityTask",
     "SelectiveCopyTask",
     "SplitUnavailable",
@@ -138,6 +149,7 @@ __all__ = [
     "classification_metrics",
     "held_out",
     "make_task",
+    "needs_extra",
     "regression_metrics",
     "task_options",
 ]

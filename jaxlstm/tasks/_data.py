@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import importlib.util
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -12,15 +14,41 @@ import numpy as np
 from jaxlstm.tasks.base import Batch
 
 
-def require(module: str, package: str, task: str) -> Any:
-    """Imports an optional dependency of the `tasks` extra, or says how to install it."""
+@dataclasses.dataclass(frozen=True)
+class Extra:
+    """An optional dependency of a task: the module it imports, the package that provides it
+    and the jaxlstm extra that installs that package."""
+
+    module: str  # e.g. "sklearn.datasets"
+    package: str  # e.g. "scikit-learn"
+    extra: str = "tasks"
+
+    @property
+    def install(self) -> str:
+        return f"pip install 'jaxlstm[{self.extra}]'"
+
+    def installed(self) -> bool:
+        """Whether the package can be imported, without importing it (cheap: `jaxlstm
+        configs` asks for every shipped config)."""
+        try:
+            return importlib.util.find_spec(self.module.split(".")[0]) is not None
+        except (ImportError, ValueError):
+            return False
+
+
+class MissingExtra(ImportError, ValueError):
+    """A task needs an optional dependency that is not installed. An ImportError (a module is
+    missing) and a ValueError (the config's `task.name` cannot be built on this install), so
+    that the runner's check of the task options reports it as one config line, exit code 2."""
+
+
+def require(extra: Extra, task: str) -> Any:
+    """Imports `extra.module`, or raises MissingExtra saying how to install it."""
     try:
-        return importlib.import_module(module)
+        return importlib.import_module(extra.module)
     except ImportError as error:
-        raise ImportError(
-            f"The {task} task needs {package}, an optional dependency: "
-            "pip install 'jaxlstm[tasks]'"
-        ) from error
+        message = f"task.name: {task} needs {extra.package}: {extra.install}"
+        raise MissingExtra(message) from error
 
 
 def check_batch_size(batch_size: int, available: int, task: str) -> int:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from jaxlstm.tasks._data import (
+    Extra,
     check_batch_size,
     classification_summary,
     concat_outputs,
@@ -41,12 +42,13 @@ from jaxlstm.tasks.base import Batch, TaskSpec, check_split, classification_metr
 MODES = ("rows", "pixels")
 NUM_CLASSES = 10
 _SPLIT_SEED = 20240606  # the held-out split is the same for every run
+NEEDS = Extra("sklearn.datasets", "scikit-learn")  # the data ship inside it
 
 
 @functools.lru_cache(maxsize=1)
 def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """Images (1797, 8, 8) float32 in [0, 1] and labels (1797,) int32."""
-    datasets = require("sklearn.datasets", "scikit-learn", "digits")
+    datasets = require(NEEDS, "digits")
     digits = datasets.load_digits()
     images = (np.asarray(digits.images, np.float32) / 16.0).reshape(-1, 8, 8)
     labels = np.asarray(digits.target, np.int32)
@@ -73,6 +75,8 @@ def stratified_split(labels: np.ndarray, test_fraction: float,
 class DigitsTask:
     """8x8 digits read row by row (`mode="rows"`, T=8, I=8) or pixel by pixel (`"pixels"`,
     T=64, I=1); `test_fraction` of each class is held out."""
+
+    needs = NEEDS  # `jaxlstm configs` marks the configs of this task (`needs_extra`)
 
     mode: str = "rows"
     test_fraction: float = 0.2

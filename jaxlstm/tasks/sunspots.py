@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlstm.tasks._data import (
+    Extra,
     check_batch_size,
     concat_outputs,
     epoch_indices,
@@ -41,12 +42,13 @@ from jaxlstm.tasks.base import Batch, TaskSpec, check_split
 
 CYCLE = 11  # years, the seasonal-naive lag
 TEST_FRACTION = 0.2
+NEEDS = Extra("statsmodels.datasets.sunspots", "statsmodels")  # the data ship inside it
 
 
 @functools.lru_cache(maxsize=1)
 def load_sunspots() -> tuple[np.ndarray, np.ndarray]:
     """Years (309,) int32 and yearly sunspot numbers (309,) float32."""
-    sunspots = require("statsmodels.datasets.sunspots", "statsmodels", "sunspots")
+    sunspots = require(NEEDS, "sunspots")
     data = sunspots.load_pandas().data
     years = np.asarray(data["YEAR"], np.float64).astype(np.int32)
     values = np.asarray(data["SUNACTIVITY"], np.float32)
@@ -66,6 +68,8 @@ class SunspotsTask:
 
     Compared and hashed by identity, so its bound `metrics` can be static data under jit.
     """
+
+    needs = NEEDS  # `jaxlstm configs` marks the configs of this task (`needs_extra`)
 
     window: int = 20
 

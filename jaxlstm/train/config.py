@@ -24,7 +24,7 @@ class ModelConfig:
     """The recurrent stack and its read-out head. `cell` "slstm" or "mlstm" (xLSTM, functional
     API only, `num_heads` heads) refuses the LSTM-only keys (proj_size, recurrent_dropout,
     zoneout_h, zoneout_c, forget_bias; for mlstm also unroll and remat_chunk); "min_lstm" or
-    "min_gru" (functional API only, trained with the parallel scan) refuses those and
+    "min_gru" (functional API only, run in the form `mode` picks) refuses those and
     num_heads, unroll and remat_chunk."""
 
     api: str = "functional"  # "functional" (jaxlstm.lstm_stack), "linen" or "nnx" (jaxlstm.flax)
@@ -40,10 +40,8 @@ class ModelConfig:
     # block, s: sLSTM block), or the minRNN paper's layers, e.g. "lll" (l: minLSTM, g: minGRU).
     blocks: str | None = None
     # The form a cell runs in: min_lstm / min_gru (and "l"/"g" blocks) parallel or sequential;
-    # mlstm (and "m" blocks) chunkwise, parallel or recurrent. null: the fastest on the
-    # backend: sequential on CPU (several times faster there), parallel on GPU/TPU; chunkwise
-    # for mlstm.
-    # The forms compute the same function; only speed and rounding differ.
+    # mlstm (and "m" blocks) chunkwise, parallel or recurrent. The forms compute the same
+    # function; only speed and rounding differ.
     mode: str | None = None
     proj_size: int | None = None
     dropout: float = 0.0  # between layers
@@ -136,16 +134,35 @@ class DistributedConfig:
 
     Nothing to set on one machine, nor under SLURM (srun) or Open MPI, which JAX detects; on a
     TPU pod slice set `enabled: true`; to start processes by hand, set the address, the count
-    and each process's own `process_id`."""
+    and each process's own `process_id`, and give every process the same config otherwise
+    (the processes compare theirs before anything else, and refuse to differ)."""
 
     enabled: bool | None = None  # null: if a value below is set or srun/mpirun ran us; true: always (TPU pods)
-    coordinator_address: str | None = None  # "host:port" of process 0, e.g. 10.0.0.1:1234
+    coordinator_address: str | None = None  # "host:port" of process 0: 10.0.0.1:1234, '[::1]:1234'
     num_processes: int | None = None  # processes in the job; null: detected
     process_id: int | None = None  # this process, in [0, num_processes); null: detected
     local_device_ids: list[int] | None = None  # this process's devices; null: all it sees
-    initialization_timeout_s: int = 300  # how long to wait for every process to join
-    heartbeat_timeout_s: int = 100  # a process silent this long is declared dead
+    # How long the processes wait for each other to join (and to compare their configs);
+    # then each process that did start says so in one line and exits with code 2.
+    initialization_timeout_s: int = 300
+    # JAX declares a process dead after this long without its heartbeat, and aborts the others
+    # (SIGABRT, a C++ stack). The runner notices first, a process that dies at once and one
+    # silent for 0.6 of this, and ends the others in one line, exit code 1, after process 0
+    # marks summary.json "failed" (jaxlstm.train.distributed).
+    heartbeat_timeout_s: int = 100
     shutdown_timeout_s: int = 300  # how long process 0 waits for the others at the end
+
+
+def address_problem(address: str) -> str | None:
+    """What is wrong with a coordinator address (None when it is "host:port"): JAX would
+    otherwise fail on it with an IndexError or a connection that never comes."""
+    host, colon, port = address.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]") and len(host) > 2
+    if (colon and port.isdigit() and 0 < int(port) < 65536 and host and not any(
+            c.isspace() for c in address) and (bracketed or "[" not in host and ":" not in host)):
+        return None
+    return (f"expected host:port, e.g. 10.0.0.1:1234 or [::1]:1234 (a port in 1-65535), got "
+            f"{address!r}.")
 
 
 @dataclasses.dataclass
@@ -248,6 +265,50 @@ MIN_CELLS = ("min_lstm", "min_gru")
 BLOCK_FAMILIES = {"ms": "xLSTM", "lg": "minRNN"}
 """The letters of `model.blocks`, by family: one stack holds blocks of one family."""
 
+DEFAULT_MODES: dict[str, tuple[str, dict[str, str]]] = {
+    # On a CPU the associative scan's O(log T) depth does not pay: 6-15x slower per call than
+    # the sequential scan there (jaxlstm.minrnn.log_scan).
+    "minRNN": ("parallel", {"cpu": "sequential"}),
+    "mLSTM": ("chunkwise", {}),
+}
+"""What `model.mode: null` runs, by family (`mode_family`): (the form on any backend not
+listed, {backend: its form}). The model (`jaxlstm.train.model`) and `--help` both read it."""
+
+_FAMILY_MEMBERS = {"minRNN": "min_lstm, min_gru and minRNN blocks (l, g)",
+                   "mLSTM": "mlstm and xLSTM blocks (their m blocks)"}
+
+
+def mode_family(model: ModelConfig) -> str | None:
+    """The family whose forms `model.mode` chooses among: "minRNN" (cells min_lstm, min_gru,
+    blocks of 'l'/'g'), "mLSTM" (cell mlstm, xLSTM blocks: the form of their 'm' blocks), or
+    None for a cell with one form."""
+    if model.blocks is not None:
+        return "minRNN" if set(model.blocks) <= set("lg") else "mLSTM"
+    if model.cell in MIN_CELLS:
+        return "minRNN"
+    return "mLSTM" if model.cell == "mlstm" else None
+
+
+def default_mode(model: ModelConfig, backend: str) -> str | None:
+    """The form `model` runs in on `backend` ("cpu", "gpu", "tpu", as `jax.default_backend()`
+    says): its `mode` when set, else `DEFAULT_MODES`'s; None for a cell with one form."""
+    family = mode_family(model)
+    if model.mode is not None or family is None:
+        return model.mode
+    otherwise, by_backend = DEFAULT_MODES[family]
+    return by_backend.get(backend, otherwise)
+
+
+def default_mode_rule() -> str:
+    """`DEFAULT_MODES` in words, for --help: what `model.mode: null` runs."""
+    clauses = []
+    for family, (otherwise, by_backend) in DEFAULT_MODES.items():
+        forms = [f"{mode} on {backend}" for backend, mode in by_backend.items()]
+        forms.append(f"{otherwise} elsewhere" if forms else otherwise)
+        clauses.append(f"{_FAMILY_MEMBERS[family]} run {', '.join(forms)}")
+    return "null: " + "; ".join(clauses) + "."
+
+
 DTYPES = ("float32", "bfloat16")
 """`model.dtype`: the computation's dtype (params and optimizer state stay float32)."""
 
@@ -312,6 +373,9 @@ def check_values(config: ExperimentConfig, path: str = "config") -> None:
     for key in ("initialization_timeout_s", "heartbeat_timeout_s", "shutdown_timeout_s"):
         if getattr(dist, key) < 1:
             fail(f"distributed.{key}", "a positive int", getattr(dist, key))
+    if dist.coordinator_address is not None and address_problem(dist.coordinator_address):
+        raise ConfigError(f"{path}: distributed.coordinator_address: "
+                          f"{address_problem(dist.coordinator_address)}")
     if dist.num_processes is not None and dist.num_processes < 1:
         fail("distributed.num_processes", "a positive int or null", dist.num_processes)
     if dist.process_id is not None and not (
@@ -383,11 +447,11 @@ def _check_mode(model: ModelConfig, path: str) -> None:
     from jaxlstm.minrnn.layer import MODES as MIN_MODES
     from jaxlstm.xlstm.mlstm import MODES as MLSTM_MODES
 
-    if model.blocks is not None:
-        modes, what = (MIN_MODES, "minRNN blocks") if set(model.blocks) <= set("lg") else (
-            MLSTM_MODES, "xLSTM blocks")
-    elif model.cell in MIN_CELLS or model.cell == "mlstm":
-        modes, what = (MLSTM_MODES if model.cell == "mlstm" else MIN_MODES), f"cell {model.cell!r}"
+    family = mode_family(model)
+    if family is not None:
+        modes = MIN_MODES if family == "minRNN" else MLSTM_MODES
+        what = (f"cell {model.cell!r}" if model.blocks is None
+                else "minRNN blocks" if family == "minRNN" else "xLSTM blocks")
     else:
         raise ConfigError(f"{path}: model.mode: applies to cells min_lstm, min_gru and mlstm "
                           f"(and model.blocks), not to cell {model.cell!r}; leave it at its "

@@ -17,8 +17,8 @@ at each sequence's last valid step (for the backward direction, at step 0, the l
 the h that the final state yields.
 
 Minimal RNNs (functional API only): `cell="min_lstm"` or `"min_gru"` makes the stack's layers
-minLSTMs or minGRUs (params `{"lstm": stack, "head": ...}`, run by `jaxlstm.lstm_stack` with the
-parallel scan; a min layer's state is its h).
+minLSTMs or minGRUs (params `{"lstm": stack, "head": ...}`, run by `jaxlstm.lstm_stack` in the
+form `model.mode` picks, by default `config.DEFAULT_MODES`'s; a min layer's state is its h).
 
 `blocks="msm"` (functional API only) replaces the cell stack by xLSTM blocks as the paper
 stacks them (`jaxlstm.xlstm.blocks.xlstm_stack`: an input projection to hidden_size, residual
@@ -51,7 +51,7 @@ from jaxlstm.minrnn.blocks import init_min_block_stack, min_block_stack
 from jaxlstm.regularisation import dropout
 from jaxlstm.stack import Directions, init_lstm_stack, lstm_stack
 from jaxlstm.tasks.base import TaskSpec
-from jaxlstm.train.config import ModelConfig
+from jaxlstm.train.config import ModelConfig, default_mode
 from jaxlstm.xlstm.blocks import init_xlstm_stack, xlstm_stack
 from jaxlstm.xlstm.mlstm import init_mlstm, mlstm
 
@@ -105,14 +105,11 @@ def _init_mlstm_layers(key: Array, cfg: ModelConfig, input_size: int) -> tuple[D
 
 
 def _mode(cfg: ModelConfig) -> dict[str, str]:
-    """The `mode=` keyword for the cell or blocks: the config's, or for min cells on a CPU
-    "sequential" (the associative scan's O(log T) depth does not pay on a CPU: 6-15x slower
-    per call there, `jaxlstm.minrnn.log_scan`); otherwise the cell's default."""
-    if cfg.mode is not None:
-        return {"mode": cfg.mode}
-    is_min = cfg.cell in ("min_lstm", "min_gru") or (cfg.blocks is not None
-                                                     and set(cfg.blocks) <= set("lg"))
-    return {"mode": "sequential"} if is_min and jax.default_backend() == "cpu" else {}
+    """The `mode=` keyword for the cell or blocks: the config's, or what `model.mode: null`
+    runs on this backend (`config.DEFAULT_MODES`, which --help states); none for a cell with
+    one form."""
+    mode = default_mode(cfg, jax.default_backend())
+    return {} if mode is None else {"mode": mode}
 
 
 def _mlstm_stack(layers: tuple[Directions, ...], inputs: Array, lengths: Array | None,

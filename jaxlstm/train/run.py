@@ -100,7 +100,7 @@ from jaxlstm.tasks.base import (
 from jaxlstm.tasks.files import DataError
 from jaxlstm.tasks.files.fingerprint import differences as data_differences
 from jaxlstm.tasks.files.fingerprint import fingerprints
-from jaxlstm.train import distributed, mesh, plots
+from jaxlstm.train import distributed, memory, mesh, plots
 from jaxlstm.train.best import BestSoFar
 from jaxlstm.train.checkpoint import (
     Checkpoints,
@@ -248,7 +248,9 @@ def _build(config: ExperimentConfig, task: Any = None) -> tuple[Any, Any, Any, M
             task = make_task(config.task.name, **config.task.options)
         except DataError:
             raise  # names the file, not a config key: the command says "data error"
-        except (TypeError, ValueError) as err:
+        except MemoryError as err:  # a task that builds its data when made, too large to fit
+            raise ConfigError(memory.task_too_big(config, err)) from None
+        except (TypeError, ValueError) as err:  # MissingExtra (an optional package) is one too
             raise ConfigError(str(err)) from None
     schedule = make_schedule(config.schedule, config.optimizer.learning_rate,
                              config.training.steps)
@@ -539,6 +541,7 @@ def run_experiment(config: ExperimentConfig, *, task: Any = None,
     train_cfg = config.training
     parallel = DataParallel.over_all_devices()
     parallel.check_batch_size(train_cfg.batch_size, grad_accum=train_cfg.grad_accum)
+    memory.check_fits(config, task)  # before the train state and the run folder exist
     primary = distributed.is_primary()
     state = mesh.init_state(parallel, lambda: TrainState.create(
         model=model, tx=tx, schedule=schedule, task_metrics=task.metrics,
