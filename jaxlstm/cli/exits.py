@@ -17,17 +17,19 @@ from jaxlstm.train.interrupts import Interrupted
 from jaxlstm.train.run_folder import RunFolderError
 
 DONE = 0  # completed, or stopped early by training.patience
-STOPPED = 1  # a non-finite value or a failed write: the folder is consistent, resumable
+STOPPED = 1  # a non-finite value, a failed write, a dead peer: the folder is resumable
 BAD_INPUT = 2
 INTERRUPTED = 130  # 128 + SIGINT, what shells report for a process stopped by Ctrl-C
 BROKEN_PIPE = 141  # 128 + SIGPIPE: the output's reader went away
 
 EXIT_CODES = {
     DONE: "done (training: completed, or stopped early by training.patience)",
-    STOPPED: ("stopped on a non-finite loss, gradient or update, or a failed write (a full "
-              "disk); the last good checkpoint is kept, resume once the cause is fixed"),
+    STOPPED: ("stopped on a non-finite loss, gradient or update, a failed write (a full "
+              "disk), or another process of the run that died; the last good checkpoint is "
+              "kept, resume once the cause is fixed"),
     BAD_INPUT: "bad config, command-line input or data file (one line on stderr)",
-    INTERRUPTED: "interrupted by Ctrl-C or SIGTERM; during training, after saving a checkpoint",
+    INTERRUPTED: ("interrupted by Ctrl-C or SIGTERM: nothing written, or a run folder saying "
+                  "interrupted (a checkpoint saved) that --resume completes"),
 }
 
 

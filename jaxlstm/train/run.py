@@ -32,7 +32,10 @@ one. Every failure leaves the folder resumable:
 - a failed write (a full disk) stops the run with what is on disk consistent up to the last
   checkpoint (status "write_failed");
 - a kill -9 leaves at most a torn last metrics line and an unfinished checkpoint, which the
-  next resume drops and moves aside.
+  next resume drops and moves aside;
+- on several processes, one that dies, hangs or stops alone ends the others in one line
+  (exit code 1) after process 0 marks the summary "failed" with the reason in "failure"
+  (`distributed.watching_peers`).
 
 The validation split, the best checkpoint and early stopping. The task's `spec.metric` on the
 validation split ("valid") is evaluated every `eval_every` steps and at the end; an evaluation
@@ -532,6 +535,16 @@ def run_experiment(config: ExperimentConfig, *, task: Any = None,
                "host": socket.gethostname(), "pid": os.getpid()}
     started = time.perf_counter()
     distributed.initialize(config.distributed)  # before anything touches a device
+    distributed.check_same_config(config)  # before any collective, before any file
+    with distributed.watching_peers() as peers:
+        return _train(config, task, interrupt_at, signals, origin, peers, segment, started)
+
+
+def _train(config: ExperimentConfig, task: Any, interrupt_at: int | None,
+           signals: RunSignals, origin: dict[str, Any] | None, peers: Any,
+           segment: dict[str, Any], started: float) -> RunResult:
+    """`run_experiment` once the processes (if several) are known to agree and are watched:
+    the build, the folder, the loop and the end."""
     config = _named_after(config, task)
     finished = _already_finished(config)
     if finished is not None:
@@ -551,6 +564,16 @@ def run_experiment(config: ExperimentConfig, *, task: Any = None,
     run_dir, checkpoints, state, resume_step, summary = _open_run_folder(
         config, task, state, {**where, **segment}, origin)
     step = int(state.step)
+
+    def mark_failed(reason: str) -> None:
+        """summary.json says "failed" when a peer's death ends this process."""
+        summary["failure"] = reason
+        ended = {**segment, "from_step": resume_step or 0, "to_step": step,
+                 "wall_time_s": round(time.perf_counter() - started, 2)}
+        _write_final_summary(run_dir, summary, "failed", step,
+                             [*summary.get("segments", []), ended])
+
+    peers.on_failure = mark_failed
     if _agreed_stop(signals):  # a signal while the folder was prepared
         checkpoints.close()
         return _end(run_dir, summary, "interrupted", step, resume_step, segment, started,
