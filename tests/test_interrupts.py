@@ -161,3 +161,24 @@ def test_a_signal_at_any_moment_ends_in_one_line_and_a_resumable_state(reports, 
         assert f"eval mse {f'{last[-1]:.4g}' if last else '-'} " in progress[0]
     assert resumed["wall_time_s"] == pytest.approx(
         sum(s["wall_time_s"] for s in resumed["segments"]), abs=0.02)
+
+
+SIGNAL_WHILE_EXITING = r"""
+import atexit, os, signal, sys
+from jaxlstm.cli import main
+
+# Registered before jax's own exit handlers, so it runs after them: late in the shutdown.
+atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))
+sys.argv = ["jaxlstm", "train", "quickstart", *sys.argv[1:]]
+sys.exit(main())  # as the console script: the command owns this process
+"""
+
+
+def test_a_signal_while_a_finished_command_exits_keeps_its_exit_code(tmp_path):
+    done = subprocess.run([sys.executable, "-c", SIGNAL_WHILE_EXITING, *TINY,
+                           "training.steps=2", f"runs_root={tmp_path}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]  # not -15: the run had completed
+    (run,) = os.listdir(tmp_path / "quickstart")
+    with open(tmp_path / "quickstart" / run / "summary.json") as f:
+        assert json.load(f)["status"] == "completed"

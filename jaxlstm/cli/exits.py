@@ -50,6 +50,14 @@ Main = Callable[[list[str]], int]
 # Whether a command in this process was stopped by a signal before writing anything
 # (`Interrupted`): the process then ends without Python's shutdown (see `command`).
 _stopped_midway = False
+# Whether a command runs as this process's own command line (the `jaxlstm` console script,
+# `python -m jaxlstm.cli`), not called from Python: it then exits once it returns.
+_owns_process = False
+
+
+def owns_process() -> bool:
+    """Whether the running command is this process's own command line (see `command`)."""
+    return _owns_process
 
 
 def command(prog: str) -> Callable[[Main], Callable[[Sequence[str] | None], int]]:
@@ -64,6 +72,8 @@ def command(prog: str) -> Callable[[Main], Callable[[Sequence[str] | None], int]
     def wrap(main: Main) -> Callable[[Sequence[str] | None], int]:
         @functools.wraps(main)
         def wrapped(argv: Sequence[str] | None = None) -> int:
+            global _owns_process
+            _owns_process = _owns_process or argv is None
             code = _run(main, argv)
             if argv is None and _stopped_midway:  # this process's own command line
                 # A signal stopped the run while XLA compiled or jax started up, before

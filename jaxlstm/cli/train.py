@@ -10,7 +10,7 @@ import json
 import os
 from typing import Any
 
-from jaxlstm.cli import reference, shipped
+from jaxlstm.cli import exits, reference, shipped
 from jaxlstm.cli.exits import DONE, INTERRUPTED, STOPPED, EarlyExit, UsageError, command
 from jaxlstm.cli.parser import OneLineParser
 from jaxlstm.train.config import ExperimentConfig, load_config
@@ -102,7 +102,7 @@ def main(argv: list[str]) -> int:
     config_arg, overrides = parse_args(argv)
     # From here to the summary's last byte, SIGINT and SIGTERM end the run in one of two
     # states: nothing written, or a folder saying "interrupted" (see jaxlstm.train.interrupts).
-    with RunSignals() as signals:
+    with RunSignals(ignore_once_over=exits.owns_process()) as signals:
         path = shipped.resolve(config_arg)
         config = load_config(path, overrides)
         # flax, optax and orbax take seconds to import: only once the config is good.

@@ -56,7 +56,12 @@ class RunSignals:
             signals.over()      # the summary says how the run ended
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, ignore_once_over: bool = False) -> None:
+        """`ignore_once_over`: on exit, once the run is `over`, leave SIGINT and SIGTERM
+        ignored instead of restoring the previous handlers: for a process that only exits
+        afterwards (the `jaxlstm` command), so that a signal while Python shuts down does not
+        turn a finished run's exit code into a kill."""
+        self.ignore_once_over = ignore_once_over
         self.signal_name = ""  # the first signal noted after `defer`
         self._deferred = False
         self._over = False
@@ -97,6 +102,8 @@ class RunSignals:
 
     def __exit__(self, *exc: object) -> None:
         for signum, previous in self._previous.items():
+            if self._over and self.ignore_once_over:
+                previous = signal.SIG_IGN
             # None: the handler was not set from Python; the default is the closest.
             signal.signal(signum, signal.SIG_DFL if previous is None else previous)
         self._previous.clear()
