@@ -272,6 +272,29 @@ def test_the_time_limit_warning_stops_the_run_like_sigterm_then_requeues():
         signal.signal(signal.SIGUSR2, previous_usr)
 
 
+def test_a_time_limit_warning_before_the_run_folder_requeues_the_job(monkeypatch, tmp_path):
+    # While the run still builds and compiles, a signal stops it at once with nothing
+    # written (Interrupted); the time-out warning must then still requeue the job.
+    from jaxlstm.train.config import load_config
+    from jaxlstm.train.interrupts import Interrupted, RunSignals
+
+    def run_experiment(config, **how):
+        with RunSignals():
+            os.kill(os.getpid(), signal.SIGUSR2)  # handled on the next bytecode
+            raise AssertionError("the warning did not stop the run")
+
+    monkeypatch.setattr("jaxlstm.train.run.run_experiment", run_experiment)
+    requeues = []
+    previous_usr = signal.signal(signal.SIGUSR2, lambda s, f: requeues.append(s))
+    try:
+        config = load_config(QUICKSTART, [*SMALL, f"run_dir={tmp_path / 'run'}"])
+        with pytest.raises(Interrupted):
+            jobs.TrainJob(config)()
+        assert requeues == [signal.SIGUSR2]
+    finally:
+        signal.signal(signal.SIGUSR2, previous_usr)
+
+
 # --- a sweep through submitit's local executor, and its resume -------------------------------
 
 @pytest.fixture(scope="module")

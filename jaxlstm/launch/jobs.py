@@ -28,6 +28,7 @@ import submitit
 from jaxlstm.launch import sweep as sweeps
 from jaxlstm.launch import table
 from jaxlstm.train.config import ConfigError, ExperimentConfig
+from jaxlstm.train.interrupts import Interrupted
 from jaxlstm.train.run_folder import read_summary
 
 
@@ -104,7 +105,12 @@ class TrainJob(submitit.helpers.Checkpointable):
             started = os.path.isfile(os.path.join(run_dir, "config.yaml"))
             resume = json.loads(distributed.broadcast_text(json.dumps(started)))
             with _SaveThenRequeue() as warning:
-                result = run_experiment(dataclasses.replace(self.config, resume=resume))
+                try:
+                    result = run_experiment(dataclasses.replace(self.config, resume=resume))
+                except Interrupted:  # before the run folder was claimed: nothing written
+                    if warning.signalled:  # the time-out warning: requeue, start afresh
+                        warning.hand_over()
+                    raise
             if writer and read_summary(run_dir).get("status") != result.status:
                 # summary.json could not say how the run ended (a full disk): the table
                 # reads the run folder, which must not say "running" for an ended run.
