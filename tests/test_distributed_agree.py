@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from jaxlstm.train import distributed
+from jaxlstm.train import peer_watch
 from jaxlstm.train.config import ConfigError, load_config
 from tests.test_distributed import ROOT, child_env, free_port
 from tests.test_train import QUICKSTART, TINY, read
@@ -111,7 +111,7 @@ def test_a_killed_process_ends_the_other_in_one_line_and_a_summary_that_says_fai
             if process.poll() is None:
                 process.kill()
             process.communicate()
-    assert code == distributed.PEER_STOPPED_EXIT, err
+    assert code == peer_watch.PEER_STOPPED_EXIT, err
     assert time.monotonic() - killed_at < 8  # before JAX's heartbeat (10 s) would abort it
     assert not NOT_ONE_LINE.search(err), err
     last = err.strip().splitlines()[-1]
@@ -152,21 +152,21 @@ def watch(monkeypatch):
     """Process 0's watch of one peer, whose end of the connection the test holds (`peer_end`),
     installed as `watching_peers`'s; `exits` records the failure reasons and exit codes
     instead of ending pytest."""
-    monkeypatch.setattr(distributed, "GRACE_S", 0.3)
+    monkeypatch.setattr(peer_watch, "GRACE_S", 0.3)
     exits, released = [], threading.Event()
 
     def exit_instead(code):
         exits.append(code)
         released.wait()  # the thread that would have ended the process goes no further
 
-    monkeypatch.setattr(distributed.os, "_exit", exit_instead)
+    monkeypatch.setattr(peer_watch.os, "_exit", exit_instead)
     ours, theirs = socket.socketpair()
-    peers = distributed.PeerWatch(0, 2, silence_s=1.0)
+    peers = peer_watch.PeerWatch(0, 2, silence_s=1.0)
     peers.on_failure = exits.append
     peers._register(1, ours)
     for target, args in ((peers._read, (ours, 1)), (peers._beat, ())):
         threading.Thread(target=target, args=args, daemon=True).start()
-    monkeypatch.setattr(distributed, "_WATCH", peers)
+    monkeypatch.setattr(peer_watch, "_WATCH", peers)
     peers.exits, peers.peer_end = exits, theirs
     yield peers
     released.set()
@@ -182,14 +182,14 @@ def wait_for(condition, seconds):
 
 
 def test_a_silent_peer_is_taken_for_dead_before_jax_would_abort(watch):
-    with distributed.watching_peers():  # the peer says nothing: hung, or its host is gone
+    with peer_watch.watching_peers():  # the peer says nothing: hung, or its host is gone
         assert wait_for(lambda: watch.exits, 5)
     silent = "process 1 of 2 has not answered for 1 s (hung, or its host or the network failed)"
     assert watch.exits == [silent, 1]
 
 
 def test_a_peer_that_refuses_as_this_process_does_is_no_failure(watch):
-    with pytest.raises(ConfigError), distributed.watching_peers():
+    with pytest.raises(ConfigError), peer_watch.watching_peers():
         watch.peer_end.sendall(b"stopped resume: nothing to resume\n")
         raise ConfigError("resume: nothing to resume")
     assert not wait_for(lambda: watch.exits, 0.6)  # past the grace
@@ -200,7 +200,7 @@ def test_a_peer_that_refuses_as_this_process_does_is_no_failure(watch):
 
 
 def test_a_peer_that_stops_alone_ends_this_process_after_the_grace(watch):
-    with distributed.watching_peers():
+    with peer_watch.watching_peers():
         watch.peer_end.sendall(b"stopped KeyboardInterrupt\n")  # e.g. Ctrl-C on its terminal
         time.sleep(0.1)
         assert not watch.exits
@@ -209,7 +209,7 @@ def test_a_peer_that_stops_alone_ends_this_process_after_the_grace(watch):
 
 
 def test_a_peer_that_finished_may_end_without_failing_this_one(watch):
-    with distributed.watching_peers():
+    with peer_watch.watching_peers():
         watch.peer_end.sendall(b"done\n")
         watch.peer_end.close()
         assert not wait_for(lambda: watch.exits, 1.5)  # past the silence, too

@@ -35,7 +35,7 @@ one. Every failure leaves the folder resumable:
   next resume drops and moves aside;
 - on several processes, one that dies, hangs or stops alone ends the others in one line
   (exit code 1) after process 0 marks the summary "failed" with the reason in "failure"
-  (`distributed.watching_peers`).
+  (`peer_watch.watching_peers`).
 
 The validation split, the best checkpoint and early stopping. The task's `spec.metric` on the
 validation split ("valid") is evaluated every `eval_every` steps and at the end; an evaluation
@@ -103,7 +103,7 @@ from jaxlstm.tasks.base import (
 from jaxlstm.tasks.files import DataError
 from jaxlstm.tasks.files.fingerprint import differences as data_differences
 from jaxlstm.tasks.files.fingerprint import fingerprints
-from jaxlstm.train import distributed, memory, mesh, plots
+from jaxlstm.train import distributed, memory, mesh, peer_watch, plots
 from jaxlstm.train.best import BestSoFar
 from jaxlstm.train.checkpoint import (
     Checkpoints,
@@ -536,7 +536,7 @@ def run_experiment(config: ExperimentConfig, *, task: Any = None,
     started = time.perf_counter()
     distributed.initialize(config.distributed)  # before anything touches a device
     distributed.check_same_config(config)  # before any collective, before any file
-    with distributed.watching_peers() as peers:
+    with peer_watch.watching_peers() as peers:
         return _train(config, task, interrupt_at, signals, origin, peers, segment, started)
 
 
