@@ -8,6 +8,7 @@ user would see. The file system is a tmpfs mounted in a private mount namespace
 test is skipped (tests/test_run_faults.py injects ENOSPC into the runner's own writes).
 """
 
+import errno
 import json
 import os
 import shutil
@@ -64,3 +65,18 @@ def test_a_full_disk_ends_the_run_in_one_line_and_a_resume_completes_it(tmp_path
     assert said.startswith("could not write to ") and "No space left on device" in said
     assert resumed["code"] == 0, resumed["stderr"]
     assert (resumed["summary"]["status"], resumed["summary"]["step"]) == ("completed", 40)
+
+
+def test_only_a_failed_write_becomes_an_os_error():
+    from jaxlstm.train.checkpoint import _write_errors_as_os_errors
+
+    full = ValueError("RESOURCE_EXHAUSTED: Error writing local file \"x\": Failed to write 4288 "
+                      "bytes to file 6: No space left on device [os_error_code='28']")
+    with pytest.raises(OSError) as raised, _write_errors_as_os_errors("/runs/x/checkpoints"):
+        raise full
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == "/runs/x/checkpoints"
+    # XLA's out-of-memory error shares the status word, not the meaning: it goes through.
+    with pytest.raises(RuntimeError), _write_errors_as_os_errors("/runs/x/checkpoints"):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 8 GiB")
+    with pytest.raises(ValueError, match="unrelated"), _write_errors_as_os_errors("/x"):
+        raise ValueError("unrelated")

@@ -22,7 +22,7 @@ from jaxlstm.train import logs
 from jaxlstm.train.checkpoint import Checkpoints, NonFiniteState
 from jaxlstm.train.config import load_config
 from jaxlstm.train.run import run_experiment
-from jaxlstm.train.run_folder import RunFolderError, newest_run
+from jaxlstm.train.run_folder import RunFolderError, newest_run, read_summary
 from tests.test_train import QUICKSTART, ROOT, TINY, final_params, read, tiny_config
 
 
@@ -206,6 +206,22 @@ def test_a_full_disk_stops_the_run_and_it_resumes(tmp_path, whole, monkeypatch):
     assert summary["status"] == "write_failed"
     assert resume(tmp_path).status == "completed"
     assert_same_run(failed.run_dir, whole, tiny_config(tmp_path))
+
+
+def test_a_full_disk_before_the_first_step_is_write_failed_not_a_traceback(tmp_path, whole,
+                                                                          monkeypatch, capsys):
+    # The metrics file is opened after the folder says "running", before the loop.
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("jaxlstm.train.run.MetricsLog", full)
+    result = run_experiment(tiny_config(tmp_path))
+    assert (result.status, result.step) == ("write_failed", 0)
+    assert read_summary(result.run_dir)["status"] == "write_failed"
+    assert "No space left on device" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert resume(tmp_path).status == "completed"
+    assert_same_run(result.run_dir, whole, tiny_config(tmp_path))
 
 
 def test_non_finite_values_are_written_as_valid_json(tmp_path):

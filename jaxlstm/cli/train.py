@@ -71,17 +71,16 @@ def parse_args(argv: list[str]) -> tuple[str, list[str]]:
                          + (["allow_data_change=true"] if args.allow_data_change else []))
 
 
-def _report(config: ExperimentConfig, result: Any, source: str) -> None:
+def _report(config: ExperimentConfig, result: Any, overrides: str) -> None:
     """Two lines on stdout: the validation metric (and the test split's, when the task has
-    one) in words, after the config's name and how the config differs from its file
-    `source`, then the summary's metrics as JSON."""
+    one) in words, after the config's name and `overrides` (how the config differs from its
+    file), then the summary's metrics as JSON."""
     summary = result.summary
     metric = summary["metric"]
     stopped = " (stopped early)" if result.status == "early_stopped" else ""
     test = summary.get("test")
     tested = ("" if test is None else f"; test {metric} {test[metric]:.4f} on the "
               f"{summary['test_on']} state (step {summary['test_step']})")
-    overrides = describe_overrides(config, source)  # tells two runs of one config apart
     label = config.name + ("" if overrides == NO_OVERRIDES else f" ({overrides})")
     print(f"{label}: {metric} {summary['final'][metric]:.4f} "
           f"(baseline {summary['baseline'][metric]:.4f}) after {result.step} steps{stopped}"
@@ -111,8 +110,11 @@ def main(argv: list[str]) -> int:
 
         source = config_arg if path != config_arg else os.path.abspath(path)
         given = [o for o in overrides if o.split("=", 1)[0] not in RUN_FLAGS]
+        # How the config differs from its file (tells two runs of one config apart), read
+        # now: the file may change while the run trains.
+        overrides = describe_overrides(config, path)
         result = run_experiment(config, signals=signals,
                                 origin={"config_source": source, "overrides": given})
         if result.status in FINISHED and "final" in result.summary:
-            _report(config, result, path)
+            _report(config, result, overrides)
         return STATUS_EXIT[result.status]

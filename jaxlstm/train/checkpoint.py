@@ -122,17 +122,36 @@ def _absl_warnings_silenced(level: int = logging.ERROR) -> Iterator[None]:
         logger.setLevel(previous)
 
 
-class _NotAbout(logging.Filter):
-    """Drops log records that mention `text` (with their tracebacks)."""
+class _NotAboutFailedSaves(logging.Filter):
+    """Drops log records about a save that failed (orbax's threads go on reporting it, some
+    at exit): those mentioning its folder, and those whose exception is the same failure
+    (the `errno` raised, e.g. ENOSPC, as an asyncio future's unretrieved exception)."""
 
-    def __init__(self, text: str):
+    def __init__(self) -> None:
         super().__init__()
-        self.text = text
+        self.folders: set[str] = set()
+        self.errnos: set[int] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return self.text not in record.getMessage() and (
-            exc is None or (self.text not in str(exc) and not isinstance(exc, OSError)))
+        text = record.getMessage() + (str(exc) if exc is not None else "")
+        if any(folder in text for folder in self.folders):
+            return False
+        return not (isinstance(exc, OSError) and exc.errno in self.errnos)
+
+
+_FAILED_SAVES = _NotAboutFailedSaves()
+
+
+def _quiet_about(folder: str, error: OSError) -> None:
+    """From now on, orbax's and asyncio's log lines about this failed save are dropped: the
+    OSError raised says it once, in one line."""
+    if not _FAILED_SAVES.folders:
+        logging.getLogger("absl").addFilter(_FAILED_SAVES)
+        logging.getLogger("asyncio").addFilter(_FAILED_SAVES)
+    _FAILED_SAVES.folders.add(folder)
+    if error.errno is not None:
+        _FAILED_SAVES.errnos.add(error.errno)
 
 
 _OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
@@ -140,18 +159,16 @@ _OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
 
 @contextlib.contextmanager
 def _write_errors_as_os_errors(directory: str) -> Iterator[None]:
-    """Failed writes as `OSError`, whatever raises them: tensorstore, under orbax, reports a
-    full disk as `ValueError("RESOURCE_EXHAUSTED: ... No space left on device
-    [os_error_code='28']")`, and the runner stops cleanly (status "write_failed") on an
-    `OSError`, not on any error of any library."""
+    """Failed writes as `OSError`: tensorstore, under orbax, reports a full disk as
+    `ValueError("RESOURCE_EXHAUSTED: ... No space left on device [os_error_code='28']")`,
+    and the runner stops cleanly (status "write_failed") on an `OSError`, not on any error
+    of any library. Other errors go through unchanged."""
     try:
         yield
-    except OSError:
-        raise
-    except Exception as err:  # noqa: BLE001 - tensorstore's status codes come as ValueError
+    except ValueError as err:  # (XLA's out-of-memory RESOURCE_EXHAUSTED is a RuntimeError)
         text = str(err)
         code = _OS_ERROR_CODE.search(text)
-        if code is None and "RESOURCE_EXHAUSTED" not in text:
+        if code is None and "No space left on device" not in text:
             raise
         number = int(code.group(1)) if code else errno.ENOSPC
         raise OSError(number, os.strerror(number), directory) from err
@@ -220,11 +237,8 @@ class Checkpoints:
                     _write_errors_as_os_errors(self.directory):
                 self._manager.save(step, args=ocp.args.Composite(**items))
                 self._manager.wait_until_finished()
-        except OSError:
-            # orbax's threads go on reporting this failure after it is raised here (some
-            # at exit): their lines about this folder are dropped, said once in the error.
-            logging.getLogger("absl").addFilter(_NotAbout(self.directory))
-            logging.getLogger("asyncio").addFilter(_NotAbout(self.directory))
+        except OSError as err:
+            _quiet_about(self.directory, err)
             self._discard_unfinished(step)
             raise
         self._saved_here.add(step)

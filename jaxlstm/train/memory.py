@@ -174,11 +174,24 @@ def _host_available() -> int | None:
             limit = f.read().strip()
         with open("/sys/fs/cgroup/memory.current") as f:
             used = int(f.read().strip())
-        if limit != "max":
-            found.append(int(limit) - used)
+        if limit != "max":  # the page cache (files read) counts as used but is reclaimed
+            found.append(int(limit) - used + _cgroup_stat("inactive_file"))
     except (OSError, ValueError):
         pass
     return min(found) if found else None
+
+
+def _cgroup_stat(key: str) -> int:
+    """One value of the cgroup's memory.stat (bytes), 0 where it cannot be read."""
+    try:
+        with open("/sys/fs/cgroup/memory.stat") as f:
+            for line in f:
+                name, _, value = line.partition(" ")
+                if name == key:
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def _one_row(task: Any, seed: int) -> tuple[int, int] | None:

@@ -83,6 +83,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
@@ -566,12 +567,15 @@ def _train(config: ExperimentConfig, task: Any, interrupt_at: int | None,
     step = int(state.step)
 
     def mark_failed(reason: str) -> None:
-        """summary.json says "failed" when a peer's death ends this process."""
-        summary["failure"] = reason
-        ended = {**segment, "from_step": resume_step or 0, "to_step": step,
-                 "wall_time_s": round(time.perf_counter() - started, 2)}
-        _write_final_summary(run_dir, summary, "failed", step,
-                             [*summary.get("segments", []), ended])
+        """summary.json says "failed" when a peer's death ends this process (called from
+        the watch's thread), unless it already says how the run ended."""
+        with _SUMMARY_WRITES:
+            if summary["status"] != "running":
+                return
+            ended = {**segment, "from_step": resume_step or 0, "to_step": step,
+                     "wall_time_s": round(time.perf_counter() - started, 2)}
+            _write_final_summary(run_dir, {**summary, "failure": reason}, "failed", step,
+                                 [*summary.get("segments", []), ended])
 
     peers.on_failure = mark_failed
     if _agreed_stop(signals):  # a signal while the folder was prepared
@@ -585,35 +589,38 @@ def _train(config: ExperimentConfig, task: Any, interrupt_at: int | None,
               f"resuming {run_dir} from step {resume_step}", file=sys.stderr, flush=True)
         if hasattr(task, "describe"):  # what was read, once the run is going ahead
             print(task.describe(), file=sys.stderr, flush=True)
-    log: MetricsLog | NoLog = (
-        MetricsLog(run_dir, tensorboard=config.logging.tensorboard, resume_step=resume_step)
-        if primary else NoLog())
-    best_checkpoints = _open_best_checkpoints(config, run_dir, state, best, resume_step,
-                                              summary)
-    valid = HeldOut(parallel, lambda: held_out(task, train_cfg.eval_batch_size, "valid"))
-    rows = parallel.local_rows(train_cfg.batch_size)
-    train_step = mesh.train_step(parallel)
-
-    batches = TrainBatches(task, seed=train_cfg.seed, batch_size=train_cfg.batch_size,
-                           rows=rows, steps=train_cfg.steps, start=step,
-                           threads=train_cfg.loader_threads, prefetch=train_cfg.prefetch)
-    if resume_step is not None and resume_step in checkpoints.all_steps():
-        try:
-            batches.restore(checkpoints.loader_state(resume_step), resume_step)
-        except LoaderStateMismatch as err:
-            batches.close()
-            checkpoints.close()
-            raise RunFolderError(f"resume: {err}.") from None
-    # A resumed run that had stopped early stays stopped (its patience was spent).
-    status = ("early_stopped" if best.out_of_patience(train_cfg.patience)
-              and step < train_cfg.steps else "completed")
-    evaluation, evaluated_at = None, None
-    window_start, window_steps = time.perf_counter(), 0
-    progress = Progress(enabled=config.logging.progress and primary, total=train_cfg.steps,
-                        start=step, every=config.logging.log_every, metric=task.spec.metric)
-    if best.last is not None:  # a resumed run's first progress line shows its last eval
-        progress.evaluated(best.last)
+    # Everything opened from here is closed below, whatever happens; a write that fails
+    # before or during training ends the run "write_failed", as in the loop.
+    log: MetricsLog | NoLog = NoLog()
+    best_checkpoints: Checkpoints | None = None
+    batches: TrainBatches | None = None
     try:
+        log = (
+            MetricsLog(run_dir, tensorboard=config.logging.tensorboard, resume_step=resume_step)
+            if primary else NoLog())
+        best_checkpoints = _open_best_checkpoints(config, run_dir, state, best, resume_step,
+                                                  summary)
+        valid = HeldOut(parallel, lambda: held_out(task, train_cfg.eval_batch_size, "valid"))
+        rows = parallel.local_rows(train_cfg.batch_size)
+        train_step = mesh.train_step(parallel)
+
+        batches = TrainBatches(task, seed=train_cfg.seed, batch_size=train_cfg.batch_size,
+                               rows=rows, steps=train_cfg.steps, start=step,
+                               threads=train_cfg.loader_threads, prefetch=train_cfg.prefetch)
+        if resume_step is not None and resume_step in checkpoints.all_steps():
+            try:
+                batches.restore(checkpoints.loader_state(resume_step), resume_step)
+            except LoaderStateMismatch as err:
+                raise RunFolderError(f"resume: {err}.") from None
+        # A resumed run that had stopped early stays stopped (its patience was spent).
+        status = ("early_stopped" if best.out_of_patience(train_cfg.patience)
+                  and step < train_cfg.steps else "completed")
+        evaluation, evaluated_at = None, None
+        window_start, window_steps = time.perf_counter(), 0
+        progress = Progress(enabled=config.logging.progress and primary, total=train_cfg.steps,
+                            start=step, every=config.logging.log_every, metric=task.spec.metric)
+        if best.last is not None:  # a resumed run's first progress line shows its last eval
+            progress.evaluated(best.last)
         with progress:
             while step < train_cfg.steps and status == "completed":
                 local = next(batches)  # task.train_batch(seed, step, ...), read ahead
@@ -698,17 +705,28 @@ def _train(config: ExperimentConfig, task: Any, interrupt_at: int | None,
                   f"{checkpoints.latest_step()}: make room and resume with --resume.",
                   file=sys.stderr)
     finally:
-        batches.close()
-        checkpoints.close()
-        log.close()
-        if best_checkpoints is not None:
-            best_checkpoints.close()
+        _close_all(batches, checkpoints, log, best_checkpoints)
 
     summary["versions"] = _versions()
     if status in FINISHED:
         status = _finish(config, run_dir, summary, status, state, task, parallel, valid,
                          best, evaluation if evaluated_at == step else None, signals)
     return _end(run_dir, summary, status, step, resume_step, segment, started, signals)
+
+
+def _close_all(*opened: Any) -> None:
+    """Closes what a run opened (None: never opened). A close that fails to write (orbax
+    finishing a save on a full disk) is already said by the error that ended the run, or is
+    said here in one line; the folder is consistent up to its last good checkpoint."""
+    for thing in opened:
+        if thing is None:
+            continue
+        try:
+            thing.close()
+        except OSError as err:
+            if distributed.is_primary():
+                print(f"could not finish writing ({err.strerror or err}); the folder is "
+                      "consistent up to its last checkpoint.", file=sys.stderr)
 
 
 # Why a process wants to stop, as bits: `distributed.agree` ORs them over the processes.
@@ -737,14 +755,17 @@ def _finish(config: ExperimentConfig, run_dir: str, summary: dict[str, Any], sta
     summary.update(_test_results(config, run_dir, task, parallel, state, best))
     if _stopped_while_finishing(signals, run_dir, status, int(state.step)):
         return "interrupted"
+    failed = False
     if distributed.is_primary():
         try:
             _finish_folder(config, run_dir, summary, host_state(state), task, valid)
         except OSError as err:  # e.g. samples.txt on a full disk: the checkpoint is saved
+            failed = True
             print(f"could not write to {run_dir}: {err.strerror or err}; the trained "
                   f"checkpoint (step {int(state.step)}) is saved: make room and resume with "
                   "--resume to finish the run.", file=sys.stderr)
-            return "write_failed"
+    if distributed.agree(_WRITE_FAILED if failed else 0) & _WRITE_FAILED:  # alike on all
+        return "write_failed"
     return status  # `_end` looks once more, just before it writes the summary
 
 
@@ -785,8 +806,19 @@ def _end(run_dir: str, summary: dict[str, Any], status: str, step: int,
     return RunResult(status, run_dir, step, summary)
 
 
+# The final summary is written by the main thread, or by the peer watch's thread when
+# another process dies (`mark_failed`): one at a time, and the first one's word stands.
+_SUMMARY_WRITES = threading.RLock()
+
+
 def _write_final_summary(run_dir: str, summary: dict[str, Any], status: str, step: int,
                          segments: list[dict[str, Any]]) -> None:
+    with _SUMMARY_WRITES:
+        _write_final_summary_now(run_dir, summary, status, step, segments)
+
+
+def _write_final_summary_now(run_dir: str, summary: dict[str, Any], status: str, step: int,
+                             segments: list[dict[str, Any]]) -> None:
     if status not in FINISHED:  # a finished run's results belong to it alone
         for key in ("final", "baseline", "best", "test", "test_on", "test_step",
                     "baseline_test", "test_unavailable", "plots", "samples"):
