@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from jaxlstm.tasks.files.errors import DataError
 from jaxlstm.train.config import ConfigError
-from jaxlstm.train.interrupts import Interrupted
+from jaxlstm.train.interrupts import Interrupted, describe
 from jaxlstm.train.run_folder import RunFolderError
 
 DONE = 0  # completed, or stopped early by training.patience
@@ -106,8 +106,7 @@ def command(prog: str) -> Callable[[Main], Callable[[Sequence[str] | None], int]
             return BAD_INPUT
         except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM where a command takes it
             _stopped_midway = _stopped_midway or isinstance(err, Interrupted)
-            cause = getattr(err, "signal_name", "SIGINT")
-            print(f"{prog}: interrupted by {'Ctrl-C' if cause == 'SIGINT' else cause}.",
+            print(f"{prog}: interrupted by {describe(getattr(err, 'signal_name', 'SIGINT'))}.",
                   file=sys.stderr)
             return INTERRUPTED
         except BrokenPipeError:

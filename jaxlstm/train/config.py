@@ -497,6 +497,18 @@ def _check_cell_options(model: ModelConfig, path: str) -> None:
     _refuse_changed(model, lstm_only, f"to cell {cell!r}", path)
 
 
+def flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping (a config as a dict) as {dotted key: value}; an empty mapping stays
+    one value (`{}`), so that `task.options: {}` is a key like any other."""
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def to_yaml(config: ExperimentConfig) -> str:
     """The resolved config as YAML: re-running from it reproduces the run."""
     return OmegaConf.to_yaml(OmegaConf.structured(config))

@@ -56,6 +56,7 @@ from jaxlstm.train.config import (
     DistributedConfig,
     ExperimentConfig,
     address_problem,
+    flatten,
 )
 
 NOT_JOINED_EXIT = 2  # jaxlstm.cli.exits.BAD_INPUT: the processes were not started as configured
@@ -212,17 +213,8 @@ _UNSET = object()  # a key one process's config has and another's lacks (task op
 
 def _flat_config(config: ExperimentConfig) -> dict[str, Any]:
     """The config as {dotted key: value}, less `distributed` (where each process runs)."""
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict) and value:
-            for key, inner in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), inner)
-        else:
-            flat[prefix] = value
-
-    walk("", {k: v for k, v in dataclasses.asdict(config).items() if k != "distributed"})
-    return flat
+    return flatten({k: v for k, v in dataclasses.asdict(config).items()
+                    if k != "distributed"})
 
 
 def _verdict(client: Any, prefix: str, count: int, timeout_ms: int,

@@ -36,6 +36,7 @@ from jaxlstm.train.config import (
     ConfigError,
     DistributedConfig,
     ExperimentConfig,
+    flatten,
     load_config,
 )
 from jaxlstm.train.files import json_safe, write_atomically
@@ -221,17 +222,7 @@ def choose_run_dir(config: ExperimentConfig, *, claim: bool = True) -> str:
 
 
 def _flat(config: ExperimentConfig) -> dict[str, Any]:
-    container = OmegaConf.to_container(OmegaConf.structured(config))
-
-    def walk(node: Any, prefix: str) -> dict[str, Any]:
-        if isinstance(node, dict) and (node or not prefix):
-            out: dict[str, Any] = {}
-            for key, value in node.items():
-                out.update(walk(value, f"{prefix}{key}."))
-            return out
-        return {prefix[:-1]: node}
-
-    flat = walk(container, "")
+    flat = flatten(OmegaConf.to_container(OmegaConf.structured(config)))
     return {k: v for k, v in flat.items()
             if k not in NOT_COMPARED and not k.startswith(NOT_COMPARED_SECTIONS)}
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from jaxlstm.train.config import ExperimentConfig, load_config, to_yaml
+from jaxlstm.train.config import ExperimentConfig, flatten, load_config, to_yaml
 from jaxlstm.train.logs import read_metrics
 from jaxlstm.train.run_folder import (
     NOT_COMPARED,
@@ -53,17 +53,6 @@ NO_OVERRIDES = "no overrides"
 _NOT_RUNS = frozenset({"checkpoints", "best_checkpoint", "unusable_checkpoints", "tensorboard",
                        "submitit"})
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C parser where PyYAML has it
-
-
-def flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested mapping as {dotted key: value}; an empty mapping stays one value (`{}`)."""
-    flat: dict[str, Any] = {}
-    for key, value in node.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def read_config(folder: str) -> dict[str, Any]:
