@@ -174,6 +174,16 @@ def _write_errors_as_os_errors(directory: str) -> Iterator[None]:
         raise OSError(number, os.strerror(number), directory) from err
 
 
+def _folder_bytes(folder: str) -> int:
+    """What the files under `folder` take on disk (their allocated blocks)."""
+    total = 0
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(parent, name)).st_blocks * 512
+    return total
+
+
 class Checkpoints:
     """An orbax `CheckpointManager` over `<run_dir>/checkpoints`, keeping the last `keep` (all
     of them for None: the caller prunes, see `keep_newest`).
@@ -230,6 +240,7 @@ class Checkpoints:
                  "integrity": ocp.args.JsonSave(integrity)}
         if loader is not None:
             items["loader"] = ocp.args.JsonSave(loader)
+        self._check_room(arrays)
         try:
             # orbax logs each of its threads' failures with a traceback; the one OSError
             # raised here says it in one line.
@@ -335,6 +346,23 @@ class Checkpoints:
         while os.path.exists(target):
             target, n = os.path.join(self.aside, f"{name}.{n}"), n + 1
         shutil.move(os.path.join(self.directory, name), target)
+
+    def _check_room(self, arrays: Any) -> None:
+        """OSError (ENOSPC) when the file system cannot hold one more checkpoint, judged by
+        the newest one on disk (or the arrays' bytes and a margin for orbax's metadata),
+        before orbax starts: a save that runs out of room midway fails in many threads at
+        once, and tensorstore's writes still in flight then print tracebacks as they end.
+        On one process only: a save is a collective, and every process must start it."""
+        if jax.process_count() > 1:
+            return
+        steps = self.all_steps()
+        needed = (_folder_bytes(os.path.join(self.directory, str(steps[-1]))) if steps else
+                  sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves(arrays)) + 96 * 1024)
+        free = shutil.disk_usage(self.directory).free
+        if free < needed * 1.25:
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (a checkpoint needs "
+                          f"about {needed // 1024} KiB; {free // 1024} KiB free)",
+                          self.directory)
 
     def _discard_unfinished(self, step: int) -> None:
         """Removes what a failed save of `step` left (`<step>.orbax-checkpoint-tmp...`):

@@ -700,9 +700,12 @@ def _train(config: ExperimentConfig, task: Any, interrupt_at: int | None,
     except OSError as err:
         status = "write_failed"
         if primary:
+            last = checkpoints.latest_step()
+            upto = (f"up to checkpoint {last}" if last is not None
+                    else "(no checkpoint yet: a resume starts from step 0)")
             print(f"could not write to {run_dir}: {err.strerror or err}; stopping at step "
-                  f"{step}. The folder is consistent up to checkpoint "
-                  f"{checkpoints.latest_step()}: make room and resume with --resume.",
+                  f"{step}. The folder is consistent {upto}: make room and resume with "
+                  "--resume.",
                   file=sys.stderr)
     finally:
         _close_all(batches, checkpoints, log, best_checkpoints)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import errno
 import json
 import os
 import re
@@ -279,8 +280,25 @@ def read_summary(run_dir: str) -> dict[str, Any]:
 
 
 def write_summary(run_dir: str, summary: dict[str, Any]) -> None:
-    write_atomically(os.path.join(run_dir, "summary.json"),
-                     json.dumps(json_safe(summary), indent=2, sort_keys=True, allow_nan=False) + "\n")
+    """Replaces `summary.json` atomically. On a full disk, where the new file cannot be made,
+    the summary is written over the old one in place (its own blocks: no new space), so that
+    a run stopped by the full disk still says so; a kill in that instant could tear it, and
+    `read_summary` reads a torn summary as none."""
+    path = os.path.join(run_dir, "summary.json")
+    text = json.dumps(json_safe(summary), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    try:
+        write_atomically(path, text)
+    except OSError as err:
+        if err.errno != errno.ENOSPC or not os.path.isfile(path):
+            raise
+        try:
+            with open(path, "r+") as f:
+                f.write(text)
+                f.truncate()
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            raise err from None
 
 
 def saved_config(config: ExperimentConfig) -> ExperimentConfig:
