@@ -27,7 +27,7 @@ _EXPORTS = {
     "lstm_cell": "step",
     "truncated_lstm": "tbptt",
     "MLSTMParams": "xlstm.mlstm", "MLSTMState": "xlstm.mlstm", "init_mlstm": "xlstm.mlstm",
-    "mlstm": "xlstm.mlstm",
+    "mlstm": "xlstm.mlstm", "mlstm_cell": "xlstm.mlstm",
     "SLSTMParams": "xlstm.slstm", "SLSTMState": "xlstm.slstm", "init_slstm": "xlstm.slstm",
     "slstm": "xlstm.slstm", "slstm_cell": "xlstm.slstm",
     "MinGRUParams": "minrnn.min_gru", "init_min_gru": "minrnn.min_gru",

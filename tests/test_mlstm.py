@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 from absl.testing import parameterized
 
-from jaxlstm.xlstm.mlstm import MLSTMState, init_mlstm, mlstm, mlstm_qkv
+from jaxlstm.xlstm.mlstm import (
+    MLSTMState,
+    init_mlstm,
+    mlstm,
+    mlstm_cell,
+    mlstm_qkv,
+    zero_mlstm_state,
+)
 
 NEEDS_REFERENCE = ("needs torch and NX-AI's xlstm / mlstm_kernels, the `reference` "
                    "extra: pip install torch==2.13.0 (the CPU wheel), then pip install "
@@ -179,6 +186,61 @@ class AgainstNumpyLoopTest(parameterized.TestCase):
             np.testing.assert_array_equal(hs[b, length:], 0.0)
             for got, want in zip(final, want_final):
                 np.testing.assert_allclose(got[b], want[0], **TOL)
+
+
+cell = jax.jit(mlstm_cell)
+
+
+def step_by_step(params, xs, state):
+    """`mlstm_cell` over the time axis (-2) in a Python loop: the decoding path."""
+    outputs = []
+    for t in range(xs.shape[-2]):
+        state, h = cell(params, state, xs[..., t, :])
+        outputs.append(h)
+    return jnp.stack(outputs, axis=-2), state
+
+
+class CellTest(parameterized.TestCase):
+    """`mlstm_cell`, one step on an input, against the NumPy loop and every form of `mlstm`."""
+
+    @parameterized.parameters(((), True), ((2, 3), False))
+    def test_steps_match_the_numpy_loop(self, batch_shape, with_state):
+        params, xs = make(batch_shape, steps=6)
+        state = random_state(batch_shape) if with_state else zero_mlstm_state(batch_shape,
+                                                                              HEADS, D, D)
+        hs, final = step_by_step(params, xs, state)
+        want_hs, want_final = numpy_mlstm(params, xs, state if with_state else None)
+        np.testing.assert_allclose(hs, want_hs, **TOL)
+        for got, want in zip(final, want_final):
+            np.testing.assert_allclose(got, want, **TOL)
+
+    @parameterized.parameters(*MODES)
+    def test_a_prompt_run_in_any_mode_continues_step_by_step(self, mode):
+        params, xs = make((2,), steps=12)
+        _, whole = run(params, xs, mode=mode, chunk_size=4)
+        prompt_hs, state = run(params, xs[:, :8], mode=mode, chunk_size=4)
+        hs, final = step_by_step(params, xs[:, 8:], state)
+        want_hs, want_final = run(params, xs, mode="recurrent")
+        assert_close(jnp.concatenate([prompt_hs, hs], axis=1), want_hs)
+        assert_close(final, want_final)
+        assert_close(final, whole)
+
+    def test_bfloat16_input_keeps_a_float32_state(self):
+        params, xs = make((2,), steps=1)
+        params = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
+        state, h = cell(params, zero_mlstm_state((2,), HEADS, D, D), xs[:, 0].astype(jnp.bfloat16))
+        assert h.dtype == jnp.bfloat16 and h.shape == (2, HIDDEN)
+        assert all(a.dtype == jnp.float32 for a in state)
+
+    def test_errors_name_the_argument(self):
+        params, xs = make((2,), steps=1)
+        state = zero_mlstm_state((2,), HEADS, D, D)
+        with self.assertRaisesRegex(ValueError, r"x_t must have shape \(\.\.\., 3\)"):
+            mlstm_cell(params, state, jnp.ones((2, 4)))
+        with self.assertRaisesRegex(ValueError, r"state\.C must have shape \(3, 2, 4, 4\)"):
+            mlstm_cell(params, state, jnp.ones((3, INPUT)))
+        with self.assertRaisesRegex(TypeError, "state must be MLSTMState"):
+            mlstm_cell(params, (state.C, state.n), xs[:, 0])
 
 
 class AgainstReferenceTest(parameterized.TestCase):

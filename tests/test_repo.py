@@ -134,7 +134,7 @@ README_OUTPUTS = [  # what each ```python block of the README prints, in order
     "True",
     "True True",
     "(4, 100, 32) (4, 32) (4, 8, 4, 8)\n(4, 100, 64) SLSTMState",
-    "(4, 100, 32) (4, 4, 8, 8)\nTrue True",
+    "(4, 100, 32) (4, 4, 8, 8)\nTrue True\nTrue",
     "(4, 1000, 32) (4, 32) True\n(4, 1000, 64) (4, 32)",
     "10",
     "(8, 32)",

@@ -443,6 +443,59 @@ def _check_params(params: Any, name: str = "params") -> tuple[int, int, int, int
     return input_size, heads, params.w_q.shape[1] // heads, params.w_v.shape[1] // heads
 
 
+def mlstm_cell(params: MLSTMParams, state: MLSTMState, x_t: Array) -> tuple[MLSTMState, Array]:
+    """One mLSTM step on an input: projects x_t to q, k, v and the gates, then `mlstm_step`.
+
+        q = x_t W_q,  k = x_t W_k / sqrt(d_k),  v = x_t W_v     (split into heads)
+        i~ = x_t W_i + b_i,  log f = logsigmoid(x_t W_f + b_f)  (one per head)
+        m_t = max(log f + m_{t-1}, i~),  C_t = f' C_{t-1} + i' k v^T,  n_t = f' n_{t-1} + i' k
+        h_t = q^T C_t / (max(|q^T n_t|, exp(-m_t)) + 1e-6)       (heads concatenated)
+
+    The same step as `mlstm(..., mode="recurrent")` over one time step, and the same function
+    as every mode of `mlstm` step by step: a prompt run chunkwise continues here (decoding,
+    streaming). Any number of leading batch dimensions (including none).
+
+    Args:
+        params: `MLSTMParams`.
+        state: `MLSTMState` with C (..., heads, d_k, d_v), n (..., heads, d_k), m (..., heads)
+            and the batch shape of `x_t` (`zero_mlstm_state` for the empty memory).
+        x_t: the step's input, (..., I).
+
+    Returns:
+        `(new_state, h_t)`: the state in at least float32 (as `mlstm` returns it) and h_t
+        (..., heads * d_v) in the promoted dtype of `x_t` and `params`.
+
+    Example:
+        >>> params = init_mlstm(jax.random.key(0), input_size=3, hidden_size=8, num_heads=2)
+        >>> state = zero_mlstm_state((5,), heads=2, d_k=4, d_v=4)
+        >>> state, h = mlstm_cell(params, state, jnp.ones((5, 3)))     # h: (5, 8)
+    """
+    input_size, heads, d_k, d_v = _check_params(params)
+    x_t = check_floating(x_t, "x_t")
+    if x_t.ndim < 1 or x_t.shape[-1] != input_size:
+        raise ValueError(f"x_t must have shape (..., {input_size}) (params.w_q is "
+                         f"({input_size}, ...)), got {shape_str(x_t.shape)}.")
+    batch_shape = x_t.shape[:-1]
+    _check_state(state, batch_shape, heads, d_k, d_v, "state")
+    dtype = jnp.result_type(x_t.dtype, *jax.tree.leaves(params))
+    state_dtype = jnp.promote_types(dtype, jnp.float32)
+    x_t = x_t.astype(dtype)
+    params = jax.tree.map(lambda a: a.astype(dtype), params)
+
+    def project(w, per_head):  # (..., heads, d) in the state dtype, as `mlstm` computes them
+        return (x_t @ w).reshape(batch_shape + (heads, per_head)).astype(state_dtype)
+
+    def gate(w, b):  # the bias broadcast explicitly (no implicit rank promotion)
+        return (x_t @ w + jnp.reshape(b, (1,) * (x_t.ndim - 1) + b.shape)).astype(state_dtype)
+
+    state = MLSTMState(*(jnp.asarray(a).astype(state_dtype) for a in state))
+    new_state, h = mlstm_step(state, project(params.w_q, d_k),
+                              gates.scaled_key(project(params.w_k, d_k)),
+                              project(params.w_v, d_v), gate(params.w_i, params.b_i),
+                              gates.log_forget_gate(gate(params.w_f, params.b_f)))
+    return new_state, h.reshape(batch_shape + (heads * d_v,)).astype(dtype)
+
+
 def mlstm(
     params: MLSTMParams,
     xs: Array,
