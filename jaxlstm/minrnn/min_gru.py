@@ -17,7 +17,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxlstm.minrnn import min_gates
-from jaxlstm.minrnn.layer import MinCell, init_min_params, min_layer, min_step
+from jaxlstm.minrnn.layer import (
+    MinCell,
+    init_min_params,
+    min_family,
+    min_layer,
+    min_step,
+)
 
 Array = jax.Array
 
@@ -157,3 +163,7 @@ def min_gru(
     """
     return min_layer(params, xs, MIN_GRU_CELL, initial_state=initial_state,
                      seq_lengths=seq_lengths, reverse=reverse, time_major=time_major, mode=mode)
+
+
+FAMILY = min_family("min_gru", "minGRU", MinGRUParams, init_min_gru, min_gru, min_gru_cell)
+"""The minGRU behind the family protocol (`jaxlstm.family`)."""

@@ -17,7 +17,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxlstm.minrnn import min_gates
-from jaxlstm.minrnn.layer import MinCell, init_min_params, min_layer, min_step
+from jaxlstm.minrnn.layer import (
+    MinCell,
+    init_min_params,
+    min_family,
+    min_layer,
+    min_step,
+)
 
 Array = jax.Array
 
@@ -157,3 +163,7 @@ def min_lstm(
     """
     return min_layer(params, xs, MIN_LSTM_CELL, initial_state=initial_state,
                      seq_lengths=seq_lengths, reverse=reverse, time_major=time_major, mode=mode)
+
+
+FAMILY = min_family("min_lstm", "minLSTM", MinLSTMParams, init_min_lstm, min_lstm, min_lstm_cell)
+"""The minLSTM behind the family protocol (`jaxlstm.family`)."""

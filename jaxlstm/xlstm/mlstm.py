@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxlstm.family import Family, check_mode, check_options
 from jaxlstm.validation import (
     check_floating,
     check_positive_int,
@@ -574,3 +575,34 @@ def mlstm(
     hs = hs.reshape(lead + (heads * d_v,))
     return (jnp.moveaxis(hs, -2, 0) if time_major else hs), final
 
+
+
+def _family_apply(params: MLSTMParams, xs: Array, *, initial_state: MLSTMState | None = None,
+                  seq_lengths: Array | None = None, reverse: bool = False,
+                  time_major: bool = False, mode: str | None = None,
+                  **options: Any) -> tuple[Array, MLSTMState]:
+    check_mode(FAMILY, mode)
+    check_options(FAMILY, options)
+    return mlstm(params, xs, mode=mode or "chunkwise", initial_state=initial_state,
+                 seq_lengths=seq_lengths, reverse=reverse, time_major=time_major, **options)
+
+
+def _family_step(params: MLSTMParams, x_t: Array, state: MLSTMState) -> tuple[Array, MLSTMState]:
+    state, h = mlstm_cell(params, state, x_t)
+    return h, state
+
+
+def _family_initial_state(params: MLSTMParams, batch_shape: tuple[int, ...],
+                          dtype: Any = jnp.float32) -> MLSTMState:
+    """The empty memory, in at least float32 (the state dtype `mlstm` keeps)."""
+    _, heads, d_k, d_v = _check_params(params)
+    return zero_mlstm_state(batch_shape, heads, d_k, d_v, jnp.promote_types(dtype, jnp.float32))
+
+
+FAMILY = Family(
+    name="mlstm", label="mLSTM", params_type=MLSTMParams, init=init_mlstm,
+    apply=_family_apply, step=_family_step, initial_state=_family_initial_state,
+    init_options=frozenset({"num_heads", "qk_size", "dtype"}),
+    apply_options=frozenset({"chunk_size"}), modes=MODES,
+)
+"""The mLSTM behind the family protocol (`jaxlstm.family`)."""

@@ -1,0 +1,140 @@
+"""What a recurrent family is, and the registry of them.
+
+A family is a recurrent layer written as pure functions over its own named pytrees (the LSTM
+and its variants, the sLSTM, the mLSTM, minLSTM, minGRU). Code above the families (stacks,
+blocks, Flax modules, the runner, decoding) should need nothing but this protocol:
+
+    params        = family.init(key, input_size, hidden_size, **init_options)
+    state         = family.initial_state(params, batch_shape, dtype)
+    outputs, last = family.apply(params, xs, initial_state=..., seq_lengths=..., reverse=...,
+                                 time_major=..., mode=..., **apply_options)
+    y_t, state    = family.step(params, x_t, state)
+
+with `apply` over a whole sequence (xs (batch..., T, I), or time first) equal to `step` in a
+loop from `initial_state` (the conformance test, `tests/test_families.py`, checks that for
+every registered family, every mode, forwards and reversed). `mode` picks one of the family's
+equivalent forms (`modes`; None is the family's default). The options each function takes
+beyond the protocol's are declared once (`init_options`, `apply_options`), so a refusal
+("zoneout_h applies to ...") is generated from the declarations by `check_options`.
+
+The registry maps a name to the module that defines the family's `FAMILY`, imported on first
+use, so `import jaxlstm` stays cheap: `get(name)`, `names()`, and `of(params)` for the family
+a params pytree belongs to.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Array = Any
+
+
+@dataclass(frozen=True)
+class Family:
+    """One recurrent family behind the protocol (see the module docstring).
+
+    Attributes:
+        name: the registry name, e.g. "mlstm".
+        label: how messages name it, e.g. "mLSTM".
+        params_type: the NamedTuple its `init` returns (`of` finds a family by it).
+        init: (key, input_size, hidden_size, **init_options) -> params.
+        apply: (params, xs, *, initial_state=None, seq_lengths=None, reverse=False,
+            time_major=False, mode=None, **apply_options) -> (outputs, final_state).
+        step: (params, x_t, state) -> (y_t, state): one time step, x_t (batch..., I).
+        initial_state: (params, batch_shape, dtype) -> the state `apply` starts from when
+            given none (zeros; the mLSTM's is at least float32).
+        init_options: the keyword options `init` takes beyond the protocol's.
+        apply_options: the keyword options `apply` takes beyond the protocol's.
+        modes: the forms `apply` can run in; empty when it has one.
+    """
+
+    name: str
+    label: str
+    params_type: type
+    init: Callable[..., Any]
+    apply: Callable[..., tuple[Array, Any]]
+    step: Callable[..., tuple[Array, Any]]
+    initial_state: Callable[..., Any]
+    init_options: frozenset[str] = frozenset()
+    apply_options: frozenset[str] = frozenset()
+    modes: tuple[str, ...] = ()
+
+
+_REGISTRY = {
+    "lstm": "jaxlstm.lstm_family",
+    "slstm": "jaxlstm.xlstm.slstm",
+    "mlstm": "jaxlstm.xlstm.mlstm",
+    "min_lstm": "jaxlstm.minrnn.min_lstm",
+    "min_gru": "jaxlstm.minrnn.min_gru",
+}
+"""Name -> the module whose `FAMILY` it is; adding a family is one line here."""
+
+
+def names() -> tuple[str, ...]:
+    """The registered families' names, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def get(name: str) -> Family:
+    """The family registered as `name`; a ValueError listing the names otherwise."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"family must be one of {list(_REGISTRY)}, got {name!r}.")
+    family = importlib.import_module(_REGISTRY[name]).FAMILY
+    if family.name != name:  # a registry line pointing at the wrong module
+        raise RuntimeError(f"{_REGISTRY[name]}.FAMILY is named {family.name!r}, not {name!r}.")
+    return family
+
+
+def of(params: Any) -> Family:
+    """The family whose `init` makes params of this type; a TypeError naming the types
+    otherwise."""
+    families = [get(name) for name in _REGISTRY]
+    for family in families:
+        if type(params) is family.params_type:
+            return family
+    known = ", ".join(f"{f.params_type.__name__} ({f.name})" for f in families)
+    raise TypeError(f"params must be the params of a registered family ({known}), got "
+                    f"{type(params).__name__}.")
+
+
+def check_options(family: Family, given: Mapping[str, Any], kind: str = "apply") -> None:
+    """Refuses options `family` does not declare, naming the families that take each one.
+
+    Args:
+        family: the family the options are for.
+        given: option name -> value; only names whose value is not None count as given.
+        kind: "apply" or "init": which of the family's declarations to check against.
+
+    Raises:
+        ValueError: e.g. "zoneout_h applies to LSTM layers, not to mLSTM (family 'mlstm')".
+    """
+    if kind not in ("apply", "init"):
+        raise ValueError(f"kind must be 'apply' or 'init', got {kind!r}.")
+    declared = family.apply_options if kind == "apply" else family.init_options
+    for option in sorted(key for key, value in given.items() if value is not None):
+        if option in declared:
+            continue
+        takers = [f.label for f in map(get, _REGISTRY)
+                  if option in (f.apply_options if kind == "apply" else f.init_options)]
+        where = (f"applies to {_join(takers)} layers" if takers
+                 else "is an option of no registered family")
+        raise ValueError(f"{option} {where}, not to {family.label} (family {family.name!r}).")
+
+
+def _join(labels: list[str]) -> str:
+    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
+
+
+def check_mode(family: Family, mode: Any) -> None:
+    """Refuses a `mode` the family does not have (None, its default, is always allowed)."""
+    if mode is None:
+        return
+    if not family.modes:
+        raise ValueError(f"mode applies to families with several forms, not to {family.label} "
+                         f"(family {family.name!r}), got mode={mode!r}.")
+    if mode not in family.modes:
+        raise ValueError(f"mode must be one of {list(family.modes)} for {family.label}, got "
+                         f"{mode!r}.")

@@ -1,0 +1,58 @@
+"""The LSTM (and its variants, `init_lstm(cell=...)`) as a `jaxlstm.family.Family`.
+
+Thin: `apply` is `jaxlstm.lstm` (its fused time loop and custom backward), `step` is
+`lstm_cell` with the protocol's argument order, and the state is `LSTMState(h, c)` with h of the
+output width (the projection's, if any) and c of the hidden width.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+
+from jaxlstm.cell import LSTMState
+from jaxlstm.family import Family, check_mode, check_options
+from jaxlstm.params import LSTMParams, init_lstm
+from jaxlstm.scan import lstm
+from jaxlstm.step import lstm_cell
+
+
+def _apply(params: LSTMParams, xs: Any, *, initial_state: LSTMState | None = None,
+           seq_lengths: Any = None, reverse: bool = False, time_major: bool = False,
+           mode: str | None = None, **options: Any) -> tuple[Any, LSTMState]:
+    """`jaxlstm.lstm` over the protocol: (outputs (batch..., T, R), final LSTMState)."""
+    check_mode(FAMILY, mode)
+    check_options(FAMILY, options)
+    outputs, state = lstm(params, xs, initial_state=initial_state, seq_lengths=seq_lengths,
+                          reverse=reverse, time_major=time_major, **options)
+    return outputs, state
+
+
+def _step(params: LSTMParams, x_t: Any, state: LSTMState) -> tuple[Any, LSTMState]:
+    """One step: (h_t (..., R), the new LSTMState)."""
+    state, h = lstm_cell(params, state, x_t)
+    return h, state
+
+
+def _initial_state(params: LSTMParams, batch_shape: tuple[int, ...],
+                   dtype: Any = jnp.float32) -> LSTMState:
+    """Zeros: h (batch..., R), c (batch..., H)."""
+    batch_shape = tuple(batch_shape)
+    return LSTMState(h=jnp.zeros(batch_shape + (params.output_size,), dtype),
+                     c=jnp.zeros(batch_shape + (params.hidden_size,), dtype))
+
+
+FAMILY = Family(
+    name="lstm",
+    label="LSTM",
+    params_type=LSTMParams,
+    init=init_lstm,
+    apply=_apply,
+    step=_step,
+    initial_state=_initial_state,
+    init_options=frozenset({"cell", "proj_size", "dtype", "forget_bias", "input_init",
+                            "recurrent_init", "bias_init"}),
+    apply_options=frozenset({"unroll", "fused_backward", "remat_chunk", "recurrent_dropout",
+                             "zoneout_h", "zoneout_c", "key", "deterministic"}),
+)
