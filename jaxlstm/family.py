@@ -100,6 +100,27 @@ def of(params: Any) -> Family:
                     f"{type(params).__name__}.")
 
 
+def checked_apply(name: str, run: Callable[..., tuple[Any, ...]]) -> Callable[..., Any]:
+    """The protocol's `apply` over a family's public sequence function `run`: refuses a mode
+    or an option the family does not declare (before `run` sees it), passes `mode` only when
+    one is given (None: `run`'s own default), and returns `(outputs, final_state)`."""
+
+    def apply(params: Any, xs: Array, *, initial_state: Any = None, seq_lengths: Any = None,
+              reverse: bool = False, time_major: bool = False, mode: str | None = None,
+              **options: Any) -> tuple[Array, Any]:
+        family = get(name)
+        check_mode(family, mode)
+        check_options(family, options)
+        if mode is not None:
+            options["mode"] = mode
+        outputs, state = run(params, xs, initial_state=initial_state, seq_lengths=seq_lengths,
+                             reverse=reverse, time_major=time_major, **options)
+        return outputs, state
+
+    apply.__doc__ = f"`{run.__module__}.{run.__name__}` behind the family protocol."
+    return apply
+
+
 def check_options(family: Family, given: Mapping[str, Any], kind: str = "apply") -> None:
     """Refuses options `family` does not declare, naming the families that take each one.
 

@@ -12,21 +12,10 @@ from typing import Any
 import jax.numpy as jnp
 
 from jaxlstm.cell import LSTMState
-from jaxlstm.family import Family, check_mode, check_options
+from jaxlstm.family import Family, checked_apply
 from jaxlstm.params import LSTMParams, init_lstm
 from jaxlstm.scan import lstm
 from jaxlstm.step import lstm_cell
-
-
-def _apply(params: LSTMParams, xs: Any, *, initial_state: LSTMState | None = None,
-           seq_lengths: Any = None, reverse: bool = False, time_major: bool = False,
-           mode: str | None = None, **options: Any) -> tuple[Any, LSTMState]:
-    """`jaxlstm.lstm` over the protocol: (outputs (batch..., T, R), final LSTMState)."""
-    check_mode(FAMILY, mode)
-    check_options(FAMILY, options)
-    outputs, state = lstm(params, xs, initial_state=initial_state, seq_lengths=seq_lengths,
-                          reverse=reverse, time_major=time_major, **options)
-    return outputs, state
 
 
 def _step(params: LSTMParams, x_t: Any, state: LSTMState) -> tuple[Any, LSTMState]:
@@ -48,7 +37,7 @@ FAMILY = Family(
     label="LSTM",
     params_type=LSTMParams,
     init=init_lstm,
-    apply=_apply,
+    apply=checked_apply("lstm", lstm),
     step=_step,
     initial_state=_initial_state,
     init_options=frozenset({"cell", "proj_size", "dtype", "forget_bias", "input_init",

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxlstm.family import Family, check_mode, check_options
+from jaxlstm.family import Family, checked_apply
 from jaxlstm.minrnn import log_scan
 from jaxlstm.minrnn.min_gates import input_projection
 from jaxlstm.validation import (
@@ -184,15 +184,6 @@ def min_family(name: str, label: str, params_type: type, init: Callable[..., Any
     """A min cell as a `jaxlstm.family.Family`: its state is h alone, (batch..., H), and
     `step` returns it twice ((y_t, state) with y_t = h_t)."""
 
-    def apply(params: Any, xs: Array, *, initial_state: Array | None = None,
-              seq_lengths: Array | None = None, reverse: bool = False,
-              time_major: bool = False, mode: str | None = None,
-              **options: Any) -> tuple[Array, Array]:
-        check_mode(family, mode)
-        check_options(family, options)
-        return run(params, xs, initial_state=initial_state, seq_lengths=seq_lengths,
-                   reverse=reverse, time_major=time_major, mode=mode or "parallel")
-
     def step(params: Any, x_t: Array, h: Array) -> tuple[Array, Array]:
         h = cell_step(params, h, x_t)
         return h, h
@@ -201,7 +192,6 @@ def min_family(name: str, label: str, params_type: type, init: Callable[..., Any
                       dtype: Any = jnp.float32) -> Array:
         return jnp.zeros(tuple(batch_shape) + (params.hidden_size,), dtype)
 
-    family = Family(name=name, label=label, params_type=params_type, init=init, apply=apply,
-                    step=step, initial_state=initial_state, init_options=frozenset({"dtype"}),
-                    modes=MODES)
-    return family
+    return Family(name=name, label=label, params_type=params_type, init=init,
+                  apply=checked_apply(name, run), step=step, initial_state=initial_state,
+                  init_options=frozenset({"dtype"}), modes=MODES)

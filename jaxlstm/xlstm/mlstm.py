@@ -42,7 +42,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxlstm.family import Family, check_mode, check_options
+from jaxlstm.family import Family, checked_apply
 from jaxlstm.validation import (
     check_floating,
     check_positive_int,
@@ -577,16 +577,6 @@ def mlstm(
 
 
 
-def _family_apply(params: MLSTMParams, xs: Array, *, initial_state: MLSTMState | None = None,
-                  seq_lengths: Array | None = None, reverse: bool = False,
-                  time_major: bool = False, mode: str | None = None,
-                  **options: Any) -> tuple[Array, MLSTMState]:
-    check_mode(FAMILY, mode)
-    check_options(FAMILY, options)
-    return mlstm(params, xs, mode=mode or "chunkwise", initial_state=initial_state,
-                 seq_lengths=seq_lengths, reverse=reverse, time_major=time_major, **options)
-
-
 def _family_step(params: MLSTMParams, x_t: Array, state: MLSTMState) -> tuple[Array, MLSTMState]:
     state, h = mlstm_cell(params, state, x_t)
     return h, state
@@ -601,7 +591,7 @@ def _family_initial_state(params: MLSTMParams, batch_shape: tuple[int, ...],
 
 FAMILY = Family(
     name="mlstm", label="mLSTM", params_type=MLSTMParams, init=init_mlstm,
-    apply=_family_apply, step=_family_step, initial_state=_family_initial_state,
+    apply=checked_apply("mlstm", mlstm), step=_family_step, initial_state=_family_initial_state,
     init_options=frozenset({"num_heads", "qk_size", "dtype"}),
     apply_options=frozenset({"chunk_size"}), modes=MODES,
 )

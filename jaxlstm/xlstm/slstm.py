@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlstm import gates
-from jaxlstm.family import Family, check_mode, check_options
+from jaxlstm.family import Family, checked_apply
 from jaxlstm.params import Initializer, LSTMParams
 from jaxlstm.recurrence import LoopMasks, LoopOptions, lstm_loop, lstm_loop_autodiff
 from jaxlstm.scan import from_loop_layout, loop_sizes
@@ -472,17 +472,6 @@ def slstm(
     return out, final_state
 
 
-def _family_apply(params: SLSTMParams, xs: Array, *, initial_state: SLSTMState | None = None,
-                  seq_lengths: Array | None = None, reverse: bool = False,
-                  time_major: bool = False, mode: str | None = None,
-                  **options: Any) -> tuple[Array, SLSTMState]:
-    check_mode(FAMILY, mode)
-    check_options(FAMILY, options)
-    outputs, state = slstm(params, xs, initial_state=initial_state, seq_lengths=seq_lengths,
-                           reverse=reverse, time_major=time_major, **options)
-    return outputs, state
-
-
 def _family_step(params: SLSTMParams, x_t: Array, state: SLSTMState) -> tuple[Array, SLSTMState]:
     state, h = slstm_cell(params, state, x_t)
     return h, state
@@ -496,7 +485,7 @@ def _family_initial_state(params: SLSTMParams, batch_shape: tuple[int, ...],
 
 FAMILY = Family(
     name="slstm", label="sLSTM", params_type=SLSTMParams, init=init_slstm,
-    apply=_family_apply, step=_family_step, initial_state=_family_initial_state,
+    apply=checked_apply("slstm", slstm), step=_family_step, initial_state=_family_initial_state,
     init_options=frozenset({"num_heads", "dtype", "bias_init", "recurrent_init", "input_init",
                             "block_index", "num_blocks"}),
     apply_options=frozenset({"unroll", "remat_chunk", "fused_backward"}),
