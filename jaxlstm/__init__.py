@@ -39,7 +39,8 @@ _EXPORTS = {
 }
 _PUBLIC_MODULES = ("gates", "interop", "variants")
 # Every submodule, so `jaxlstm.scan` or `jaxlstm.train` resolve as attributes too.
-_SUBMODULES = frozenset({*_PUBLIC_MODULES, "benchmark", "cell", "cli", "flax", "launch",
+_SUBMODULES = frozenset({*_PUBLIC_MODULES, "benchmark", "cell", "cli", "family", "flax",
+                         "launch", "lstm_family",
                          "minrnn", "params", "plotting", "recurrence", "regularisation", "scan",
                          "stack", "step", "tasks", "tbptt", "train", "validation", "xlstm"})
 

@@ -45,7 +45,8 @@ class Family:
             time_major=False, mode=None, **apply_options) -> (outputs, final_state).
         step: (params, x_t, state) -> (y_t, state): one time step, x_t (batch..., I).
         initial_state: (params, batch_shape, dtype) -> the state `apply` starts from when
-            given none (zeros; the mLSTM's is at least float32).
+            given none: zeros, shaped and typed as `apply`'s final state for inputs of
+            `dtype` (the dtype promoted with the params'; the mLSTM's at least float32).
         init_options: the keyword options `init` takes beyond the protocol's.
         apply_options: the keyword options `apply` takes beyond the protocol's.
         modes: the forms `apply` can run in; empty when it has one.
@@ -80,8 +81,11 @@ def names() -> tuple[str, ...]:
 
 def get(name: str) -> Family:
     """The family registered as `name`; a ValueError listing the names otherwise."""
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(f"family must be one of {list(_REGISTRY)}, got {name!r}.")
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, one of {list(_REGISTRY)}, got "
+                        f"{type(name).__name__}.")
+    if name not in _REGISTRY:
+        raise ValueError(f"name must be one of {list(_REGISTRY)}, got {name!r}.")
     family = importlib.import_module(_REGISTRY[name]).FAMILY
     if family.name != name:  # a registry line pointing at the wrong module
         raise RuntimeError(f"{_REGISTRY[name]}.FAMILY is named {family.name!r}, not {name!r}.")
@@ -111,6 +115,9 @@ def checked_apply(name: str, run: Callable[..., tuple[Any, ...]]) -> Callable[..
         family = get(name)
         check_mode(family, mode)
         check_options(family, options)
+        # None is "not given", as for mode: `run` keeps its own default (an option another
+        # family takes, passed as None by code written for every family, is dropped too).
+        options = {key: value for key, value in options.items() if value is not None}
         if mode is not None:
             options["mode"] = mode
         outputs, state = run(params, xs, initial_state=initial_state, seq_lengths=seq_lengths,
@@ -140,8 +147,13 @@ def check_options(family: Family, given: Mapping[str, Any], kind: str = "apply")
             continue
         takers = [f.label for f in map(get, _REGISTRY)
                   if option in (f.apply_options if kind == "apply" else f.init_options)]
-        where = (f"applies to {_join(takers)} layers" if takers
-                 else "is an option of no registered family")
+        if takers:
+            where = f"applies to {_join(takers)} layers"
+        elif option == "return_gates":
+            where = ("is not part of the family protocol (apply returns (outputs, state)); "
+                     "call the family's own function, e.g. jaxlstm.lstm, for the gates")
+        else:
+            where = "is an option of no registered family"
         raise ValueError(f"{option} {where}, not to {family.label} (family {family.name!r}).")
 
 

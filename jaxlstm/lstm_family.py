@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from jaxlstm.cell import LSTMState
@@ -26,8 +27,9 @@ def _step(params: LSTMParams, x_t: Any, state: LSTMState) -> tuple[Any, LSTMStat
 
 def _initial_state(params: LSTMParams, batch_shape: tuple[int, ...],
                    dtype: Any = jnp.float32) -> LSTMState:
-    """Zeros: h (batch..., R), c (batch..., H)."""
+    """Zeros: h (batch..., R), c (batch..., H), in `dtype` promoted with the params'."""
     batch_shape = tuple(batch_shape)
+    dtype = jnp.result_type(dtype, *jax.tree.leaves(params))
     return LSTMState(h=jnp.zeros(batch_shape + (params.output_size,), dtype),
                      c=jnp.zeros(batch_shape + (params.hidden_size,), dtype))
 

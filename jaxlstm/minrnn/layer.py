@@ -185,11 +185,14 @@ def min_family(name: str, label: str, params_type: type, init: Callable[..., Any
     `step` returns it twice ((y_t, state) with y_t = h_t)."""
 
     def step(params: Any, x_t: Array, h: Array) -> tuple[Array, Array]:
+        """x_t (..., I), h (..., H) -> (h_t, h_t)."""
         h = cell_step(params, h, x_t)
         return h, h
 
     def initial_state(params: Any, batch_shape: tuple[int, ...],
                       dtype: Any = jnp.float32) -> Array:
+        """h = 0, (batch..., H), in `dtype` promoted with the params'."""
+        dtype = jnp.result_type(dtype, *jax.tree.leaves(params))
         return jnp.zeros(tuple(batch_shape) + (params.hidden_size,), dtype)
 
     return Family(name=name, label=label, params_type=params_type, init=init,

@@ -576,16 +576,18 @@ def mlstm(
     return (jnp.moveaxis(hs, -2, 0) if time_major else hs), final
 
 
-
 def _family_step(params: MLSTMParams, x_t: Array, state: MLSTMState) -> tuple[Array, MLSTMState]:
+    """`mlstm_cell` in the protocol's order: x_t (..., I) -> (h_t (..., heads * d_v), state)."""
     state, h = mlstm_cell(params, state, x_t)
     return h, state
 
 
 def _family_initial_state(params: MLSTMParams, batch_shape: tuple[int, ...],
                           dtype: Any = jnp.float32) -> MLSTMState:
-    """The empty memory, in at least float32 (the state dtype `mlstm` keeps)."""
+    """The empty memory, in `dtype` promoted with the params' and at least float32 (the state
+    dtype `mlstm` keeps)."""
     _, heads, d_k, d_v = _check_params(params)
+    dtype = jnp.result_type(dtype, *jax.tree.leaves(params))
     return zero_mlstm_state(batch_shape, heads, d_k, d_v, jnp.promote_types(dtype, jnp.float32))
 
 

@@ -473,12 +473,15 @@ def slstm(
 
 
 def _family_step(params: SLSTMParams, x_t: Array, state: SLSTMState) -> tuple[Array, SLSTMState]:
+    """`slstm_cell` in the protocol's order: x_t (..., I) -> (h_t (..., H), new state)."""
     state, h = slstm_cell(params, state, x_t)
     return h, state
 
 
 def _family_initial_state(params: SLSTMParams, batch_shape: tuple[int, ...],
                           dtype: Any = jnp.float32) -> SLSTMState:
+    """Zeros, each field (batch..., H), in `dtype` promoted with the params'."""
+    dtype = jnp.result_type(dtype, *jax.tree.leaves(params))
     zero = jnp.zeros(tuple(batch_shape) + (params.hidden_size,), dtype)
     return SLSTMState(h=zero, c=zero, n=zero, m=zero)
 
