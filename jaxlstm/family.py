@@ -50,6 +50,12 @@ class Family:
         init_options: the keyword options `init` takes beyond the protocol's.
         apply_options: the keyword options `apply` takes beyond the protocol's.
         modes: the forms `apply` can run in; empty when it has one.
+        sizes: (params, name) -> (input_size, output_size) of checked params; errors name
+            `name` and the field.
+        cells: other names `resolve` maps to this family, each passed to `init` as
+            `cell=<name>` (the LSTM's variants); the family's own name always maps to it.
+        apply_with_gates: `apply` that returns (outputs, final_state, gates), for families
+            whose gates can be returned (None otherwise).
     """
 
     name: str
@@ -62,6 +68,9 @@ class Family:
     init_options: frozenset[str] = frozenset()
     apply_options: frozenset[str] = frozenset()
     modes: tuple[str, ...] = ()
+    sizes: Callable[[Any, str], tuple[int, int]] | None = None
+    cells: tuple[str, ...] = ()
+    apply_with_gates: Callable[..., tuple[Array, Any, Any]] | None = None
 
 
 _REGISTRY = {
@@ -92,22 +101,49 @@ def get(name: str) -> Family:
     return family
 
 
-def of(params: Any) -> Family:
-    """The family whose `init` makes params of this type; a TypeError naming the types
-    otherwise."""
-    families = [get(name) for name in _REGISTRY]
-    for family in families:
-        if type(params) is family.params_type:
-            return family
-    known = ", ".join(f"{f.params_type.__name__} ({f.name})" for f in families)
-    raise TypeError(f"params must be the params of a registered family ({known}), got "
+def of(params: Any, name: str = "params") -> Family:
+    """The family whose `init` makes params of this type; a TypeError naming `name` and the
+    types otherwise."""
+    family = find(params)
+    if family is not None:
+        return family
+    known = ", ".join(f"{f.params_type.__name__} ({f.name})" for f in map(get, _REGISTRY))
+    raise TypeError(f"{name} must be the params of a registered family ({known}), got "
                     f"{type(params).__name__}.")
 
 
-def checked_apply(name: str, run: Callable[..., tuple[Any, ...]]) -> Callable[..., Any]:
+def find(params: Any) -> Family | None:
+    """The family whose `init` makes params of this type, or None."""
+    return next((f for f in map(get, _REGISTRY) if type(params) is f.params_type), None)
+
+
+def resolve(cell: Any) -> tuple[Family, dict[str, Any]]:
+    """The family a `cell=` name selects and the init options the name implies: a family's
+    own name, or one of its `cells` (the LSTM's variants: `("lstm", {"cell": "peephole"})`).
+    A ValueError listing every name otherwise."""
+    families = [get(name) for name in _REGISTRY]
+    for family in families:
+        if cell == family.name:
+            return family, {}
+    for family in families:
+        if isinstance(cell, str) and cell in family.cells:
+            return family, {"cell": cell}
+    known = list(dict.fromkeys(n for f in families for n in (f.name, *f.cells)))
+    raise ValueError(f"cell must be one of {known}, got {cell!r}.")
+
+
+def takers(option: str, kind: str = "apply") -> list[str]:
+    """The labels of the families that declare `option` (for `kind` "apply" or "init")."""
+    return [f.label for f in map(get, _REGISTRY)
+            if option in (f.apply_options if kind == "apply" else f.init_options)]
+
+
+def checked_apply(name: str, run: Callable[..., tuple[Any, ...]],
+                  with_gates: bool = False) -> Callable[..., Any]:
     """The protocol's `apply` over a family's public sequence function `run`: refuses a mode
     or an option the family does not declare (before `run` sees it), passes `mode` only when
-    one is given (None: `run`'s own default), and returns `(outputs, final_state)`."""
+    one is given (None: `run`'s own default), and returns `(outputs, final_state)`; with
+    `with_gates`, `run(..., return_gates=True)`'s `(outputs, final_state, gates)`."""
 
     def apply(params: Any, xs: Array, *, initial_state: Any = None, seq_lengths: Any = None,
               reverse: bool = False, time_major: bool = False, mode: str | None = None,
@@ -120,9 +156,10 @@ def checked_apply(name: str, run: Callable[..., tuple[Any, ...]]) -> Callable[..
         options = {key: value for key, value in options.items() if value is not None}
         if mode is not None:
             options["mode"] = mode
-        outputs, state = run(params, xs, initial_state=initial_state, seq_lengths=seq_lengths,
-                             reverse=reverse, time_major=time_major, **options)
-        return outputs, state
+        if with_gates:
+            options["return_gates"] = True
+        return tuple(run(params, xs, initial_state=initial_state, seq_lengths=seq_lengths,
+                         reverse=reverse, time_major=time_major, **options))
 
     apply.__doc__ = f"`{run.__module__}.{run.__name__}` behind the family protocol."
     return apply
@@ -145,19 +182,19 @@ def check_options(family: Family, given: Mapping[str, Any], kind: str = "apply")
     for option in sorted(key for key, value in given.items() if value is not None):
         if option in declared:
             continue
-        takers = [f.label for f in map(get, _REGISTRY)
-                  if option in (f.apply_options if kind == "apply" else f.init_options)]
-        if takers:
-            where = f"applies to {_join(takers)} layers"
+        labels = takers(option, kind)
+        if labels:
+            where = f"applies to {join(labels)} layers"
         elif option == "return_gates":
             where = ("is not part of the family protocol (apply returns (outputs, state)); "
-                     "call the family's own function, e.g. jaxlstm.lstm, for the gates")
+                     "use the family's apply_with_gates, where it has one")
         else:
             where = "is an option of no registered family"
         raise ValueError(f"{option} {where}, not to {family.label} (family {family.name!r}).")
 
 
-def _join(labels: list[str]) -> str:
+def join(labels: list[str]) -> str:
+    """["a", "b", "c"] -> "a, b and c"."""
     return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
 
 
@@ -166,8 +203,9 @@ def check_mode(family: Family, mode: Any) -> None:
     if mode is None:
         return
     if not family.modes:
-        raise ValueError(f"mode applies to families with several forms, not to {family.label} "
-                         f"(family {family.name!r}), got mode={mode!r}.")
+        several = [f.label for f in map(get, _REGISTRY) if f.modes]
+        raise ValueError(f"mode applies to families with several forms ({join(several)}), not "
+                         f"to {family.label} (family {family.name!r}), got mode={mode!r}.")
     if mode not in family.modes:
         raise ValueError(f"mode must be one of {list(family.modes)} for {family.label}, got "
                          f"{mode!r}.")

@@ -17,6 +17,8 @@ from jaxlstm.family import Family, checked_apply
 from jaxlstm.params import LSTMParams, init_lstm
 from jaxlstm.scan import lstm
 from jaxlstm.step import lstm_cell
+from jaxlstm.validation import check_params
+from jaxlstm.variants import VARIANTS
 
 
 def _step(params: LSTMParams, x_t: Any, state: LSTMState) -> tuple[Any, LSTMState]:
@@ -34,12 +36,21 @@ def _initial_state(params: LSTMParams, batch_shape: tuple[int, ...],
                      c=jnp.zeros(batch_shape + (params.hidden_size,), dtype))
 
 
+def _sizes(params: Any, name: str) -> tuple[int, int]:
+    """(I, R) of checked LSTM params (R: the projection's width, else H)."""
+    sizes = check_params(params, name)
+    return sizes.input_size, sizes.output_size
+
+
 FAMILY = Family(
     name="lstm",
     label="LSTM",
     params_type=LSTMParams,
     init=init_lstm,
     apply=checked_apply("lstm", lstm),
+    apply_with_gates=checked_apply("lstm", lstm, with_gates=True),
+    sizes=_sizes,
+    cells=tuple(VARIANTS),
     step=_step,
     initial_state=_initial_state,
     init_options=frozenset({"cell", "proj_size", "dtype", "forget_bias", "input_init",

@@ -1,62 +1,35 @@
-"""Stacked and bidirectional LSTMs, with dropout and residual connections, as pure functions.
+"""Stacked and bidirectional recurrent layers, with dropout and residual connections, as pure
+functions over the family protocol (`jaxlstm.family`).
 
-A layer is an LSTM (`LSTMParams`, any variant), an sLSTM (`jaxlstm.xlstm.slstm.SLSTMParams`),
-a minLSTM (`MinLSTMParams`) or a minGRU (`MinGRUParams`, `jaxlstm.minrnn`); the stack runs each
-with its own sequence function and the same conventions.
+A layer is the params of any registered family, and the layers of one stack may be of
+different families: the stack runs each with its family's `apply`, gives each layer the
+options its family declares, and refuses an option that no layer's family declares, naming the
+families that take it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
 
-from jaxlstm.cell import LSTMState
-from jaxlstm.minrnn.layer import MinCell, check_min_params
-from jaxlstm.minrnn.min_gru import MIN_GRU_CELL, MinGRUParams, init_min_gru, min_gru
-from jaxlstm.minrnn.min_lstm import (
-    MIN_LSTM_CELL,
-    MinLSTMParams,
-    init_min_lstm,
-    min_lstm,
-)
-from jaxlstm.params import Initializer, LSTMParams, init_lstm
+from jaxlstm import family as families
+from jaxlstm.params import Initializer
 from jaxlstm.regularisation import dropout
-from jaxlstm.scan import lstm
-from jaxlstm.validation import (
-    LayerSizes,
-    check_floating,
-    check_params,
-    check_positive_int,
-    check_rate,
-)
-from jaxlstm.xlstm.slstm import (
-    SLSTM_CELL,
-    SLSTMParams,
-    SLSTMState,
-    check_slstm_params,
-    init_slstm,
-    slstm,
-)
+from jaxlstm.validation import check_floating, check_positive_int, check_rate
 
 Array = jax.Array
 T = TypeVar("T")
 
 MERGE_MODES = ("concat", "sum", "none")
 
-# The min cells by their `cell=` name, with their init and sequence functions.
-_MIN_CELLS = {
-    "min_lstm": (MIN_LSTM_CELL, init_min_lstm, min_lstm),
-    "min_gru": (MIN_GRU_CELL, init_min_gru, min_gru),
-}
-_MIN_PARAMS = (MinLSTMParams, MinGRUParams)
-
 
 class Directions(NamedTuple, Generic[T]):
     """One value per direction of a layer; `backward` is None in a unidirectional layer.
 
-    Used for a layer's params (`LSTMParams`), states (`LSTMState`), gates and, with
+    Used for a layer's params (a family's params), states (its state), gates and, with
     `merge="none"`, outputs.
     """
 
@@ -64,9 +37,11 @@ class Directions(NamedTuple, Generic[T]):
     backward: T | None = None
 
 
-LayerParams = LSTMParams | SLSTMParams | MinLSTMParams | MinGRUParams
+LayerParams = Any
+"""One direction of a layer: the params of a registered family (`jaxlstm.family.of`)."""
 StackParams = tuple[Directions[LayerParams], ...]
-StackState = tuple[Directions[LSTMState | SLSTMState | Array], ...]
+StackState = tuple[Directions[Any], ...]
+"""One `Directions` per layer of the states its family's `apply` returns."""
 
 
 def init_lstm_stack(
@@ -77,32 +52,32 @@ def init_lstm_stack(
     num_layers: int = 1,
     bidirectional: bool = False,
     proj_size: int | None = None,
-    cell: str = "lstm",
+    cell: str | Sequence[str] = "lstm",
     dtype: jnp.dtype = jnp.float32,
     forget_bias: float | None = None,
     input_init: Initializer | None = None,
     recurrent_init: Initializer | None = None,
     num_heads: int = 4,
 ) -> StackParams:
-    """Initialises a stack of `num_layers` LSTM layers, each one- or two-directional.
+    """Initialises a stack of `num_layers` recurrent layers, each one- or two-directional.
 
-    Layer 0 reads `input_size` features; every later layer reads the previous layer's output,
-    R = `proj_size or hidden_size` features, or 2R when bidirectional (the directions are
-    concatenated between layers, as in PyTorch). Each direction is `init_lstm(...)` with the
-    given options (the cell variant `cell`, the projection `proj_size`, `forget_bias`, default
-    1.0) and its own key.
+    Layer 0 reads `input_size` features; every later layer reads the previous layer's output
+    (its family's output width, e.g. `proj_size or hidden_size`), twice that when
+    bidirectional (the directions are concatenated between layers, as in PyTorch). Each
+    direction is its family's `init` (`jaxlstm.family`) with its own key.
 
-    `cell="slstm"` makes every layer an sLSTM: `init_slstm(..., num_heads=num_heads)` with the
-    reference's defaults and layer l's place in the stack for its forget-gate bias
-    (`block_index=l`, `num_blocks=num_layers`); `proj_size`, `forget_bias`, `input_init` and
-    `recurrent_init` are LSTM options and raise there.
-
-    `cell="min_lstm"` or `cell="min_gru"` makes every layer a minLSTM or minGRU
-    (`jaxlstm.init_min_lstm`, `jaxlstm.init_min_gru`: nn.Linear's uniform init); the LSTM
-    options raise there too, and `num_heads` is ignored.
+    `cell` names the layers' family, or one per layer (a sequence of `num_layers` names, the
+    first for layer 0): a registered family's name
+    (`jaxlstm.family.names()`) or one of the names a family answers to (the LSTM's variants,
+    "peephole", ...; `jaxlstm.family.resolve`). The other options go to every layer whose
+    family declares them, and raise when no layer's family does ("proj_size apply to LSTM
+    layers, not to cell=..."): `proj_size`, `forget_bias` (default: the family's),
+    `input_init`, `recurrent_init`, `dtype`, `num_heads`; a family that declares
+    `block_index` and `num_blocks` (its init depends on the layer's place in the stack) gets
+    `block_index=l`, `num_blocks=num_layers`.
 
     Returns:
-        A tuple of `num_layers` `Directions(forward, backward)` of `LSTMParams`.
+        A tuple of `num_layers` `Directions(forward, backward)` of the families' params.
 
     Example:
         >>> params = jaxlstm.init_lstm_stack(key, 3, 16, num_layers=2, bidirectional=True)
@@ -110,54 +85,42 @@ def init_lstm_stack(
         (32, 64)
     """
     num_layers = check_positive_int(num_layers, "num_layers")
+    cells = (cell,) * num_layers if isinstance(cell, str) else tuple(cell)
+    if len(cells) != num_layers:
+        raise ValueError(f"cell must be a name or {num_layers} names (num_layers), got "
+                         f"{len(cells)}: {list(cells)}.")
     directions = 2 if bidirectional else 1
     keys = jax.random.split(key, (num_layers, directions))
-    lstm_only = {"proj_size": proj_size, "forget_bias": forget_bias, "input_init": input_init,
-                 "recurrent_init": recurrent_init}
-    if cell in ("slstm", *_MIN_CELLS) and any(v is not None for v in lstm_only.values()):
-        given = [name for name, v in lstm_only.items() if v is not None]
-        raise ValueError(f"{', '.join(given)} apply to LSTM layers, not to cell={cell!r}.")
+    given = {name: value for name, value in (
+        ("proj_size", proj_size), ("forget_bias", forget_bias), ("input_init", input_init),
+        ("recurrent_init", recurrent_init)) if value is not None}
 
-    def init_layer(key: Array, layer_input: int, layer: int) -> LayerParams:
-        if cell in _MIN_CELLS:
-            return _MIN_CELLS[cell][1](key, layer_input, hidden_size, dtype=dtype)
-        if cell == "slstm":
-            return init_slstm(key, layer_input, hidden_size, num_heads=num_heads, dtype=dtype,
-                              block_index=layer, num_blocks=num_layers)
-        return init_lstm(key, layer_input, hidden_size, cell=cell, proj_size=proj_size,
-                         dtype=dtype, forget_bias=1.0 if forget_bias is None else forget_bias,
-                         input_init=input_init, recurrent_init=recurrent_init)
+    layer_families = [families.resolve(layer_cell) for layer_cell in cells]
+    # An option goes to the layers whose family declares it; one that no layer takes raises.
+    refused = [name for name in given
+               if not any(name in family.init_options for family, _ in layer_families)]
+    if refused:
+        labels = list(dict.fromkeys(label for name in refused
+                                    for label in families.takers(name, "init")))
+        raise ValueError(f"{', '.join(refused)} apply to {families.join(labels)} layers, not to "
+                         f"cell={cell if isinstance(cell, str) else tuple(cell)!r}.")
 
-    layers = []
-    for layer in range(num_layers):
-        layer_input = input_size if layer == 0 else directions * (proj_size or hidden_size)
-        per_direction = [init_layer(keys[layer, d], layer_input, layer)
+    layers, layer_input = [], input_size
+    for layer, (family, implied) in enumerate(layer_families):
+        placement = {"num_heads": num_heads, "dtype": dtype, "block_index": layer,
+                     "num_blocks": num_layers}
+        options = {**implied, **{name: value for name, value in {**given, **placement}.items()
+                                 if name in family.init_options}}
+        per_direction = [family.init(keys[layer, d], layer_input, hidden_size, **options)
                          for d in range(directions)]
         layers.append(Directions(*per_direction))
+        layer_input = directions * family.sizes(per_direction[0], f"params[{layer}]")[1]
     return tuple(layers)
-
-
-def _min_cell(params: Any) -> MinCell | None:
-    """The min cell of a minLSTM's or minGRU's params; None for other layers."""
-    return next((c for c, _, _ in _MIN_CELLS.values() if isinstance(params, c.params_type)),
-                None)
-
-
-def _layer_sizes(params: Any, name: str) -> LayerSizes:
-    """The sizes of one direction's params, a min cell's, an sLSTM's or an LSTM's."""
-    min_cell = _min_cell(params)
-    if min_cell is not None:
-        input_size, hidden_size = check_min_params(params, min_cell, name)
-        return LayerSizes(input_size, hidden_size, hidden_size, min_cell)
-    if isinstance(params, SLSTMParams):
-        input_size, hidden_size, _ = check_slstm_params(params, name)
-        return LayerSizes(input_size, hidden_size, hidden_size, SLSTM_CELL)
-    return check_params(params, name)
 
 
 def _check_stack(params: Any, xs: Array) -> bool:
     """Checks the layers chain up; returns whether they are bidirectional."""
-    if isinstance(params, (Directions, LSTMParams, SLSTMParams, *_MIN_PARAMS)):
+    if isinstance(params, Directions) or families.find(params) is not None:
         raise TypeError(
             "params must be a non-empty tuple of Directions(forward, backward), one per layer, "
             f"got a single {type(params).__name__}: wrap it as (params,)."
@@ -181,13 +144,15 @@ def _check_stack(params: Any, xs: Array) -> bool:
                 f"params[{n}] has {1 + (layer.backward is not None)} directions but params[0] "
                 f"has {1 + bidirectional}: every layer needs the same number."
             )
-        sizes = {_layer_sizes(p, f"params[{n}].{name}")
-                 for name, p in layer._asdict().items() if p is not None}
-        if len(sizes) > 1:
-            described = sorted(f"{s.variant.name} I={s.input_size} H={s.hidden_size} "
-                               f"out={s.output_size}" for s in sizes)
-            raise ValueError(f"params[{n}]'s directions differ: {described}.")
-        (input_size, _, output_size, _), = sizes
+        sizes = {}
+        for name, p in layer._asdict().items():
+            if p is not None:
+                family = families.of(p, f"params[{n}].{name}")
+                sizes[name] = (family.label, *family.sizes(p, f"params[{n}].{name}"))
+        if len({size[1:] for size in sizes.values()}) > 1:
+            raise ValueError(f"params[{n}]'s directions differ: " + ", ".join(
+                f"{name} {label} I={i} out={o}" for name, (label, i, o) in sizes.items()) + ".")
+        _, input_size, output_size = sizes["forward"]
         if input_size != features:
             source = "xs has" if n == 0 else f"params[{n - 1}] outputs"
             raise ValueError(
@@ -197,25 +162,38 @@ def _check_stack(params: Any, xs: Array) -> bool:
     return bool(bidirectional)
 
 
-_MIN_LAYER_OPTIONS = ("initial_state", "seq_lengths", "reverse", "time_major")
-"""What a min layer takes from the stack besides `mode`."""
+def _layer_options(family: families.Family, n: int, options: dict[str, Any],
+                   return_gates: bool, anywhere: set[str]) -> dict[str, Any]:
+    """The options layer n's family takes. One that no layer's family takes (not in
+    `anywhere`), a mode the family does not have, or return_gates for a family without gates
+    raises, naming the layer."""
+    try:
+        families.check_options(family, {k: v for k, v in options.items()
+                                        if k != "mode" and k not in anywhere})
+        if "mode" not in anywhere:
+            families.check_mode(family, options.get("mode"))
+        elif family.modes:
+            families.check_mode(family, options.get("mode"))
+        if return_gates and family.apply_with_gates is None:
+            labels = [f.label for f in map(families.get, families.names())
+                      if f.apply_with_gates is not None]
+            raise ValueError(f"return_gates applies to {families.join(labels)} layers, not to "
+                             f"{family.label} (family {family.name!r}).")
+    except ValueError as error:
+        raise ValueError(f"params[{n}]: {error}") from None
+    taken = family.apply_options | ({"mode"} if family.modes else set())
+    return {k: v for k, v in options.items() if k in taken}
 
 
-def _run_min_layer(cell: MinCell, params: Any, xs: Array, n: int, *, return_gates: bool,
-                   recurrent_rates: dict[str, float], mode: str = "parallel",
-                   **options: Any) -> tuple[Array, Array, None]:
-    """One direction of a min layer in the stack: (hs, final_h, None)."""
-    refused = [name for name, rate in recurrent_rates.items() if rate]
-    refused += ["return_gates"] if return_gates else []
-    # An LSTM loop option left at None (the default: "choose for me") does not apply, so it is
-    # no error; a value is.
-    refused += sorted(k for k, v in options.items()
-                      if v is not None and k not in _MIN_LAYER_OPTIONS)
-    options = {k: v for k, v in options.items() if k in _MIN_LAYER_OPTIONS}
-    if refused:
-        raise ValueError(f"{', '.join(refused)} apply to LSTM and sLSTM layers; params[{n}] "
-                         f"is a {cell.name} layer.")
-    return (*_MIN_CELLS[cell.name][2](params, xs, mode=mode, **options), None)
+def _options_taken(params: StackParams, options: dict[str, Any]) -> set[str]:
+    """The options (with a value) that some layer's family of the stack takes."""
+    taken = set()
+    for layer in params:
+        for p in layer:
+            if p is not None:
+                family = families.of(p)
+                taken |= family.apply_options | ({"mode"} if family.modes else set())
+    return {k for k, v in options.items() if v is not None and k in taken}
 
 
 def lstm_stack(
@@ -238,13 +216,14 @@ def lstm_stack(
     return_gates: bool = False,
     **lstm_options: Any,
 ) -> tuple[Any, StackState] | tuple[Any, StackState, tuple[Directions[Any], ...]]:
-    """Runs a stack of (bidirectional) LSTM layers over a sequence.
+    """Runs a stack of (bidirectional) recurrent layers over a sequence.
 
-    Layer l runs `jaxlstm.lstm` forwards and, if it has a backward direction, backwards
-    (`reverse=True`) over the previous layer's output; the directions' outputs are concatenated
-    before the next layer. Variable length follows PyTorch's packed sequences in every layer
-    and in the backward direction: each sequence's valid prefix is read backwards, and outputs
-    at padded steps are exactly zero throughout.
+    Layer l runs its family's `apply` (`jaxlstm.family`; `jaxlstm.lstm` for an LSTM layer)
+    forwards and, if it has a backward direction, backwards (`reverse=True`) over the previous
+    layer's output; the directions' outputs are concatenated before the next layer. Variable
+    length follows PyTorch's packed sequences in every layer and in the backward direction:
+    each sequence's valid prefix is read backwards, and outputs at padded steps are exactly
+    zero throughout.
 
     Regularisation (only when `deterministic=False`, drawing from `key`): `input_dropout` on
     xs, `dropout_rate` on each layer's output except the last (as PyTorch's `dropout`), and
@@ -255,12 +234,11 @@ def lstm_stack(
     are equal adds its input to its output (after dropout on that input).
 
     Args:
-        params: from `init_lstm_stack`: a tuple of `Directions` of `LSTMParams`,
-            `SLSTMParams` (an sLSTM layer runs `jaxlstm.xlstm.slstm.slstm`), `MinLSTMParams`
-            or `MinGRUParams` (`jaxlstm.min_lstm`, `jaxlstm.min_gru`).
+        params: from `init_lstm_stack`: a tuple of `Directions` of the params of
+            registered families, any family per layer.
         xs: inputs, (batch..., T, I), or (T, batch..., I) if `time_major`.
-        initial_state: a tuple (one per layer) of `Directions` of `LSTMState` (`SLSTMState`
-            for an sLSTM layer, the h array (batch..., H) for a min layer); zeros if None.
+        initial_state: a tuple (one per layer) of `Directions` of each family's state (as
+            `final_states` returns them); each family's zeros if None.
         seq_lengths: integer array of the batch shape, valid steps per sequence.
         time_major: whether time is the leading axis of `xs` and the outputs.
         merge: how the last layer's directions are returned: "concat" (2H features), "sum"
@@ -271,22 +249,22 @@ def lstm_stack(
         output_dropout: dropout on the final output.
         residual: add each later layer's input to its output where their widths are equal.
         recurrent_dropout: variational dropout on h_{t-1} in every layer (one mask per sequence).
-        zoneout_h, zoneout_c: zoneout rates on h and c in every layer. These three are LSTM
-            options: with an sLSTM layer in the stack they raise.
+        zoneout_h, zoneout_c: zoneout rates on h and c in every layer. These three go to
+            the layers whose family declares them, like `**lstm_options`.
         key: PRNG key for dropout, recurrent dropout and zoneout; required when
             `deterministic` is False and a rate is set.
         deterministic: no dropout at all (evaluation). True by default.
-        return_gates: also return each layer's and direction's gates (`LSTMGates`, or the
-            variant's record).
-        **lstm_options: passed to every `jaxlstm.lstm` (and sLSTM) call (`unroll`,
-            `fused_backward`, `remat_chunk`), or to every min layer (`mode`, "parallel" or
-            "sequential"); an option a layer does not take raises, as do `return_gates`,
-            `recurrent_dropout` and zoneout with min layers.
+        return_gates: also return each layer's and direction's gates (its family's
+            `apply_with_gates`; a family without one raises).
+        **lstm_options: passed to every layer's `apply` (`unroll`, `fused_backward`,
+            `remat_chunk`, `mode`, `chunk_size`, ...): each goes to the layers whose family
+            declares it; one that no layer's family declares raises, naming the families that
+            take it, as does a mode a layer's family does not have.
 
     Returns:
         `(outputs, final_states)`, or `(outputs, final_states, gates)` with `return_gates`.
-        `final_states` is a tuple (one per layer) of `Directions` of `LSTMState` (the h
-        array for a min layer); `gates` likewise of `LSTMGates`.
+        `final_states` is a tuple (one per layer) of `Directions` of each family's final
+        state; `gates` likewise.
 
     Example:
         >>> params = jaxlstm.init_lstm_stack(key, 3, 16, num_layers=2, bidirectional=True)
@@ -314,7 +292,7 @@ def lstm_stack(
         not isinstance(initial_state, (tuple, list)) or len(initial_state) != len(params)
     ):
         raise ValueError(
-            f"initial_state must be a tuple of {len(params)} Directions of LSTMState (one per "
+            f"initial_state must be a tuple of {len(params)} Directions of states (one per "
             f"layer), got {type(initial_state).__name__}"
             + (f" of length {len(initial_state)}." if isinstance(initial_state, (tuple, list))
                else ".")
@@ -327,29 +305,23 @@ def lstm_stack(
     def maybe_dropout(x: Array, rate: float) -> Array:
         return dropout(next(keys), x, rate) if regularise else x
 
+    # Rates of zero are "not given" (a family without them takes the stack's defaults); a
+    # rate that is set goes to every layer, with deterministic=True its expectation (zoneout).
+    recurrent_options = {name: rate for name, rate in recurrent_rates.items() if rate}
+
+    anywhere = _options_taken(params, {**lstm_options, **recurrent_options})
+
     def run(p: LayerParams, x: Array, state: Any, reverse: bool, n: int):
-        min_cell = _min_cell(p)
-        if min_cell is not None:
-            return _run_min_layer(min_cell, p, x, n, initial_state=state,
-                                  seq_lengths=seq_lengths, reverse=reverse,
-                                  time_major=time_major, return_gates=return_gates,
-                                  recurrent_rates=recurrent_rates, **lstm_options)
-        if "mode" in lstm_options:
-            raise ValueError(f"mode applies to minLSTM and minGRU layers; params[{n}] is an "
-                             f"{'sLSTM' if isinstance(p, SLSTMParams) else 'LSTM'} layer.")
-        common = dict(initial_state=state, seq_lengths=seq_lengths, reverse=reverse,
-                      time_major=time_major, return_gates=return_gates, **lstm_options)
-        if isinstance(p, SLSTMParams):
-            if any(recurrent_rates.values()):
-                raise ValueError(
-                    "recurrent_dropout, zoneout_h and zoneout_c apply to LSTM layers; "
-                    f"params[{n}] is an sLSTM layer."
-                )
-            out = slstm(p, x, **common)
-        else:
-            layer_key = recurrent_keys[n, int(reverse)] if regularise_recurrence else None
-            out = lstm(p, x, key=layer_key, deterministic=not regularise_recurrence,
-                       **recurrent_rates, **common)
+        family = families.of(p)
+        options = _layer_options(family, n, {**lstm_options, **recurrent_options},
+                                 return_gates, anywhere)
+        if recurrent_options:
+            options["deterministic"] = not regularise_recurrence
+        if regularise_recurrence:
+            options["key"] = recurrent_keys[n, int(reverse)]
+        apply = family.apply_with_gates if return_gates else family.apply
+        out = apply(p, x, initial_state=state, seq_lengths=seq_lengths, reverse=reverse,
+                    time_major=time_major, **options)
         return out if return_gates else (*out, None)
 
     layer_input = maybe_dropout(xs, rates["input_dropout"])

@@ -138,7 +138,7 @@ def test_declared_options_are_the_wrapped_functions_keywords(name):
     assert family.init_options == set(inspect.signature(init).parameters) - {
         "key", "input_size", "hidden_size"}
     # Every keyword of the public function is declared, but return_gates: the protocol
-    # returns (outputs, state), the gates are the public function's own extra.
+    # returns (outputs, state), the gates come from `apply_with_gates`.
     assert family.apply_options == set(inspect.signature(run).parameters) - protocol - {
         "return_gates"}
 
@@ -159,8 +159,8 @@ def test_refusals_are_generated_from_the_declarations():
                                          r"'recurrent'\] for mLSTM, got 'sequential'"):
         family.apply(params, xs, mode="sequential")
     lstm, lstm_params, _ = make("lstm")
-    with pytest.raises(ValueError, match="^mode applies to families with several forms, not "
-                                         "to LSTM"):
+    with pytest.raises(ValueError, match="^mode applies to families with several forms "
+                                         r"\(mLSTM, minLSTM and minGRU\), not to LSTM"):
         lstm.apply(lstm_params, xs, mode="parallel")
     with pytest.raises(ValueError, match="^chunk_size applies to mLSTM layers, not to minGRU"):
         families.check_options(families.get("min_gru"), {"chunk_size": 16})

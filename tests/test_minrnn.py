@@ -215,12 +215,14 @@ def test_stack_refuses_lstm_options():
         jaxlstm.init_lstm_stack(key, INPUT, HIDDEN, cell="min_gru", proj_size=2)
     params = jaxlstm.init_lstm_stack(key, INPUT, HIDDEN, cell="min_lstm")
     assert isinstance(params[0].forward, jaxlstm.MinLSTMParams)
-    for options in ({"zoneout_h": 0.1}, {"return_gates": True}, {"unroll": 2}):
-        with pytest.raises(ValueError, match=f"{next(iter(options))} apply to LSTM and sLSTM "
-                                             "layers; params\\[0\\] is a min_lstm layer"):
+    for options, takers in (({"zoneout_h": 0.1}, "LSTM"), ({"return_gates": True}, "LSTM and "
+                            "sLSTM"), ({"unroll": 2}, "LSTM and sLSTM")):
+        with pytest.raises(ValueError, match=f"params\\[0\\]: {next(iter(options))} applies to "
+                                             f"{takers} layers, not to minLSTM"):
             jaxlstm.lstm_stack(params, xs, **options)
     lstm_params = jaxlstm.init_lstm_stack(key, INPUT, HIDDEN)
-    with pytest.raises(ValueError, match="mode applies to minLSTM and minGRU layers"):
+    with pytest.raises(ValueError, match="mode applies to families with several forms "
+                                         r"\(mLSTM, minLSTM and minGRU\), not to LSTM"):
         jaxlstm.lstm_stack(lstm_params, xs, mode="parallel")
     _, xs, _ = make("min_lstm")
     lengths = jnp.asarray(LENGTHS)

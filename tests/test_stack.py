@@ -197,7 +197,50 @@ def test_slstm_layers_stack_like_lstm_layers():
         assert isinstance(finals[n].backward, SLSTMState)
         chex.assert_trees_all_close(finals[n], Directions(s_f, s_b), **TOL)
     chex.assert_trees_all_close(out, layer_input, **TOL)
-    with pytest.raises(ValueError, match="zoneout_h and zoneout_c apply to LSTM layers"):
+    with pytest.raises(ValueError, match=r"params\[0\]: zoneout_h applies to LSTM layers, "
+                                         "not to sLSTM"):
         jaxlstm.lstm_stack(params, xs, zoneout_h=0.1)
     with pytest.raises(ValueError, match="proj_size apply to LSTM layers"):
         jaxlstm.init_lstm_stack(jax.random.key(0), INPUT, 4, cell="slstm", proj_size=2)
+
+
+def test_layers_of_different_families_stack():
+    """cell per layer: an mLSTM layer over an sLSTM layer over a projected LSTM, bidirectional
+    with lengths, equals each family's public function composed by hand; family options
+    reach only the layers whose family declares them."""
+    cells = ("lstm", "slstm", "mlstm")
+    params = jaxlstm.init_lstm_stack(jax.random.key(0), INPUT, 4, num_layers=3,
+                                     bidirectional=True, cell=cells, num_heads=2, proj_size=3)
+    assert [type(layer.backward).__name__ for layer in params] == [
+        "LSTMParams", "SLSTMParams", "MLSTMParams"]
+    assert params[1].forward.w_x.shape == (6, 16)               # reads 2 * proj_size
+    xs = jax.random.normal(jax.random.key(1), (BATCH, STEPS, INPUT))
+    lengths = jnp.array([6, 3, 0])
+    run = jax.jit(lambda p, x: jaxlstm.lstm_stack(p, x, seq_lengths=lengths))
+    out, finals = run(params, xs)
+    functions = (jaxlstm.lstm, slstm, jaxlstm.mlstm)
+    layer_input = xs
+    for n, (layer, function) in enumerate(zip(params, functions)):
+        hs_f, s_f = function(layer.forward, layer_input, seq_lengths=lengths)
+        hs_b, s_b = function(layer.backward, layer_input, seq_lengths=lengths, reverse=True)
+        layer_input = jnp.concatenate([hs_f, hs_b], axis=-1)
+        chex.assert_trees_all_close(finals[n], Directions(s_f, s_b), **TOL)
+    chex.assert_trees_all_close(out, layer_input, **TOL)
+    # An option goes to the layers whose family takes it (mode and chunk_size to the mLSTM
+    # layer); one that no layer takes is refused by name.
+    chex.assert_trees_all_close(jaxlstm.lstm_stack(params, xs, mode="recurrent", chunk_size=2,
+                                                   seq_lengths=lengths)[0], out, **TOL)
+    with pytest.raises(ValueError, match=r"params\[2\]: mode must be one of \['chunkwise', "
+                                         r"'parallel', 'recurrent'\] for mLSTM"):
+        jaxlstm.lstm_stack(params, xs, mode="sequential")
+    with pytest.raises(ValueError, match=r"params\[0\]: tile is an option of no registered "
+                                         "family"):
+        jaxlstm.lstm_stack(params, xs, tile=2)
+    with pytest.raises(ValueError, match=r"params\[0\]: chunk_size applies to mLSTM layers, "
+                                         "not to LSTM"):
+        jaxlstm.lstm_stack(params[:1], xs, chunk_size=2)
+    with pytest.raises(ValueError, match=r"cell must be a name or 3 names \(num_layers\), got 2"):
+        jaxlstm.init_lstm_stack(jax.random.key(0), INPUT, 4, num_layers=3, cell=cells[:2])
+    with pytest.raises(ValueError, match=r"cell must be one of \['lstm', 'peephole', .*'min_gru'"
+                                         r".*got 'gru'"):
+        jaxlstm.init_lstm_stack(jax.random.key(0), INPUT, 4, cell="gru")

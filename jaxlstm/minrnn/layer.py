@@ -180,7 +180,7 @@ def min_layer(
 
 def min_family(name: str, label: str, params_type: type, init: Callable[..., Any],
                run: Callable[..., tuple[Array, Array]],
-               cell_step: Callable[[Any, Array, Array], Array]) -> Family:
+               cell_step: Callable[[Any, Array, Array], Array], cell: MinCell) -> Family:
     """A min cell as a `jaxlstm.family.Family`: its state is h alone, (batch..., H), and
     `step` returns it twice ((y_t, state) with y_t = h_t)."""
 
@@ -195,6 +195,11 @@ def min_family(name: str, label: str, params_type: type, init: Callable[..., Any
         dtype = jnp.result_type(dtype, *jax.tree.leaves(params))
         return jnp.zeros(tuple(batch_shape) + (params.hidden_size,), dtype)
 
+    def sizes(params: Any, where: str) -> tuple[int, int]:
+        """(I, H) of checked params."""
+        input_size, hidden_size = check_min_params(params, cell, where)
+        return input_size, hidden_size
+
     return Family(name=name, label=label, params_type=params_type, init=init,
                   apply=checked_apply(name, run), step=step, initial_state=initial_state,
-                  init_options=frozenset({"dtype"}), modes=MODES)
+                  init_options=frozenset({"dtype"}), modes=MODES, sizes=sizes)

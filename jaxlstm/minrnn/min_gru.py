@@ -165,5 +165,6 @@ def min_gru(
                      seq_lengths=seq_lengths, reverse=reverse, time_major=time_major, mode=mode)
 
 
-FAMILY = min_family("min_gru", "minGRU", MinGRUParams, init_min_gru, min_gru, min_gru_cell)
+FAMILY = min_family("min_gru", "minGRU", MinGRUParams, init_min_gru, min_gru, min_gru_cell,
+                    MIN_GRU_CELL)
 """The minGRU behind the family protocol (`jaxlstm.family`)."""

@@ -165,5 +165,6 @@ def min_lstm(
                      seq_lengths=seq_lengths, reverse=reverse, time_major=time_major, mode=mode)
 
 
-FAMILY = min_family("min_lstm", "minLSTM", MinLSTMParams, init_min_lstm, min_lstm, min_lstm_cell)
+FAMILY = min_family("min_lstm", "minLSTM", MinLSTMParams, init_min_lstm, min_lstm, min_lstm_cell,
+                    MIN_LSTM_CELL)
 """The minLSTM behind the family protocol (`jaxlstm.family`)."""

@@ -591,8 +591,14 @@ def _family_initial_state(params: MLSTMParams, batch_shape: tuple[int, ...],
     return zero_mlstm_state(batch_shape, heads, d_k, d_v, jnp.promote_types(dtype, jnp.float32))
 
 
+def _family_sizes(params: Any, name: str) -> tuple[int, int]:
+    """(I, heads * d_v) of checked mLSTM params."""
+    input_size, heads, _, d_v = _check_params(params, name)
+    return input_size, heads * d_v
+
+
 FAMILY = Family(
-    name="mlstm", label="mLSTM", params_type=MLSTMParams, init=init_mlstm,
+    name="mlstm", label="mLSTM", params_type=MLSTMParams, init=init_mlstm, sizes=_family_sizes,
     apply=checked_apply("mlstm", mlstm), step=_family_step, initial_state=_family_initial_state,
     init_options=frozenset({"num_heads", "qk_size", "dtype"}),
     apply_options=frozenset({"chunk_size"}), modes=MODES,

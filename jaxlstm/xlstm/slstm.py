@@ -486,9 +486,16 @@ def _family_initial_state(params: SLSTMParams, batch_shape: tuple[int, ...],
     return SLSTMState(h=zero, c=zero, n=zero, m=zero)
 
 
+def _family_sizes(params: Any, name: str) -> tuple[int, int]:
+    """(I, H) of checked sLSTM params."""
+    sizes = check_slstm_params(params, name)
+    return sizes.input_size, sizes.hidden_size
+
+
 FAMILY = Family(
     name="slstm", label="sLSTM", params_type=SLSTMParams, init=init_slstm,
     apply=checked_apply("slstm", slstm), step=_family_step, initial_state=_family_initial_state,
+    apply_with_gates=checked_apply("slstm", slstm, with_gates=True), sizes=_family_sizes,
     init_options=frozenset({"num_heads", "dtype", "bias_init", "recurrent_init", "input_init",
                             "block_index", "num_blocks"}),
     apply_options=frozenset({"unroll", "remat_chunk", "fused_backward"}),
