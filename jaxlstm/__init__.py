@@ -24,6 +24,7 @@ _EXPORTS = {
     "dropout": "regularisation",
     "lstm": "scan",
     "Directions": "stack", "init_lstm_stack": "stack", "lstm_stack": "stack",
+    "generate": "decode", "initial_stack_state": "decode", "stack_step": "decode",
     "lstm_cell": "step",
     "truncated_lstm": "tbptt",
     "MLSTMParams": "xlstm.mlstm", "MLSTMState": "xlstm.mlstm", "init_mlstm": "xlstm.mlstm",
@@ -39,7 +40,7 @@ _EXPORTS = {
 }
 _PUBLIC_MODULES = ("gates", "interop", "variants")
 # Every submodule, so `jaxlstm.scan` or `jaxlstm.train` resolve as attributes too.
-_SUBMODULES = frozenset({*_PUBLIC_MODULES, "benchmark", "cell", "cli", "family", "flax",
+_SUBMODULES = frozenset({*_PUBLIC_MODULES, "benchmark", "cell", "cli", "decode", "family", "flax",
                          "launch", "lstm_family",
                          "minrnn", "params", "plotting", "recurrence", "regularisation", "scan",
                          "stack", "step", "tasks", "tbptt", "train", "validation", "xlstm"})

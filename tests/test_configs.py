@@ -59,7 +59,7 @@ def _run_mode(model_module, config, backend: str, monkeypatch) -> str:
     of the function it calls."""
     import inspect
 
-    from jaxlstm import stack
+    import jaxlstm
     from jaxlstm.minrnn.blocks import min_block_stack
     from jaxlstm.xlstm.blocks import xlstm_stack
     from jaxlstm.xlstm.mlstm import mlstm
@@ -67,7 +67,7 @@ def _run_mode(model_module, config, backend: str, monkeypatch) -> str:
     monkeypatch.setattr(model_module.jax, "default_backend", lambda: backend)
     passed = model_module._mode(config).get("mode")
     called = {"lll": min_block_stack, "msm": xlstm_stack}.get(
-        config.blocks, mlstm if config.cell == "mlstm" else stack._run_min_layer)
+        config.blocks, mlstm if config.cell == "mlstm" else getattr(jaxlstm, config.cell))
     return passed or inspect.signature(called).parameters["mode"].default
 
 

@@ -64,7 +64,7 @@ def test_mlstm_trains_on_variable_lengths_and_a_resumed_run_equals_an_uninterrup
     assert read(resumed.run_dir) == read(whole.run_dir)
     a = final_params(whole.run_dir, config).params
     b = final_params(resumed.run_dir, config).params
-    assert "mlstm" in a
+    assert type(a["lstm"][0].forward).__name__ == "MLSTMParams"   # a stack of mLSTM layers
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
@@ -110,3 +110,19 @@ def test_options_that_do_not_apply_are_one_line_config_errors(overrides, key):
         load_config(PARITY, ["model.hidden_size=8", *overrides])
     message = str(err.value)
     assert "\n" not in message and key in message and PARITY in message, message
+
+
+def test_sampling_command_generates_text_from_an_mlstm_run(tmp_path, capsys):
+    from experiments.sample import main
+
+    config = load_config(os.path.join(ROOT, "configs", "text.yaml"), [
+        "task.options.seq_len=12", "model.cell=mlstm", "model.num_heads=2",
+        "model.recurrent_dropout=0",
+        "model.hidden_size=8", "training.steps=2", "training.batch_size=4",
+        "training.eval_every=2", "logging.progress=false", "logging.tensorboard=false",
+        "logging.plots=false", "checkpointing.every=2", f"runs_root={tmp_path}"])
+    result = run_experiment(config)
+    assert os.path.getsize(os.path.join(result.run_dir, "samples.txt")) > 400
+    assert main([result.run_dir, "--prompt", "def ", "--length", "20"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("def ") and len(text) >= 24

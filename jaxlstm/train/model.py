@@ -8,17 +8,12 @@ as a (B, 1, O) output. `api="functional"` runs `jaxlstm.lstm_stack` on a params 
 (the `nnx.Param`s of a module holding the LSTM and an `nnx.Linear` head), and `apply` merges
 them into the module inside the pure function, so the runner treats all three alike.
 
-xLSTM cells (functional API only): `cell="slstm"` makes the stack's layers sLSTMs (params
-`{"lstm": stack, "head": ...}` as for an LSTM, run by `jaxlstm.lstm_stack`); `cell="mlstm"`
-stacks `jaxlstm.mlstm` layers (params `{"mlstm": layers, "head": ...}`, each layer a
-`Directions` of `MLSTMParams`, run chunkwise), with dropout between layers as the LSTM stack
-has. The mLSTM's state is a matrix memory, not a vector, so its "last" read-out is the output h
-at each sequence's last valid step (for the backward direction, at step 0, the last it reads):
-the h that the final state yields.
-
-Minimal RNNs (functional API only): `cell="min_lstm"` or `"min_gru"` makes the stack's layers
-minLSTMs or minGRUs (params `{"lstm": stack, "head": ...}`, run by `jaxlstm.lstm_stack` in the
-form `model.mode` picks, by default `config.DEFAULT_MODES`'s; a min layer's state is its h).
+Any other registered family (`jaxlstm.family`; functional API only): `model.cell` names it,
+and the stack's layers are of that family (params `{"lstm": stack, "head": ...}`, run by
+`jaxlstm.lstm_stack`, in the form `model.mode` picks, by default `config.DEFAULT_MODES`'s, for
+a family with several forms). The "last" read-out is the output each direction of the last
+layer ends on (forwards at each sequence's last valid step, backwards at step 0): the h of its
+final state, for every family.
 
 `blocks="msm"` (functional API only) replaces the cell stack by xLSTM blocks as the paper
 stacks them (`jaxlstm.xlstm.blocks.xlstm_stack`: an input projection to hidden_size, residual
@@ -44,25 +39,34 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxlstm import family as families
 from jaxlstm.flax.linen import LSTM as LinenLSTM
 from jaxlstm.flax.nnx import LSTM as NnxLSTM
 from jaxlstm.flax.params import to_lstm_params
 from jaxlstm.minrnn.blocks import init_min_block_stack, min_block_stack
-from jaxlstm.regularisation import dropout
 from jaxlstm.stack import Directions, init_lstm_stack, lstm_stack
 from jaxlstm.tasks.base import TaskSpec
 from jaxlstm.train.config import ModelConfig, default_mode
 from jaxlstm.xlstm.blocks import init_xlstm_stack, xlstm_stack
-from jaxlstm.xlstm.mlstm import init_mlstm, mlstm
 
 Array = jax.Array
 Params = Any
 
 
 def _last_hidden(states: Any) -> Array:
-    """The last layer's final h of every direction, concatenated: (B, directions * R).
-    (A min layer's state is its h array itself.)"""
-    return jnp.concatenate([getattr(s, "h", s) for s in states[-1] if s is not None], axis=-1)
+    """The last layer's final h of every direction, concatenated: (B, directions * R) (the
+    Flax modules' carry)."""
+    return jnp.concatenate([s.h for s in states[-1] if s is not None], axis=-1)
+
+
+def _last_outputs(outputs: Directions, lengths: Array | None) -> Array:
+    """The output each direction of the last layer ends on, concatenated: the forward one at
+    each sequence's last valid step, the backward one at step 0 (the last it reads);
+    (B, directions * R). For any family this is the h its final state yields."""
+    final = [_at_last_step(outputs.forward, lengths)]
+    if outputs.backward is not None:
+        final.append(outputs.backward[..., 0, :])
+    return jnp.concatenate(final, axis=-1)
 
 
 class _LinenModel(nn.Module):
@@ -90,47 +94,12 @@ def _head_width(cfg: ModelConfig) -> int:
     return (cfg.proj_size or cfg.hidden_size) * (2 if cfg.bidirectional else 1)
 
 
-def _init_mlstm_layers(key: Array, cfg: ModelConfig, input_size: int) -> tuple[Directions, ...]:
-    """`num_layers` mLSTM layers, each a `Directions` of `MLSTMParams`; layer l > 0 reads the
-    previous layer's directions concatenated."""
-    directions = 2 if cfg.bidirectional else 1
-    keys = jax.random.split(key, (cfg.num_layers, directions))
-    layers = []
-    for layer in range(cfg.num_layers):
-        width = input_size if layer == 0 else directions * cfg.hidden_size
-        layers.append(Directions(*(init_mlstm(keys[layer, d], width, cfg.hidden_size,
-                                              num_heads=cfg.num_heads)
-                                   for d in range(directions))))
-    return tuple(layers)
-
-
 def _mode(cfg: ModelConfig) -> dict[str, str]:
     """The `mode=` keyword for the cell or blocks: the config's, or what `model.mode: null`
     runs on this backend (`config.DEFAULT_MODES`, which --help states); none for a cell with
     one form."""
     mode = default_mode(cfg, jax.default_backend())
     return {} if mode is None else {"mode": mode}
-
-
-def _mlstm_stack(layers: tuple[Directions, ...], inputs: Array, lengths: Array | None,
-                 rate: float, key: Array, train: bool,
-                 mode: dict[str, str]) -> tuple[Array, Array]:
-    """Runs the mLSTM layers with dropout at `rate` between them (when training); returns
-    every step's output (B, T, directions * H) and the last layer's output after each
-    sequence's last valid step, (B, directions * H)."""
-    keys = jax.random.split(key, len(layers))
-    x = inputs
-    for n, layer in enumerate(layers):
-        if n:
-            x = dropout(keys[n], x, rate) if train and rate else x
-        outputs = [mlstm(layer.forward, x, seq_lengths=lengths, **mode)[0]]
-        if layer.backward is not None:
-            outputs.append(mlstm(layer.backward, x, seq_lengths=lengths, reverse=True,
-                                 **mode)[0])
-        x = jnp.concatenate(outputs, axis=-1)
-    forward = _at_last_step(outputs[0], lengths)
-    final = [forward] + [o[..., 0, :] for o in outputs[1:]]  # backward: its last step is 0
-    return x, jnp.concatenate(final, axis=-1)
 
 
 def _at_last_step(outputs: Array, lengths: Array | None) -> Array:
@@ -199,21 +168,16 @@ class Model:
             return {"xlstm": init_xlstm_stack(key_lstm, spec.input_size, cfg.hidden_size,
                                               cfg.blocks, num_heads=cfg.num_heads),
                     "head": head}
-        if cfg.cell == "mlstm":
-            return {"mlstm": _init_mlstm_layers(key_lstm, cfg, spec.input_size), "head": head}
-        if cfg.cell == "slstm":
-            lstm = init_lstm_stack(key_lstm, spec.input_size, cfg.hidden_size,
-                                   num_layers=cfg.num_layers, bidirectional=cfg.bidirectional,
-                                   cell="slstm", num_heads=cfg.num_heads)
-        elif cfg.cell in ("min_lstm", "min_gru"):
-            lstm = init_lstm_stack(key_lstm, spec.input_size, cfg.hidden_size,
-                                   num_layers=cfg.num_layers, bidirectional=cfg.bidirectional,
-                                   cell=cfg.cell)
-        else:
-            lstm = init_lstm_stack(key_lstm, spec.input_size, cfg.hidden_size,
-                                   num_layers=cfg.num_layers, bidirectional=cfg.bidirectional,
-                                   proj_size=cfg.proj_size, cell=cfg.cell,
-                                   forget_bias=cfg.forget_bias)
+        # The options the cell's family declares (an LSTM's proj_size and forget_bias, the
+        # heads of a family with heads); the config has refused the others already.
+        family, _ = families.resolve(cfg.cell)
+        options = {name: value for name, value in (("proj_size", cfg.proj_size),
+                                                   ("forget_bias", cfg.forget_bias),
+                                                   ("num_heads", cfg.num_heads))
+                   if name in family.init_options}
+        lstm = init_lstm_stack(key_lstm, spec.input_size, cfg.hidden_size,
+                               num_layers=cfg.num_layers, bidirectional=cfg.bidirectional,
+                               cell=cfg.cell, **options)
         return {"lstm": lstm, "head": head}
 
     def apply(self, params: Params, inputs: Array, lengths: Array | None, key: Array,
@@ -249,19 +213,17 @@ class Model:
                 outputs = xlstm_stack(params["xlstm"], inputs, seq_lengths=lengths,
                                       **_mode(cfg))
             last = _at_last_step(outputs, lengths)
-        elif cfg.cell == "mlstm":
-            outputs, last = _mlstm_stack(params["mlstm"], inputs, lengths, cfg.dropout, key,
-                                         train, _mode(cfg))
         else:
-            # An sLSTM or min stack gets zero recurrent rates (config refuses others), which it
-            # takes.
-            outputs, states = lstm_stack(
+            # Rates of zero and loop options left at None are "not given": a family without
+            # them runs as it would without the keys (the config refuses set ones).
+            directions, _ = lstm_stack(
                 params["lstm"], inputs, seq_lengths=lengths, dropout_rate=cfg.dropout,
                 recurrent_dropout=cfg.recurrent_dropout, zoneout_h=cfg.zoneout_h,
                 zoneout_c=cfg.zoneout_c, key=key, deterministic=not train, unroll=cfg.unroll,
-                remat_chunk=cfg.remat_chunk, **_mode(cfg),
+                remat_chunk=cfg.remat_chunk, merge="none", **_mode(cfg),
             )
-            last = _last_hidden(states)
+            outputs = jnp.concatenate([o for o in directions if o is not None], axis=-1)
+            last = _last_outputs(directions, lengths)
         features = outputs if spec.readout == "every" else last[:, None]
         head = params["head"]
         return features @ head["w"] + jnp.reshape(head["b"], (1, 1, -1))
@@ -275,11 +237,11 @@ def _cast_floats(tree: Any, dtype: jnp.dtype) -> Any:
 
 def stack_and_head(params: Params) -> tuple[Any, Array, Array]:
     """A trained model's stack params (as `lstm_stack` takes them) and its head's (w, b),
-    whichever API (`functional`, `linen` or `nnx`) trained it. An sLSTM stack is returned as
-    it is (`lstm_stack` runs it); an mLSTM model has no such stack and raises ValueError."""
-    if isinstance(params, Mapping) and any(k in params for k in ("mlstm", "xlstm", "minrnn")):
-        raise ValueError("an mLSTM or block model (model.cell=mlstm, model.blocks) has no "
-                         "LSTM stack: sampling and the gates picture need a cell stack.")
+    whichever API (`functional`, `linen` or `nnx`) trained it, any family's; a block model has
+    no such stack and raises ValueError."""
+    if isinstance(params, Mapping) and any(k in params for k in ("xlstm", "minrnn")):
+        raise ValueError("a block model (model.blocks) has no cell stack: the gates picture "
+                         "needs one.")
     if isinstance(params, nnx.State):
         params = nnx.to_pure_dict(params)
     if "lstm" in params and isinstance(params["lstm"], Mapping):  # nnx: layer_0, layer_1, ...

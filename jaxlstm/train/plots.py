@@ -73,9 +73,8 @@ def draw_all(run_dir: str, state: TrainState, task: Any, eval_batches: list[dict
         path = os.path.join(run_dir, f"{task.spec.name}.png")
         task.plot(path, outputs, eval_batches)
         written.append(path)
-    if isinstance(state.params, dict) and any(k in state.params
-                                              for k in ("mlstm", "xlstm", "minrnn")):
-        return written  # the gates picture is the LSTM's; an mLSTM has no such gates
+    if isinstance(state.params, dict) and any(k in state.params for k in ("xlstm", "minrnn")):
+        return written  # a block model has no cell stack
     layer = stack_and_head(state.params)[0][0].forward  # the first layer, forwards
     if not isinstance(layer, LSTMParams):  # an sLSTM's or min cell's gates differ
         return written

@@ -904,6 +904,5 @@ def _finish_folder(config: ExperimentConfig, run_dir: str, summary: dict[str, An
         except Exception as err:  # noqa: BLE001 - a picture must not cost the summary
             print(f"plots failed: {type(err).__name__}: {err}", file=sys.stderr)
     if (hasattr(task, "decode") and not config.model.bidirectional
-            and config.model.cell != "mlstm"
-            and config.model.blocks is None):  # sampling runs an LSTM or sLSTM stack
+            and config.model.blocks is None):  # sampling steps a unidirectional cell stack
         summary["samples"] = write_samples(run_dir, state.params, task, config.training.seed)

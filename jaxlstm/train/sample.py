@@ -1,7 +1,7 @@
 """Generating sequences from a trained next-symbol model (the text task), one step at a time.
 
-The stack runs one step per call with its states carried, so sampling costs one LSTM step per
-character; the prompt is read first, then each sampled symbol is fed back in.
+The prompt is read by the stack in its fast form, then each sampled symbol is fed back in, one
+step of each layer's family per character (`jaxlstm.decode.generate`): any family's stack.
 
     params = restore_params(run_dir, config, task)    # a run folder's latest checkpoint
     ids = sample(params, task.encode("The "), 200, task.spec.input_size, key=key)
@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlstm.stack import lstm_stack
+from jaxlstm.decode import generate
 from jaxlstm.train.checkpoint import Checkpoints
 from jaxlstm.train.config import ExperimentConfig
 from jaxlstm.train.model import Model, stack_and_head
@@ -68,23 +68,16 @@ def sample(params: Any, prompt_ids: np.ndarray, length: int, vocab_size: int, *,
     if length == 0:
         return np.zeros((0,), np.int32)
     prompt = jnp.eye(vocab_size, dtype=jnp.float32)[jnp.asarray(prompt_ids)][None]
-    outputs, states = lstm_stack(stack, prompt)
 
-    def logits_of(h: Array) -> Array:
+    def choose(key_t: Array, h: Array) -> tuple[Array, Array]:
         logits = h @ w
-        return (logits + jnp.reshape(b, (1,) * (logits.ndim - 1) + b.shape)) / temperature
-
-    def step(carry, key_t):
-        states, logits = carry
+        logits = (logits + jnp.reshape(b, (1,) * (logits.ndim - 1) + b.shape)) / temperature
         token = jax.random.categorical(key_t, logits)
-        x = jax.nn.one_hot(token, vocab_size, dtype=jnp.float32)[:, None]
-        out, states = lstm_stack(stack, x, initial_state=states)
-        return (states, logits_of(out[:, -1])), token[0]
+        return jax.nn.one_hot(token, vocab_size, dtype=jnp.float32), token
 
-    carry = (states, logits_of(outputs[:, -1]))
-    _, tokens = jax.jit(lambda c, k: jax.lax.scan(step, c, k))(
-        carry, jax.random.split(key, length))
-    return np.asarray(tokens)
+    tokens, _ = jax.jit(lambda p, x, k: generate(p, x, length, choose, key=k))(
+        stack, prompt, key)
+    return np.asarray(tokens[0])
 
 
 def restore_params(run_dir: str | os.PathLike, config: ExperimentConfig, task: Any) -> Any:

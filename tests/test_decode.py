@@ -1,0 +1,113 @@
+"""Decoding (`jaxlstm.decode`): for a two-layer stack of every registered family (and a stack
+mixing them), reading a prompt with `lstm_stack` and stepping on with `stack_step` gives
+`lstm_stack`'s outputs and final state over the whole sequence; `generate` equals a Python
+loop of prefill, choose and step; the refusals."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxlstm
+from jaxlstm import family as families
+
+INPUT, HIDDEN, STEPS, PROMPT = 3, 4, 6, 4
+TOL = {"atol": 2e-5, "rtol": 2e-5}
+CELLS = [name for name in families.names()] + [("mlstm", "lstm"), ("slstm", "min_gru")]
+
+
+def stack(cell, residual_widths=False):
+    params = jaxlstm.init_lstm_stack(jax.random.key(0), INPUT, HIDDEN, num_layers=2, cell=cell,
+                                     num_heads=2)
+    # Off the initialisation (some references start gates at zero, which hides bugs).
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    return jax.tree.unflatten(tree, [a + 0.3 * jax.random.normal(k, a.shape, a.dtype)
+                                     for a, k in zip(leaves, keys)])
+
+
+_step = jax.jit(jaxlstm.stack_step, static_argnames="residual")
+_whole = jax.jit(jaxlstm.lstm_stack, static_argnames="residual")
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=str)
+def test_prefill_then_step_is_the_whole_sequence(cell):
+    params = stack(cell)
+    xs = jax.random.normal(jax.random.key(2), (2, STEPS, INPUT))
+    want, want_state = _whole(params, xs, residual=True)
+    got, state = _whole(params, xs[:, :PROMPT], residual=True)
+    outputs = [got]
+    for t in range(PROMPT, STEPS):
+        y, state = _step(params, xs[:, t], state, residual=True)
+        outputs.append(y[:, None])
+    chex.assert_trees_all_close(jnp.concatenate(outputs, axis=1), want, **TOL)
+    chex.assert_trees_all_close(state, want_state, **TOL)
+    # From the families' zero states, step by step from the first input.
+    state = jaxlstm.initial_stack_state(params, (2,))
+    for t in range(STEPS):
+        y, state = _step(params, xs[:, t], state, residual=True)
+    np.testing.assert_allclose(y, want[:, -1], **TOL)
+
+
+def test_generate_is_prefill_choose_and_step():
+    params = stack(("mlstm", "slstm"))
+    w = jax.random.normal(jax.random.key(3), (HIDDEN, INPUT))
+    prompt = jax.random.normal(jax.random.key(4), (2, PROMPT, INPUT))
+
+    def choose(key, y):       # a deterministic part and a random part, both fed back
+        token = jax.random.categorical(key, y @ w)
+        return jnp.tanh(y @ w) + jax.nn.one_hot(token, INPUT), token
+
+    tokens, state = jax.jit(lambda p, x, k: jaxlstm.generate(p, x, 5, choose, key=k))(
+        params, prompt, jax.random.key(5))
+    assert tokens.shape == (2, 5) and tokens.dtype == jnp.int32
+    outputs, want_state = jaxlstm.lstm_stack(params, prompt)
+    y, keys, want = outputs[:, -1], jax.random.split(jax.random.key(5), 5), []
+    for key in keys:
+        x, token = choose(key, y)
+        want.append(token)
+        y, want_state = jaxlstm.stack_step(params, x, want_state)
+    np.testing.assert_array_equal(tokens, jnp.stack(want, axis=1))
+    chex.assert_trees_all_close(state, want_state, **TOL)
+
+
+def test_refusals():
+    params = jaxlstm.init_lstm_stack(jax.random.key(0), INPUT, HIDDEN, bidirectional=True)
+    x = jnp.zeros((2, INPUT))
+    with pytest.raises(ValueError, match="params must be a unidirectional stack"):
+        jaxlstm.stack_step(params, x, ())
+    params = params[:1] and (params[0]._replace(backward=None),)
+    with pytest.raises(ValueError, match=r"state must be a tuple of 1 Directions"):
+        jaxlstm.stack_step(params, x, None)
+    with pytest.raises(TypeError, match="params must be a non-empty tuple of Directions"):
+        jaxlstm.stack_step(params[0].forward, x, ())
+    with pytest.raises(ValueError, match="length must be"):
+        jaxlstm.generate(params, x[:, None], 0, lambda k, y: (y, y), key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"prompt must be \(batch..., P, I\) with P >= 1"):
+        jaxlstm.generate(params, jnp.zeros((2, 0, INPUT)), 1, lambda k, y: (y, y),
+                         key=jax.random.key(0))
+
+
+@pytest.mark.parametrize("cell", ["mlstm", "slstm"])
+def test_sampling_a_trained_model_equals_rereading_the_text_each_step(cell):
+    """The runner's sampler (prefill, then one step per character) chooses what re-reading
+    the whole text with `lstm_stack` before every character would."""
+    from jaxlstm.tasks.base import TaskSpec
+    from jaxlstm.train.config import ModelConfig
+    from jaxlstm.train.model import Model
+    from jaxlstm.train.sample import sample
+
+    vocab, temperature = 5, 0.7
+    spec = TaskSpec(name="t", input_size=vocab, output_size=vocab, readout="every",
+                    kind="classification", metric="accuracy")
+    params = Model(ModelConfig(cell=cell, hidden_size=4, num_heads=2, num_layers=2),
+                   spec).init(jax.random.key(0))
+    ids = sample(params, np.array([1, 2, 3]), 4, vocab, key=jax.random.key(1),
+                 temperature=temperature)
+    text, head = [1, 2, 3], params["head"]
+    for key in jax.random.split(jax.random.key(1), 4):
+        outputs, _ = jaxlstm.lstm_stack(params["lstm"], jax.nn.one_hot(jnp.array([text]), vocab))
+        logits = (outputs[0, -1] @ head["w"] + head["b"]) / temperature
+        text.append(int(jax.random.categorical(key, logits)))
+    np.testing.assert_array_equal(ids, text[3:])
