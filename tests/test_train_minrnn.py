@@ -87,7 +87,7 @@ def test_sampling_steps_a_min_lstm_model():
      "model.mode: expected one of parallel, sequential for cell 'min_lstm'"),
     (["model.blocks=mm", "model.mode=sequential"],
      "model.mode: expected one of chunkwise, parallel, recurrent for xLSTM blocks"),
-    (["model.mode=parallel"], "model.mode: applies to cells min_lstm, min_gru and mlstm"),
+    (["model.mode=parallel"], "model.mode: applies to cells mlstm, min_lstm and min_gru"),
 ])
 def test_options_that_do_not_apply_are_refused_by_key(overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -1,6 +1,7 @@
 """xLSTM's cells (`model.cell: slstm | mlstm`) in the config-driven runner."""
 
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -126,3 +127,24 @@ def test_sampling_command_generates_text_from_an_mlstm_run(tmp_path, capsys):
     assert main([result.run_dir, "--prompt", "def ", "--length", "20"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("def ") and len(text) >= 24
+
+
+def test_a_stack_mixing_families_trains_and_refuses_what_no_layer_takes(tmp_path):
+    """model.cell one per layer: an mLSTM layer over a projected LSTM (the mLSTM and sLSTM
+    layers' own stacking is checked in tests/test_stack.py)."""
+    config = load_config(PARITY, [*TINY_PARITY, "model.cell=lstm,mlstm", "model.num_layers=2",
+                                  "model.proj_size=4", "training.steps=2",
+                                  f"runs_root={tmp_path}"])
+    result = run_experiment(config)
+    assert result.status == "completed" and np.isfinite(result.summary["final"]["loss"])
+    params = final_params(result.run_dir, config).params["lstm"]
+    assert [type(layer.forward).__name__ for layer in params] == ["LSTMParams", "MLSTMParams"]
+    assert params[1].forward.w_q.shape[0] == 4                    # reads the projection
+    for overrides, message in (
+            (["model.cell=slstm,mlstm", "model.num_layers=3"],
+             "model.cell: expected one name, or one per layer (model.num_layers = 3), got 2"),
+            (["model.cell=slstm,mlstm", "model.num_layers=2", "model.zoneout_h=0.1"],
+             "model.zoneout_h: does not apply to cell 'slstm,mlstm'"),
+            (["model.cell=slstm,gru2", "model.num_layers=2"], "model.cell must be one of")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(PARITY, ["model.hidden_size=8", *overrides])

@@ -21,18 +21,20 @@ from omegaconf.errors import OmegaConfBaseException
 
 @dataclasses.dataclass
 class ModelConfig:
-    """The recurrent stack and its read-out head. `cell` "slstm" or "mlstm" (xLSTM, functional
-    API only, `num_heads` heads) refuses the LSTM-only keys (proj_size, recurrent_dropout,
-    zoneout_h, zoneout_c, forget_bias; for mlstm also unroll and remat_chunk); "min_lstm" or
-    "min_gru" (functional API only, run in the form `mode` picks) refuses those and
-    num_heads, unroll and remat_chunk."""
+    """The recurrent stack and its read-out head. `cell` is any registered family
+    (`jaxlstm.family.names()`) or LSTM variant, or one per layer separated by commas
+    ("slstm,mlstm"); a key that is a family option (proj_size, forget_bias, num_heads,
+    recurrent_dropout, zoneout_h, zoneout_c, unroll, remat_chunk) set away from its default is
+    refused unless some layer's family declares it, as is a `mode` no layer's family has (a
+    family with several forms runs in the form `mode` picks); families other than the LSTM
+    run on the functional API only."""
 
     api: str = "functional"  # "functional" (jaxlstm.lstm_stack), "linen" or "nnx" (jaxlstm.flax)
     hidden_size: int = 64
     num_layers: int = 1
     bidirectional: bool = False
-    # "lstm", "peephole", "cifg", "layer_norm", "retained_readout", "slstm", "mlstm",
-    # "min_lstm", "min_gru"
+    # A registered family or LSTM variant (jaxlstm.family.resolve), e.g. "lstm", "peephole",
+    # "slstm", "mlstm", "min_gru"; or one per layer, comma-separated: "slstm,mlstm"
     cell: str = "lstm"
     num_heads: int = 4  # heads of an slstm or mlstm cell (or of xLSTM blocks); divides hidden_size
     # Residual blocks in place of the cell stack, hidden_size being the residual width
@@ -284,9 +286,11 @@ def mode_family(model: ModelConfig) -> str | None:
     None for a cell with one form."""
     if model.blocks is not None:
         return "minRNN" if set(model.blocks) <= set("lg") else "mLSTM"
-    if model.cell in MIN_CELLS:
+    cells = {name.strip() for name in model.cell.split(",")}
+    if cells <= set(MIN_CELLS):
         return "minRNN"
-    return "mLSTM" if model.cell == "mlstm" else None
+    # A stack mixing the two runs each layer in its own function's default form.
+    return "mLSTM" if "mlstm" in cells and not cells & set(MIN_CELLS) else None
 
 
 def default_mode(model: ModelConfig, backend: str) -> str | None:
@@ -343,11 +347,6 @@ def check_values(config: ExperimentConfig, path: str = "config") -> None:
             fail(f"model.{key}", "a positive int or null", value)
     if model.api not in ("functional", "linen", "nnx"):
         fail("model.api", "one of functional, linen, nnx", model.api)
-    from jaxlstm.variants import VARIANTS
-
-    cells = (*VARIANTS, *XLSTM_CELLS, *MIN_CELLS)
-    if model.cell not in cells:
-        fail("model.cell", f"one of {', '.join(cells)}", model.cell)
     _check_cell_options(model, path)
     for key in ("dropout", "recurrent_dropout", "zoneout_h", "zoneout_c"):
         value = getattr(model, key)
@@ -444,25 +443,65 @@ def _check_mode(model: ModelConfig, path: str) -> None:
     """`model.mode` names a form of the cell (or blocks) that has forms."""
     if model.mode is None:
         return
+    from jaxlstm import family as families
     from jaxlstm.minrnn.layer import MODES as MIN_MODES
     from jaxlstm.xlstm.mlstm import MODES as MLSTM_MODES
 
-    family = mode_family(model)
-    if family is not None:
+    if model.blocks is not None:
+        family = mode_family(model)
         modes = MIN_MODES if family == "minRNN" else MLSTM_MODES
-        what = (f"cell {model.cell!r}" if model.blocks is None
-                else "minRNN blocks" if family == "minRNN" else "xLSTM blocks")
+        what = "minRNN blocks" if family == "minRNN" else "xLSTM blocks"
     else:
-        raise ConfigError(f"{path}: model.mode: applies to cells min_lstm, min_gru and mlstm "
-                          f"(and model.blocks), not to cell {model.cell!r}; leave it at its "
-                          "default, None.")
+        with_modes = [f for f in cell_families(model, path) if f.modes]
+        if not with_modes:
+            names = [f.name for f in map(families.get, families.names()) if f.modes]
+            raise ConfigError(f"{path}: model.mode: applies to cells {families.join(names)} "
+                              f"(and model.blocks), not to cell {model.cell!r}; leave it at "
+                              "its default, None.")
+        # A mode must be a form of every layer that has forms.
+        family = next((f for f in with_modes if model.mode not in f.modes), with_modes[0])
+        modes, what = family.modes, f"cell {family.name!r}"
     if model.mode not in modes:
         raise ConfigError(f"{path}: model.mode: expected one of {', '.join(modes)} for {what}, "
                           f"got {model.mode!r}.")
 
 
+_FAMILY_KEYS = {"proj_size": "init", "forget_bias": "init", "num_heads": "init",
+                "recurrent_dropout": "apply", "zoneout_h": "apply", "zoneout_c": "apply",
+                "unroll": "apply", "remat_chunk": "apply"}
+"""The model keys that are options of a recurrent family, and which of the family's
+declarations (`init_options` or `apply_options`, `jaxlstm.family`) names them."""
+
+
+def layer_cells(model: ModelConfig) -> tuple[str, ...]:
+    """The cell of each layer: `model.cell` is one name for every layer, or one per layer
+    separated by commas ("slstm,mlstm": an mLSTM layer over an sLSTM layer)."""
+    cells = tuple(name.strip() for name in model.cell.split(","))
+    return cells if len(cells) > 1 else cells * model.num_layers
+
+
+def cell_families(model: ModelConfig, path: str = "config") -> list[Any]:
+    """The family (`jaxlstm.family.Family`) of each layer `model.cell` names; a ConfigError
+    naming the key otherwise."""
+    from jaxlstm import family as families
+
+    cells = layer_cells(model)
+    if len(cells) != model.num_layers:
+        raise ConfigError(f"{path}: model.cell: expected one name, or one per layer "
+                          f"(model.num_layers = {model.num_layers}), got {len(cells)}: "
+                          f"{model.cell!r}.")
+    try:
+        return [families.resolve(cell)[0] for cell in cells]
+    except ValueError as err:
+        raise ConfigError(f"{path}: model.{err}") from None
+
+
 def _check_cell_options(model: ModelConfig, path: str) -> None:
-    """Refuses, naming the key, each model option that does not apply to `model.cell`."""
+    """Refuses, naming the key, each model option that no layer's family declares (generated
+    from the families' declarations), a mode none of them has, and a width the heads do not
+    divide."""
+    from jaxlstm import family as families
+
     _check_mode(model, path)
     if model.num_heads < 1:
         raise ConfigError(f"{path}: model.num_heads: expected a positive int, got "
@@ -470,31 +509,26 @@ def _check_cell_options(model: ModelConfig, path: str) -> None:
     if model.blocks is not None:
         _check_blocks(model, path)
         return
-    cell = model.cell
-    if cell in MIN_CELLS:
-        if model.api != "functional":
-            raise ConfigError(f"{path}: model.api: cell {cell!r} runs on the functional API "
-                              f"only, got {model.api!r}.")
-        _refuse_changed(model, ["num_heads", "proj_size", "recurrent_dropout", "zoneout_h",
-                                "zoneout_c", "forget_bias", "unroll", "remat_chunk"],
-                        f"to cell {cell!r}", path)
-        return
-    if cell not in XLSTM_CELLS:
-        if model.num_heads != ModelConfig.num_heads:
-            raise ConfigError(f"{path}: model.num_heads: applies to cell slstm or mlstm (or "
-                              f"xLSTM blocks), not to cell {cell!r}; leave it at its default, "
-                              f"{ModelConfig.num_heads}.")
-        return
-    if model.api != "functional":
-        raise ConfigError(f"{path}: model.api: cell {cell!r} runs on the functional API "
+    layer_families = cell_families(model, path)
+    defaults = ModelConfig()
+    for key, kind in _FAMILY_KEYS.items():
+        value = getattr(model, key)
+        declared = [f for f in layer_families
+                    if key in (f.init_options if kind == "init" else f.apply_options)]
+        if value != getattr(defaults, key) and not declared:
+            takers = families.takers(key, kind)
+            raise ConfigError(
+                f"{path}: model.{key}: does not apply to cell {model.cell!r} (got {value!r}; "
+                f"it applies to {families.join(takers)} layers); leave it at its default, "
+                f"{getattr(defaults, key)!r}.")
+        if key == "num_heads" and declared and model.hidden_size % model.num_heads:
+            raise ConfigError(f"{path}: model.num_heads: expected a divisor of "
+                              f"model.hidden_size ({model.hidden_size}), got "
+                              f"{model.num_heads!r}.")
+    if model.api != "functional" and any(f.name != "lstm" for f in layer_families):
+        # The linen and nnx modules are the LSTM's (jaxlstm.flax.linen.LSTM, .nnx.LSTM).
+        raise ConfigError(f"{path}: model.api: cell {model.cell!r} runs on the functional API "
                           f"only, got {model.api!r}.")
-    if model.hidden_size % model.num_heads:
-        raise ConfigError(f"{path}: model.num_heads: expected a divisor of model.hidden_size "
-                          f"({model.hidden_size}), got {model.num_heads!r}.")
-    lstm_only = ["proj_size", "recurrent_dropout", "zoneout_h", "zoneout_c", "forget_bias"]
-    if cell == "mlstm":
-        lstm_only += ["unroll", "remat_chunk"]
-    _refuse_changed(model, lstm_only, f"to cell {cell!r}", path)
 
 
 def flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:

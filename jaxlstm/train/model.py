@@ -46,7 +46,7 @@ from jaxlstm.flax.params import to_lstm_params
 from jaxlstm.minrnn.blocks import init_min_block_stack, min_block_stack
 from jaxlstm.stack import Directions, init_lstm_stack, lstm_stack
 from jaxlstm.tasks.base import TaskSpec
-from jaxlstm.train.config import ModelConfig, default_mode
+from jaxlstm.train.config import ModelConfig, default_mode, layer_cells
 from jaxlstm.xlstm.blocks import init_xlstm_stack, xlstm_stack
 
 Array = jax.Array
@@ -155,11 +155,13 @@ class Model:
             module = _NnxModel(cfg, spec, rngs=nnx.Rngs(params=key, dropout=0))
             return nnx.state(module, nnx.Param)
         key_lstm, key_head = jax.random.split(key)
-        head = {
-            "w": jax.nn.initializers.lecun_normal()(key_head,
-                                                    (_head_width(cfg), spec.output_size)),
-            "b": jnp.zeros((spec.output_size,)),
-        }
+
+        def head_of(width: int) -> dict[str, Array]:
+            return {"w": jax.nn.initializers.lecun_normal()(key_head, (width,
+                                                                       spec.output_size)),
+                    "b": jnp.zeros((spec.output_size,))}
+
+        head = head_of(_head_width(cfg))
         if cfg.blocks is not None and set(cfg.blocks) <= set("lg"):
             return {"minrnn": init_min_block_stack(key_lstm, spec.input_size, cfg.hidden_size,
                                                    cfg.blocks),
@@ -168,17 +170,20 @@ class Model:
             return {"xlstm": init_xlstm_stack(key_lstm, spec.input_size, cfg.hidden_size,
                                               cfg.blocks, num_heads=cfg.num_heads),
                     "head": head}
-        # The options the cell's family declares (an LSTM's proj_size and forget_bias, the
-        # heads of a family with heads); the config has refused the others already.
-        family, _ = families.resolve(cfg.cell)
+        # The options some layer's family declares (init_lstm_stack gives each layer those
+        # its family takes); the config has refused the others already.
+        cells = layer_cells(cfg)
+        declared = set().union(*(families.resolve(cell)[0].init_options for cell in cells))
         options = {name: value for name, value in (("proj_size", cfg.proj_size),
                                                    ("forget_bias", cfg.forget_bias),
                                                    ("num_heads", cfg.num_heads))
-                   if name in family.init_options}
+                   if name in declared}
         lstm = init_lstm_stack(key_lstm, spec.input_size, cfg.hidden_size,
                                num_layers=cfg.num_layers, bidirectional=cfg.bidirectional,
-                               cell=cfg.cell, **options)
-        return {"lstm": lstm, "head": head}
+                               cell=cells, **options)
+        last = lstm[-1].forward
+        width = (2 if cfg.bidirectional else 1) * families.of(last).sizes(last, "last layer")[1]
+        return {"lstm": lstm, "head": head_of(width)}
 
     def apply(self, params: Params, inputs: Array, lengths: Array | None, key: Array,
               train: bool) -> Array:
