@@ -79,8 +79,6 @@ def test_sampling_steps_a_min_lstm_model():
     (["model.cell=min_gru", "model.num_heads=2"], "model.num_heads: does not apply to cell"),
     (["model.cell=min_lstm", "model.proj_size=4"], "model.proj_size: does not apply"),
     (["model.cell=min_lstm", "model.unroll=2"], "model.unroll: does not apply"),
-    (["model.cell=min_gru", "model.api=nnx"], ("model.api: cell 'min_gru' runs on the "
-                                             "functional API only")),
     (["model.blocks=lm"], "model.blocks: expected a non-empty string of xLSTM blocks"),
     (["model.blocks=ll", "model.num_heads=2"], "model.num_heads: does not apply with"),
     (["model.cell=min_lstm", "model.mode=recurrent"],

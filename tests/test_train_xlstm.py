@@ -98,8 +98,6 @@ def test_mlstm_last_readout_is_the_output_at_each_last_valid_step():
     (["model.cell=mlstm", "model.num_heads=3"], "model.num_heads"),
     (["model.cell=slstm", "model.num_heads=0"], "model.num_heads"),
     (["model.num_heads=2"], "model.num_heads"),  # an LSTM has no heads
-    (["model.cell=slstm", "model.api=linen"], "model.api"),
-    (["model.cell=mlstm", "model.api=nnx"], "model.api"),
     (["model.cell=xlstm"], "model.cell"),
     (["model.blocks=mx"], "model.blocks"),
     (["model.blocks=ms", "model.bidirectional=true"], "model.bidirectional"),
@@ -129,17 +127,28 @@ def test_sampling_command_generates_text_from_an_mlstm_run(tmp_path, capsys):
     assert text.startswith("def ") and len(text) >= 24
 
 
-def test_a_stack_mixing_families_trains_and_refuses_what_no_layer_takes(tmp_path):
+@pytest.mark.parametrize("api", ["functional", "nnx"])
+def test_a_stack_mixing_families_trains_and_refuses_what_no_layer_takes(tmp_path, api):
     """model.cell one per layer: an mLSTM layer over a projected LSTM (the mLSTM and sLSTM
-    layers' own stacking is checked in tests/test_stack.py)."""
+    layers' own stacking is checked in tests/test_stack.py), on the functional API and on
+    nnx's Recurrent module (linen's runs the same stack: the test above)."""
     config = load_config(PARITY, [*TINY_PARITY, "model.cell=lstm,mlstm", "model.num_layers=2",
-                                  "model.proj_size=4", "training.steps=2",
+                                  "model.proj_size=4", "training.steps=2", f"model.api={api}",
                                   f"runs_root={tmp_path}"])
     result = run_experiment(config)
     assert result.status == "completed" and np.isfinite(result.summary["final"]["loss"])
-    params = final_params(result.run_dir, config).params["lstm"]
+    params = final_params(result.run_dir, config).params
+    if api == "nnx":
+        from jaxlstm.tasks import make_task
+        from jaxlstm.train.model import Model, stack_and_head
+
+        spec = make_task(config.task.name, **config.task.options).spec
+        params = {"lstm": stack_and_head(params, Model(config.model, spec))[0]}
+    params = params["lstm"]
     assert [type(layer.forward).__name__ for layer in params] == ["LSTMParams", "MLSTMParams"]
     assert params[1].forward.w_q.shape[0] == 4                    # reads the projection
+    if api == "nnx":
+        return
     for overrides, message in (
             (["model.cell=slstm,mlstm", "model.num_layers=3"],
              "model.cell: expected one name, or one per layer (model.num_layers = 3), got 2"),
@@ -148,3 +157,49 @@ def test_a_stack_mixing_families_trains_and_refuses_what_no_layer_takes(tmp_path
             (["model.cell=slstm,gru2", "model.num_layers=2"], "model.cell must be one of")):
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_config(PARITY, ["model.hidden_size=8", *overrides])
+
+
+@pytest.mark.parametrize("api", ["linen", "nnx"])
+def test_linen_and_nnx_run_any_family_as_the_functional_model_does(api):
+    """model.api linen / nnx with layers of other families (the protocol's Recurrent
+    modules): given the same stack params, the model's outputs equal the functional API's,
+    and sampling rebuilds the stack from the module's params."""
+    from flax import nnx
+
+    from jaxlstm.flax.recurrent import params_to_dict
+    from jaxlstm.tasks.base import TaskSpec
+    from jaxlstm.train.config import ModelConfig
+    from jaxlstm.train.model import Model, stack_and_head
+    from jaxlstm.train.sample import sample
+
+    spec = TaskSpec(name="t", input_size=5, output_size=5, readout="last",
+                    kind="classification", metric="accuracy")
+    options = dict(cell="min_gru,mlstm", num_layers=2, hidden_size=4, num_heads=2, dropout=0.2)
+    functional = Model(ModelConfig(**options), spec)
+    module = Model(ModelConfig(api=api, **options), spec)
+    params = functional.init(jax.random.key(0))
+    got = module.init(jax.random.key(1))
+    head = {"kernel": params["head"]["w"], "bias": params["head"]["b"]}
+    if api == "linen":
+        got = {"stack": params_to_dict(params["lstm"]), "head": head}
+    else:
+        nnx.replace_by_pure_dict(got, {"lstm": {"weights": params_to_dict(params["lstm"])},
+                                       "head": head})
+    xs = jax.random.normal(jax.random.key(2), (3, 6, 5))
+    lengths = jnp.array([6, 2, 4])
+    want = functional.apply(params, xs, lengths, jax.random.key(3), False)
+    np.testing.assert_allclose(module.apply(got, xs, lengths, jax.random.key(3), False), want,
+                               rtol=1e-5, atol=1e-6)
+    trained = module.apply(got, xs, lengths, jax.random.key(3), True)
+    if api == "nnx":   # the key itself draws the masks, as in the functional model
+        np.testing.assert_allclose(
+            trained, functional.apply(params, xs, lengths, jax.random.key(3), True),
+            rtol=1e-5, atol=1e-6)
+    else:              # linen draws them from its 'dropout' stream
+        assert np.all(np.isfinite(trained)) and not np.allclose(trained, want)
+    stack, w, _ = stack_and_head(got, module)
+    assert type(stack[1].forward).__name__ == "MLSTMParams"
+    np.testing.assert_array_equal(w, params["head"]["w"])
+    ids = sample(got, np.array([1, 2]), 3, 5, key=jax.random.key(4), model=module)
+    np.testing.assert_array_equal(ids, sample(params, np.array([1, 2]), 3, 5,
+                                              key=jax.random.key(4)))

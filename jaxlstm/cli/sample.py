@@ -111,6 +111,7 @@ def main(argv: list[str]) -> int:
 
     import jax
 
+    from jaxlstm.train.model import Model
     from jaxlstm.train.sample import restore_params, sample
 
     try:
@@ -118,6 +119,7 @@ def main(argv: list[str]) -> int:
     except (FileNotFoundError, ValueError) as err:  # no checkpoint, or a damaged one
         raise UsageError(str(err)) from None
     ids = sample(params, task.encode(args.prompt), args.length, task.spec.input_size,
-                 key=jax.random.PRNGKey(args.seed), temperature=args.temperature)
+                 key=jax.random.PRNGKey(args.seed), temperature=args.temperature,
+                 model=Model(config.model, task.spec))
     print(args.prompt + task.decode(ids))
     return DONE

@@ -284,7 +284,9 @@ class LSTM(nn.Module):
 
 
 from jaxlstm.flax.minrnn_linen import MinGRU, MinLSTM  # minRNN's cells, re-exported
+from jaxlstm.flax.recurrent import Recurrent  # any family's stack, over the protocol
 from jaxlstm.flax.xlstm_linen import MLSTM, SLSTM  # xLSTM's cells, re-exported
 
 __all__ = ["LSTM", "MLSTM", "SLSTM", "LSTMCell", "MinGRU", "MinLSTM", "OptimizedLSTMCell",
+           "Recurrent",
            "to_lstm_params", "to_module_params"]

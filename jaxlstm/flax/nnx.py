@@ -391,6 +391,8 @@ class LSTM(nnx.Module):
 
 
 from jaxlstm.flax.minrnn_nnx import MinGRU, MinLSTM  # minRNN's cells, re-exported
+from jaxlstm.flax.recurrent import NnxRecurrent as Recurrent  # any family's stack
 from jaxlstm.flax.xlstm_nnx import MLSTM, SLSTM  # xLSTM's cells, re-exported
 
-__all__ = ["LSTM", "MLSTM", "SLSTM", "LSTMCell", "MinGRU", "MinLSTM", "OptimizedLSTMCell"]
+__all__ = ["LSTM", "MLSTM", "SLSTM", "LSTMCell", "MinGRU", "MinLSTM", "OptimizedLSTMCell",
+           "Recurrent"]

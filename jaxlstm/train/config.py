@@ -26,8 +26,9 @@ class ModelConfig:
     ("slstm,mlstm"); a key that is a family option (proj_size, forget_bias, num_heads,
     recurrent_dropout, zoneout_h, zoneout_c, unroll, remat_chunk) set away from its default is
     refused unless some layer's family declares it, as is a `mode` no layer's family has (a
-    family with several forms runs in the form `mode` picks); families other than the LSTM
-    run on the functional API only."""
+    family with several forms runs in the form `mode` picks). Every API runs every family:
+    linen and nnx through the LSTM's own modules for a stack of LSTM layers, through
+    `jaxlstm.flax.linen.Recurrent` / `.nnx.Recurrent` otherwise."""
 
     api: str = "functional"  # "functional" (jaxlstm.lstm_stack), "linen" or "nnx" (jaxlstm.flax)
     hidden_size: int = 64
@@ -525,10 +526,6 @@ def _check_cell_options(model: ModelConfig, path: str) -> None:
             raise ConfigError(f"{path}: model.num_heads: expected a divisor of "
                               f"model.hidden_size ({model.hidden_size}), got "
                               f"{model.num_heads!r}.")
-    if model.api != "functional" and any(f.name != "lstm" for f in layer_families):
-        # The linen and nnx modules are the LSTM's (jaxlstm.flax.linen.LSTM, .nnx.LSTM).
-        raise ConfigError(f"{path}: model.api: cell {model.cell!r} runs on the functional API "
-                          f"only, got {model.api!r}.")
 
 
 def flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -43,10 +43,12 @@ from jaxlstm import family as families
 from jaxlstm.flax.linen import LSTM as LinenLSTM
 from jaxlstm.flax.nnx import LSTM as NnxLSTM
 from jaxlstm.flax.params import to_lstm_params
+from jaxlstm.flax.recurrent import NnxRecurrent, dict_to_params
+from jaxlstm.flax.recurrent import Recurrent as LinenRecurrent
 from jaxlstm.minrnn.blocks import init_min_block_stack, min_block_stack
 from jaxlstm.stack import Directions, init_lstm_stack, lstm_stack
 from jaxlstm.tasks.base import TaskSpec
-from jaxlstm.train.config import ModelConfig, default_mode, layer_cells
+from jaxlstm.train.config import ModelConfig, cell_families, default_mode, layer_cells
 from jaxlstm.xlstm.blocks import init_xlstm_stack, xlstm_stack
 
 Array = jax.Array
@@ -76,11 +78,47 @@ class _LinenModel(nn.Module):
     @nn.compact
     def __call__(self, inputs: Array, lengths: Array | None, deterministic: bool) -> Array:
         cfg = self.config
-        lstm = LinenLSTM(cfg.hidden_size, **_lstm_options(cfg))
-        states, outputs = lstm(inputs, seq_lengths=lengths, deterministic=deterministic,
-                               return_carry=True)
-        features = outputs if self.spec.readout == "every" else _last_hidden(states)[:, None]
+        if _lstm_modules(cfg):
+            lstm = LinenLSTM(cfg.hidden_size, **_lstm_options(cfg))
+            states, outputs = lstm(inputs, seq_lengths=lengths, deterministic=deterministic,
+                                   return_carry=True)
+            last = _last_hidden(states)
+        else:
+            directions = LinenRecurrent(cfg.hidden_size, **_recurrent_options(cfg),
+                                        name="stack")(inputs, seq_lengths=lengths,
+                                                      deterministic=deterministic)
+            outputs = jnp.concatenate([o for o in directions if o is not None], axis=-1)
+            last = _last_outputs(directions, lengths)
+        features = outputs if self.spec.readout == "every" else last[:, None]
         return nn.Dense(self.spec.output_size, name="head")(features)
+
+
+def _lstm_modules(cfg: ModelConfig) -> bool:
+    """Whether linen and nnx run the LSTM's own modules (`jaxlstm.flax.linen.LSTM`, their
+    layout and carry, as runs before the family protocol did) rather than the protocol's
+    `Recurrent`: for a stack of LSTM layers only."""
+    return all(family.name == "lstm" for family in cell_families(cfg))
+
+
+def _recurrent_options(cfg: ModelConfig) -> dict[str, Any]:
+    """`Recurrent`'s attributes from the config: the options each layer's family declares go
+    to it (zero rates and None are "not given")."""
+    cells = layer_cells(cfg)
+    return {"cell": cells, "num_layers": cfg.num_layers, "bidirectional": cfg.bidirectional,
+            "dropout": cfg.dropout, "merge": "none", "init_options": _init_options(cfg),
+            "apply_options": {"recurrent_dropout": cfg.recurrent_dropout,
+                              "zoneout_h": cfg.zoneout_h, "zoneout_c": cfg.zoneout_c,
+                              "unroll": cfg.unroll, "remat_chunk": cfg.remat_chunk,
+                              **_mode(cfg)}}
+
+
+def _init_options(cfg: ModelConfig) -> dict[str, Any]:
+    """The init options some layer's family declares (`init_lstm_stack` gives each layer
+    those its family takes); the config has refused the others already."""
+    declared = set().union(*(family.init_options for family in cell_families(cfg)))
+    return {name: value for name, value in (("proj_size", cfg.proj_size),
+                                            ("forget_bias", cfg.forget_bias),
+                                            ("num_heads", cfg.num_heads)) if name in declared}
 
 
 def _lstm_options(cfg: ModelConfig) -> dict[str, Any]:
@@ -111,19 +149,35 @@ def _at_last_step(outputs: Array, lengths: Array | None) -> Array:
 
 
 class _NnxModel(nnx.Module):
-    """The nnx LSTM and its `nnx.Linear` head; masks come from the key passed to the call."""
+    """The nnx stack and its `nnx.Linear` head; masks come from the key passed to the call."""
 
     def __init__(self, config: ModelConfig, spec: TaskSpec, *, rngs: nnx.Rngs):
         self.readout = spec.readout
-        self.lstm = NnxLSTM(spec.input_size, config.hidden_size, **_lstm_options(config),
-                            rngs=rngs)
-        self.head = nnx.Linear(_head_width(config), spec.output_size, rngs=rngs)
+        if _lstm_modules(config):
+            self.lstm = NnxLSTM(spec.input_size, config.hidden_size, **_lstm_options(config),
+                                rngs=rngs)
+            width = _head_width(config)
+        else:
+            self.lstm = NnxRecurrent(spec.input_size, config.hidden_size,
+                                     **_recurrent_options(config), rngs=rngs)
+            last = self.lstm.params()[-1].forward
+            width = ((2 if config.bidirectional else 1)
+                     * families.of(last).sizes(last, "last layer")[1])
+        self.head = nnx.Linear(width, spec.output_size, rngs=rngs)
 
     def __call__(self, inputs: Array, lengths: Array | None, deterministic: bool,
                  key: Array) -> Array:
-        states, outputs = self.lstm(inputs, seq_lengths=lengths, deterministic=deterministic,
-                                    return_carry=True, rngs=key)
-        features = outputs if self.readout == "every" else _last_hidden(states)[:, None]
+        if isinstance(self.lstm, NnxLSTM):
+            states, outputs = self.lstm(inputs, seq_lengths=lengths,
+                                        deterministic=deterministic, return_carry=True,
+                                        rngs=key)
+            last = _last_hidden(states)
+        else:
+            directions = self.lstm(inputs, seq_lengths=lengths, deterministic=deterministic,
+                                   rngs=key)
+            outputs = jnp.concatenate([o for o in directions if o is not None], axis=-1)
+            last = _last_outputs(directions, lengths)
+        features = outputs if self.readout == "every" else last[:, None]
         return self.head(features)
 
 
@@ -170,17 +224,9 @@ class Model:
             return {"xlstm": init_xlstm_stack(key_lstm, spec.input_size, cfg.hidden_size,
                                               cfg.blocks, num_heads=cfg.num_heads),
                     "head": head}
-        # The options some layer's family declares (init_lstm_stack gives each layer those
-        # its family takes); the config has refused the others already.
-        cells = layer_cells(cfg)
-        declared = set().union(*(families.resolve(cell)[0].init_options for cell in cells))
-        options = {name: value for name, value in (("proj_size", cfg.proj_size),
-                                                   ("forget_bias", cfg.forget_bias),
-                                                   ("num_heads", cfg.num_heads))
-                   if name in declared}
         lstm = init_lstm_stack(key_lstm, spec.input_size, cfg.hidden_size,
                                num_layers=cfg.num_layers, bidirectional=cfg.bidirectional,
-                               cell=cells, **options)
+                               cell=layer_cells(cfg), **_init_options(cfg))
         last = lstm[-1].forward
         width = (2 if cfg.bidirectional else 1) * families.of(last).sizes(last, "last layer")[1]
         return {"lstm": lstm, "head": head_of(width)}
@@ -240,15 +286,29 @@ def _cast_floats(tree: Any, dtype: jnp.dtype) -> Any:
         lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
-def stack_and_head(params: Params) -> tuple[Any, Array, Array]:
+def stack_and_head(params: Params, model: Model | None = None) -> tuple[Any, Array, Array]:
     """A trained model's stack params (as `lstm_stack` takes them) and its head's (w, b),
-    whichever API (`functional`, `linen` or `nnx`) trained it, any family's; a block model has
-    no such stack and raises ValueError."""
+    whichever API (`functional`, `linen` or `nnx`) trained it, any family's. The linen and
+    nnx `Recurrent` modules' params need the `model` (its cells and sizes) to be rebuilt; a
+    block model has no such stack: both raise ValueError."""
     if isinstance(params, Mapping) and any(k in params for k in ("xlstm", "minrnn")):
         raise ValueError("a block model (model.blocks) has no cell stack: the gates picture "
                          "needs one.")
     if isinstance(params, nnx.State):
         params = nnx.to_pure_dict(params)
+    lstm = params.get("lstm")
+    generic = params.get("stack") or (lstm.get("weights") if isinstance(lstm, Mapping)
+                                      else None)
+    if isinstance(generic, Mapping):  # the linen / nnx Recurrent module's layout
+        if model is None:
+            raise ValueError("the params of a linen or nnx Recurrent stack need the model to "
+                             "be rebuilt as stack params.")
+        cfg, spec = model.config, model.spec
+        like = jax.eval_shape(lambda: init_lstm_stack(
+            jax.random.key(0), spec.input_size, cfg.hidden_size, num_layers=cfg.num_layers,
+            bidirectional=cfg.bidirectional, cell=layer_cells(cfg), **_init_options(cfg)))
+        head = params["head"]
+        return dict_to_params(generic, like), head["kernel"], head["bias"]
     if "lstm" in params and isinstance(params["lstm"], Mapping):  # nnx: layer_0, layer_1, ...
         head = params["head"]
         return to_lstm_params(params["lstm"]), head["kernel"], head["bias"]

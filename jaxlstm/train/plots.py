@@ -75,7 +75,10 @@ def draw_all(run_dir: str, state: TrainState, task: Any, eval_batches: list[dict
         written.append(path)
     if isinstance(state.params, dict) and any(k in state.params for k in ("xlstm", "minrnn")):
         return written  # a block model has no cell stack
-    layer = stack_and_head(state.params)[0][0].forward  # the first layer, forwards
+    try:
+        layer = stack_and_head(state.params)[0][0].forward  # the first layer, forwards
+    except ValueError:  # a linen / nnx Recurrent stack: no LSTM layer to picture
+        return written
     if not isinstance(layer, LSTMParams):  # an sLSTM's or min cell's gates differ
         return written
     batch = eval_batches[0]

@@ -201,7 +201,7 @@ def evaluate(state: TrainState, split: HeldOut) -> dict[str, float]:
 
 
 def write_samples(run_dir: str, params: Any, task: Any, seed: int, *, prompt: str = "The ",
-                  length: int = 400, count: int = 3) -> str:
+                  length: int = 400, count: int = 3, model: Any = None) -> str:
     """Generated text from a next-character model into `samples.txt`; returns the path."""
     from jaxlstm.train.sample import sample
 
@@ -210,7 +210,7 @@ def write_samples(run_dir: str, params: Any, task: Any, seed: int, *, prompt: st
     with open(path, "w") as f:
         for n in range(count):
             ids = sample(params, prompt_ids, length, task.spec.input_size,
-                         key=jax.random.fold_in(jax.random.PRNGKey(seed), n))
+                         key=jax.random.fold_in(jax.random.PRNGKey(seed), n), model=model)
             f.write(f"--- sample {n + 1} (prompt {prompt!r}, temperature 0.8)\n")
             f.write(prompt + task.decode(ids) + "\n\n")
     return path
@@ -905,4 +905,5 @@ def _finish_folder(config: ExperimentConfig, run_dir: str, summary: dict[str, An
             print(f"plots failed: {type(err).__name__}: {err}", file=sys.stderr)
     if (hasattr(task, "decode") and not config.model.bidirectional
             and config.model.blocks is None):  # sampling steps a unidirectional cell stack
-        summary["samples"] = write_samples(run_dir, state.params, task, config.training.seed)
+        summary["samples"] = write_samples(run_dir, state.params, task, config.training.seed,
+                                           model=Model(config.model, task.spec))

@@ -37,7 +37,7 @@ def check_sampling(length: int, temperature: float) -> None:
 
 
 def sample(params: Any, prompt_ids: np.ndarray, length: int, vocab_size: int, *, key: Array,
-           temperature: float = 0.8) -> np.ndarray:
+           temperature: float = 0.8, model: Model | None = None) -> np.ndarray:
     """Reads `prompt_ids`, then samples `length` ids from softmax(logits / temperature).
 
     Args:
@@ -47,6 +47,7 @@ def sample(params: Any, prompt_ids: np.ndarray, length: int, vocab_size: int, *,
         vocab_size: the one-hot input size.
         key: PRNG key.
         temperature: softmax temperature, finite and > 0; lower is more conservative.
+        model: the `Model` the params are of (needed for a linen or nnx `Recurrent` stack).
 
     Returns:
         The generated ids (length,), not including the prompt.
@@ -62,7 +63,7 @@ def sample(params: Any, prompt_ids: np.ndarray, length: int, vocab_size: int, *,
     if prompt_ids.min() < 0 or prompt_ids.max() >= vocab_size:
         raise ValueError(f"prompt_ids must be in [0, {vocab_size}), got "
                          f"{prompt_ids.min()}..{prompt_ids.max()}.")
-    stack, w, b = stack_and_head(params)
+    stack, w, b = stack_and_head(params, model)
     if any(layer.backward is not None for layer in stack):
         raise ValueError("sampling needs a unidirectional model.")
     if length == 0:
