@@ -124,6 +124,7 @@ README_OUTPUTS = [  # what each ```python block of the README prints, in order
     "min_lstm (4, 12, 8) True\nmin_gru (4, 12, 8) True",
     "completed True",
     "(4, 12, 32) (4, 16)",
+    "['LSTMParams', 'SLSTMParams', 'MLSTMParams'] (4, 12, 16)\nTrue\n(4, 20)",
     "lstm (4, 12, 8) (4, 16) NoneType LSTMGates\n"
     "peephole (4, 12, 8) (4, 16) PeepholeWeights LSTMGates\n"
     "cifg (4, 12, 8) (4, 16) CoupledGates LSTMGates\n"
