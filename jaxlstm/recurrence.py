@@ -23,8 +23,8 @@ elementwise part of a step:
   recomputes the segment before differentiating it.
 
 Cell variants (`jaxlstm.variants`), the projection, recurrent dropout and zoneout all live in
-the elementwise step, so every one of them gets the same fast backward. So does the sLSTM
-(`jaxlstm.xlstm.slstm`): its state carries a normaliser n and a stabiliser m besides h and c.
+the elementwise step, so every one of them gets the same fast backward. So does any family
+whose step is elementwise after the two matmuls and whose state carries more than h and c.
 Of a state the loop reads only h (the input to W_h) and c (zoneout, the gate record); the rest
 is a pytree it masks, carries and differentiates like them. The step's own weights
 (peepholes, layer-norm gains, W_u, the projection W_p) get their gradients inside the reverse
@@ -377,8 +377,8 @@ def lstm_loop(params: LSTMParams, xs: Array, state0: Any, masks: LoopMasks,
 
     Args:
         params: `LSTMParams` in the computation dtype: w_x (I, G*H), w_h (R, G*H), b (G*H,),
-            the variant's weights `cell` and the projection `w_p` (H, R) or None. (The sLSTM
-            passes its block-diagonal R as a dense w_h.)
+            the variant's weights `cell` and the projection `w_p` (H, R) or None. (A family
+            with a block-diagonal recurrent matrix passes it as a dense w_h.)
         xs: inputs, (T, N, I).
         state0: the initial state, `LSTMState` with h (N, R) and c (N, H), or the state of
             the cell in `options.cell` (fields h and c, and whatever else it carries).

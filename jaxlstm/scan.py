@@ -34,7 +34,8 @@ Array = jax.Array
 def loop_sizes(unroll: Any, num_steps: int, batch_size: int,
                 hidden_size: int) -> tuple[int, int, int]:
     """(forward chunk, backward chunk, gradient segment): steps per scan iteration, from
-    `unroll` (None: by problem size; see `jaxlstm.lstm`). Also used by `jaxlstm.slstm`."""
+    `unroll` (None: by problem size; see `jaxlstm.lstm`). Also used by the other families
+    that run on this loop."""
     chunk, backward_chunk, segment = auto_chunks(num_steps, batch_size, hidden_size)
     if unroll is None:
         return chunk, backward_chunk, segment

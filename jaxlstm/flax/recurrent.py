@@ -1,11 +1,10 @@
 """One linen and one NNX module over the family protocol: `Recurrent`, a stack of any
 registered family's layers (`jaxlstm.lstm_stack`), one family per layer if wanted.
 
-    model = linen.Recurrent(hidden_size=64, cell="mlstm", num_layers=2,
-                            init_options={"num_heads": 4}, apply_options={"mode": "chunkwise"})
+    model = linen.Recurrent(hidden_size=64, cell=name, num_layers=2,       # any family name
+                            init_options={"num_heads": 4}, apply_options={"mode": mode})
     outputs = model.apply(variables, xs, seq_lengths=lengths)
-    model = nnx_recurrent.Recurrent(3, 64, cell=("slstm", "mlstm"), num_layers=2,
-                                    rngs=nnx.Rngs(0))
+    model = nnx.Recurrent(3, 64, cell=(name_0, name_1), num_layers=2, rngs=nnx.Rngs(0))
 
 The weights are stored by layer and direction under the field names of each family's params
 NamedTuple, {"layer_0": {"forward": {"w_x": ..., ...}, "backward": ...}, ...} (nested
