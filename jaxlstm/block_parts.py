@@ -190,10 +190,11 @@ def check_block_step_input(x_t: Any, dim: int, name: str = "x_t") -> Array:
     return x_t
 
 
-def check_state_like(state: Any, expected: Any, name: str) -> None:
+def check_state_like(state: Any, expected: Any, name: str, where: str = "") -> None:
     """Refuses a state whose structure or shapes differ from `expected` (a state, or its
     `jax.eval_shape`): a TypeError for another NamedTuple (or none), a ValueError for another
-    shape, each naming the field, e.g. "state[1].cell.C"."""
+    shape, each naming the field, e.g. "state[1].cell.C" (`where`, e.g. "batch shape (2,) of
+    x_t", is added to shape errors)."""
     if isinstance(expected, tuple) and hasattr(expected, "_fields"):
         if type(state) is not type(expected):
             fields = ", ".join(expected._fields)
@@ -201,19 +202,31 @@ def check_state_like(state: Any, expected: Any, name: str) -> None:
                             f"{type(state).__name__}.")
         for field in expected._fields:
             check_state_like(getattr(state, field), getattr(expected, field),
-                             f"{name}.{field}")
+                             f"{name}.{field}", where)
         return
     value = check_floating(state, name)
     if tuple(value.shape) != tuple(expected.shape):
-        raise ValueError(f"{name} must have shape {tuple(expected.shape)}, got "
-                         f"{tuple(value.shape)}.")
+        raise ValueError(f"{name} must have shape {tuple(expected.shape)}"
+                         f"{f' ({where})' if where else ''}, got {tuple(value.shape)}.")
+
+
+def check_block_state(state: Any, initial: Callable[[], Any], name: str, where: str) -> None:
+    """`check_state_like` against the zero state `initial()` builds (traced, not run)."""
+    check_state_like(state, jax.eval_shape(initial), name, where)
+
+
+def batch_of(xs: Array, name: str, step: bool = False) -> str:
+    """Where a state's batch shape comes from, for its shape errors: "batch shape (2,) of xs"."""
+    batch = xs.shape[:-1] if step else xs.shape[:-2]
+    return f"batch shape {tuple(batch)} of {name}"
 
 
 def check_stack_state(params: Any, state: Any, batch_shape: tuple[int, ...], dtype: Any,
                       initial_block_state: Callable[[int, Any, tuple[int, ...], Any], Any],
-                      name: str) -> None:
+                      name: str, where: str) -> None:
     """Refuses a stack state that is not one block state per block, shaped as
-    `initial_block_state(index, block, batch_shape, dtype)`; errors name `name[index]...`."""
+    `initial_block_state(index, block, batch_shape, dtype)`; errors name `name[index]...`
+    (and add `where` to shape errors)."""
     blocks = len(params.blocks)
     if not isinstance(state, (tuple, list)) or len(state) != blocks:
         got = (f"{len(state)} entries" if isinstance(state, (tuple, list))
@@ -222,9 +235,9 @@ def check_stack_state(params: Any, state: Any, batch_shape: tuple[int, ...], dty
                          f"params.blocks, as the stack's return_state=True returns it), got "
                          f"{got}.")
     for index, (block, block_state) in enumerate(zip(params.blocks, state)):
-        expected = jax.eval_shape(
-            lambda i=index, b=block: initial_block_state(i, b, batch_shape, dtype))
-        check_state_like(block_state, expected, f"{name}[{index}]")
+        check_block_state(
+            block_state, lambda i=index, b=block: initial_block_state(i, b, batch_shape, dtype),
+            f"{name}[{index}]", where)
 
 
 def check_stack_params(params: Any, kind: type) -> None:
@@ -264,7 +277,7 @@ def run_block_stack(params: Any, xs: Any, seq_lengths: Any,
     x = x + per_feature(params.b_in, x)
     if initial_state is not None:
         check_stack_state(params, initial_state, xs.shape[:-2], x.dtype, initial_block_state,
-                          "initial_state")
+                          "initial_state", batch_of(xs, "xs"))
     states = []
     for index, block in enumerate(params.blocks):
         block_state = None if initial_state is None else initial_state[index]
@@ -297,7 +310,8 @@ def step_block_stack(params: Any, x_t: Any, state: Any,
     x_t = check_block_step_input(x_t, params.w_in.shape[0])
     x = x_t @ params.w_in
     x = x + per_feature(params.b_in, x)
-    check_stack_state(params, state, x_t.shape[:-1], x.dtype, initial_block_state, "state")
+    check_stack_state(params, state, x_t.shape[:-1], x.dtype, initial_block_state, "state",
+                      batch_of(x_t, "x_t", step=True))
     new_state = []
     for index, (block, block_state) in enumerate(zip(params.blocks, state)):
         x, block_state = step_block(index, block, x, block_state)

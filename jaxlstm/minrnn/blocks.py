@@ -39,12 +39,13 @@ import jax.numpy as jnp
 
 from jaxlstm import family as families
 from jaxlstm.block_parts import (
+    batch_of,
     causal_conv1d,
     causal_conv1d_step,
+    check_block_state,
     check_block_step_input,
     check_block_xs,
     check_stack_params,
-    check_state_like,
     conv_state,
     init_causal_conv,
     init_stack_ends,
@@ -216,8 +217,9 @@ def min_block(
         raise TypeError(f"params must be MinRNNBlockParams, got {type(params).__name__}.")
     xs = check_block_xs(xs, params.norm.shape[0])
     if initial_state is not None:
-        check_state_like(initial_state, jax.eval_shape(
-            lambda: initial_min_block_state(params, xs.shape[:-2], xs.dtype)), "initial_state")
+        check_block_state(initial_state,
+                          lambda: initial_min_block_state(params, xs.shape[:-2], xs.dtype),
+                          "initial_state", batch_of(xs, "xs"))
     valid = valid_steps(xs, seq_lengths)
     conv_before = None if initial_state is None else initial_state.conv
     a = conv_in = residual_layer_norm(xs, params.norm)
@@ -276,8 +278,9 @@ def min_block_step(params: MinRNNBlockParams, x_t: Array,
     if not isinstance(params, MinRNNBlockParams):
         raise TypeError(f"params must be MinRNNBlockParams, got {type(params).__name__}.")
     x_t = check_block_step_input(x_t, params.norm.shape[0])
-    check_state_like(state, jax.eval_shape(
-        lambda: initial_min_block_state(params, x_t.shape[:-1], x_t.dtype)), "state")
+    check_block_state(state,
+                      lambda: initial_min_block_state(params, x_t.shape[:-1], x_t.dtype),
+                      "state", batch_of(x_t, "x_t", step=True))
     a = residual_layer_norm(x_t, params.norm)
     conv_after = state.conv
     if params.conv_w.shape[0]:

@@ -72,12 +72,13 @@ import numpy as np
 
 from jaxlstm import family as families
 from jaxlstm.block_parts import (
+    batch_of,
     causal_conv1d,
     causal_conv1d_step,
+    check_block_state,
     check_block_step_input,
-    check_stack_params,
     check_block_xs,
-    check_state_like,
+    check_stack_params,
     conv_state,
     init_causal_conv,
     init_stack_ends,
@@ -95,7 +96,13 @@ from jaxlstm.block_parts import (
 from jaxlstm.gates import layer_norm
 from jaxlstm.validation import check_positive_int
 from jaxlstm.xlstm import mlstm_gates
-from jaxlstm.xlstm.mlstm import MODES, MLSTMState, mlstm_qkv, mlstm_step, zero_mlstm_state
+from jaxlstm.xlstm.mlstm import (
+    MODES,
+    MLSTMState,
+    mlstm_qkv,
+    mlstm_step,
+    zero_mlstm_state,
+)
 from jaxlstm.xlstm.slstm import SLSTMParams, SLSTMState, init_slstm, slstm
 
 Array = jax.Array
@@ -354,9 +361,9 @@ def mlstm_layer(
     dim = params.w_up.shape[0]
     xs = check_block_xs(xs, dim)
     if initial_state is not None:
-        check_state_like(initial_state, jax.eval_shape(
-            lambda: initial_mlstm_block_state(params, xs.shape[:-2], xs.dtype)),
-            "initial_state")
+        check_block_state(initial_state,
+                          lambda: initial_mlstm_block_state(params, xs.shape[:-2], xs.dtype),
+                          "initial_state", batch_of(xs, "xs"))
     valid = valid_steps(xs, seq_lengths)
     conv_before = None if initial_state is None else initial_state.conv
     u, z = _mlstm_branches(params, xs)
@@ -487,8 +494,9 @@ def mlstm_block_step(params: MLSTMBlockParams, x_t: Array,
         (y_t (batch..., D), the state after this step).
     """
     x_t = check_block_step_input(x_t, params.norm.shape[0])
-    check_state_like(state, jax.eval_shape(
-        lambda: initial_mlstm_block_state(params, x_t.shape[:-1], x_t.dtype)), "state")
+    check_block_state(state,
+                      lambda: initial_mlstm_block_state(params, x_t.shape[:-1], x_t.dtype),
+                      "state", batch_of(x_t, "x_t", step=True))
     u, z = _mlstm_branches(params, residual_layer_norm(x_t, params.norm))
     conv, conv_after = causal_conv1d_step(u, params.conv_w, params.conv_b, state.conv)
     conv = jax.nn.silu(conv)
@@ -634,9 +642,9 @@ def slstm_block(
     dim = params.norm.shape[0]
     xs = check_block_xs(xs, dim)
     if initial_state is not None:
-        check_state_like(initial_state, jax.eval_shape(
-            lambda: initial_slstm_block_state(params, xs.shape[:-2], xs.dtype)),
-            "initial_state")
+        check_block_state(initial_state,
+                          lambda: initial_slstm_block_state(params, xs.shape[:-2], xs.dtype),
+                          "initial_state", batch_of(xs, "xs"))
     valid = valid_steps(xs, seq_lengths)
     conv_before = None if initial_state is None else initial_state.conv
     a = residual_layer_norm(xs, params.norm)
@@ -706,8 +714,9 @@ def slstm_block_step(params: SLSTMBlockParams, x_t: Array,
         (y_t (batch..., D), the state after this step).
     """
     x_t = check_block_step_input(x_t, params.norm.shape[0])
-    check_state_like(state, jax.eval_shape(
-        lambda: initial_slstm_block_state(params, x_t.shape[:-1], x_t.dtype)), "state")
+    check_block_state(state,
+                      lambda: initial_slstm_block_state(params, x_t.shape[:-1], x_t.dtype),
+                      "state", batch_of(x_t, "x_t", step=True))
     a = residual_layer_norm(x_t, params.norm)
     conv, conv_after = a, state.conv
     if params.conv_w.shape[0]:
