@@ -252,8 +252,8 @@ def run_block_stack(params: Any, xs: Any, seq_lengths: Any,
                     run_block: Callable[..., Any], *, initial_state: Any = None,
                     return_state: bool = False,
                     initial_block_state: Callable[..., Any] | None = None) -> Any:
-    """A block stack: x = xs @ W_in + b_in; x = run_block(index, block, x) for each block in
-    order; the final LayerNorm; exactly zero at padded steps.
+    """A block stack: x = xs @ W_in + b_in; each block in order (`run_block`); the final
+    LayerNorm; exactly zero at padded steps.
 
     Args:
         params: a stack's params with fields w_in (I, D), b_in (D,), blocks, norm (D,).
@@ -281,10 +281,12 @@ def run_block_stack(params: Any, xs: Any, seq_lengths: Any,
     states = []
     for index, block in enumerate(params.blocks):
         block_state = None if initial_state is None else initial_state[index]
-        x = run_block(index, block, x, block_state, return_state)
+        result = run_block(index, block, x, block_state, return_state)
         if return_state:
-            x, block_state = x
+            x, block_state = result
             states.append(block_state)
+        else:
+            x = result
     out = zero_padding(residual_layer_norm(x, params.norm), valid)
     return (out, tuple(states)) if return_state else out
 
