@@ -16,6 +16,16 @@ small init for W_in, W_1 and the min-RNN's gates, Wang init for the projections 
 residual stream, norms at scale 1). Each block is causal; with `seq_lengths`, outputs past a
 sequence's end are exactly zero and each sequence's outputs equal running it alone.
 
+Decoding, as for the xLSTM stack: `min_block` / `min_block_stack` return the state they end in
+with `return_state=True` (each sequence's after its last valid step) and start from one with
+`initial_state`; `min_block_step` / `min_block_stack_step` advance one time step, the cell with
+its family's `step`. A block's state is `MinRNNBlockState(conv, cell)`: the convolution's last
+K - 1 inputs and the min-RNN's h; the stack's is a tuple of them, one per block
+(`initial_min_block_stack_state` for zeros):
+
+    outputs[:, :P], state = min_block_stack(params, xs[:, :P], return_state=True)
+    y_t, state = min_block_stack_step(params, xs[:, t], state)     # t = P, P + 1, ...
+
 Core module: jax, numpy and chex only.
 """
 
@@ -27,19 +37,29 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxlstm import family as families
 from jaxlstm.block_parts import (
+    batch_of,
     causal_conv1d,
+    causal_conv1d_step,
+    check_block_state,
+    check_block_step_input,
     check_block_xs,
+    check_stack_params,
+    conv_state,
     init_causal_conv,
     init_stack_ends,
     per_feature,
     residual_layer_norm,
     run_block_stack,
+    sequence_lengths,
     small_init,
+    step_block_stack,
     valid_steps,
     wang_init,
     zero_padding,
 )
+from jaxlstm.family import Family
 from jaxlstm.minrnn.min_gru import MinGRUParams, min_gru
 from jaxlstm.minrnn.min_lstm import MinLSTMParams, min_lstm
 from jaxlstm.validation import check_positive_int
@@ -71,6 +91,24 @@ class MinRNNBlockParams(NamedTuple):
     ffn_b1: Array
     ffn_w2: Array
     ffn_b2: Array
+
+
+class MinRNNBlockState(NamedTuple):
+    """What a min-RNN block carries from one time step to the next (D = dim, E = hidden,
+    K = conv kernel).
+
+    Attributes:
+        conv: the causal conv's last K - 1 inputs LN(x), (batch..., max(K-1, 0), D); empty
+            without a conv (K = 0) or with K = 1.
+        cell: the min-RNN's h, (batch..., E) (its family's state).
+    """
+
+    conv: Array
+    cell: Array
+
+
+MinRNNStackState = tuple[MinRNNBlockState, ...]
+"""A stack's state: one `MinRNNBlockState` per block, in order."""
 
 
 class MinRNNStackParams(NamedTuple):
@@ -136,14 +174,19 @@ def init_min_block(
     )
 
 
+def _cell_family(cell: Any) -> Family:
+    """The family of a block's cell, which must be a minLSTM's or a minGRU's."""
+    if not isinstance(cell, (MinLSTMParams, MinGRUParams)):
+        raise TypeError(f"params.cell must be MinLSTMParams or MinGRUParams, got "
+                        f"{type(cell).__name__}.")
+    return families.of(cell, "params.cell")
+
+
 def _run_cell(cell: MinLSTMParams | MinGRUParams, xs: Array, seq_lengths: Any,
-              mode: str) -> Array:
-    if isinstance(cell, MinLSTMParams):
-        return min_lstm(cell, xs, seq_lengths=seq_lengths, mode=mode)[0]
-    if isinstance(cell, MinGRUParams):
-        return min_gru(cell, xs, seq_lengths=seq_lengths, mode=mode)[0]
-    raise TypeError(f"params.cell must be MinLSTMParams or MinGRUParams, got "
-                    f"{type(cell).__name__}.")
+              mode: str, initial_state: Array | None) -> tuple[Array, Array]:
+    _cell_family(cell)  # refuses other cells
+    run = min_lstm if isinstance(cell, MinLSTMParams) else min_gru
+    return run(cell, xs, seq_lengths=seq_lengths, mode=mode, initial_state=initial_state)
 
 
 def min_block(
@@ -152,7 +195,9 @@ def min_block(
     *,
     seq_lengths: Array | None = None,
     mode: str = "parallel",
-) -> Array:
+    initial_state: MinRNNBlockState | None = None,
+    return_state: bool = False,
+) -> Array | tuple[Array, MinRNNBlockState]:
     """One block: xs + W_out minRNN(conv(LN(xs))), then + FFN(LN2(.)) (module docstring).
 
     Args:
@@ -160,25 +205,88 @@ def min_block(
         xs: (batch..., T, D).
         seq_lengths: integer array of the batch shape, valid steps per sequence.
         mode: the min-RNN's form, "parallel" (associative scan) or "sequential".
+        initial_state: `MinRNNBlockState` to start from (a state this function or
+            `min_block_step` returned); None: zeros (`initial_min_block_state`).
+        return_state: also return the state after each sequence's last valid step.
 
     Returns:
-        (batch..., T, D); exactly zero at padded steps.
+        (batch..., T, D); exactly zero at padded steps. With `return_state`,
+        `(outputs, MinRNNBlockState)`.
     """
     if not isinstance(params, MinRNNBlockParams):
         raise TypeError(f"params must be MinRNNBlockParams, got {type(params).__name__}.")
     xs = check_block_xs(xs, params.norm.shape[0])
+    if initial_state is not None:
+        check_block_state(initial_state,
+                          lambda: initial_min_block_state(params, xs.shape[:-2], xs.dtype),
+                          "initial_state", batch_of(xs, "xs"))
     valid = valid_steps(xs, seq_lengths)
-    a = residual_layer_norm(xs, params.norm)
+    conv_before = None if initial_state is None else initial_state.conv
+    a = conv_in = residual_layer_norm(xs, params.norm)
     if params.conv_w.shape[0]:
         # Padding is zeroed before the cell so that a padded step's conv bias cannot leak
         # into the scan (the cell also freezes its state there).
-        a = zero_padding(causal_conv1d(a, params.conv_w, params.conv_b), valid)
-    h = _run_cell(params.cell, a, seq_lengths, mode)
-    xs = xs + h @ params.w_out
-    hidden = residual_layer_norm(xs, params.ffn_norm) @ params.ffn_w1
+        a = zero_padding(causal_conv1d(a, params.conv_w, params.conv_b, conv_before), valid)
+    h, cell = _run_cell(params.cell, a, seq_lengths, mode,
+                        None if initial_state is None else initial_state.cell)
+    out = zero_padding(_after_cell(params, xs, h), valid)
+    if not return_state:
+        return out
+    lengths = sequence_lengths(xs, seq_lengths)
+    return out, MinRNNBlockState(
+        conv_state(conv_in, params.conv_w.shape[0], lengths, conv_before), cell)
+
+
+def _after_cell(params: MinRNNBlockParams, x: Array, h: Array) -> Array:
+    """x + h @ W_out, then + the feed-forward, at any number of steps."""
+    x = x + h @ params.w_out
+    hidden = residual_layer_norm(x, params.ffn_norm) @ params.ffn_w1
     hidden = jax.nn.gelu(hidden + per_feature(params.ffn_b1, hidden), approximate=False)
     out = hidden @ params.ffn_w2
-    return zero_padding(xs + out + per_feature(params.ffn_b2, out), valid)
+    return x + out + per_feature(params.ffn_b2, out)
+
+
+def initial_min_block_state(params: MinRNNBlockParams, batch_shape: tuple[int, ...],
+                            dtype: Any = jnp.float32) -> MinRNNBlockState:
+    """The state a block starts from: zero conv inputs and its cell family's `initial_state`,
+    shaped and typed as `min_block`'s final state for inputs of `dtype` (promoted with the
+    params')."""
+    if not isinstance(params, MinRNNBlockParams):
+        raise TypeError(f"params must be MinRNNBlockParams, got {type(params).__name__}.")
+    batch_shape = tuple(batch_shape)
+    dtype = jnp.result_type(dtype, *jax.tree.leaves(params))
+    dim = params.norm.shape[0]
+    conv = jnp.zeros(batch_shape + (max(params.conv_w.shape[0] - 1, 0), dim), dtype)
+    return MinRNNBlockState(conv, _cell_family(params.cell).initial_state(
+        params.cell, batch_shape, dtype))
+
+
+def min_block_step(params: MinRNNBlockParams, x_t: Array,
+                   state: MinRNNBlockState) -> tuple[Array, MinRNNBlockState]:
+    """One time step of a block: `min_block` at step t, given the state after step t - 1;
+    the cell steps with its family's `step`.
+
+    Args:
+        params: `MinRNNBlockParams`.
+        x_t: (batch..., D).
+        state: `MinRNNBlockState` with the batch shape of `x_t` (`min_block(...,
+            return_state=True)`'s, `initial_min_block_state`, or this function's).
+
+    Returns:
+        (y_t (batch..., D), the state after this step).
+    """
+    if not isinstance(params, MinRNNBlockParams):
+        raise TypeError(f"params must be MinRNNBlockParams, got {type(params).__name__}.")
+    x_t = check_block_step_input(x_t, params.norm.shape[0])
+    check_block_state(state,
+                      lambda: initial_min_block_state(params, x_t.shape[:-1], x_t.dtype),
+                      "state", batch_of(x_t, "x_t", step=True))
+    a = residual_layer_norm(x_t, params.norm)
+    conv_after = state.conv
+    if params.conv_w.shape[0]:
+        a, conv_after = causal_conv1d_step(a, params.conv_w, params.conv_b, state.conv)
+    h, cell = _cell_family(params.cell).step(params.cell, a, state.cell)
+    return _after_cell(params, x_t, h), MinRNNBlockState(conv_after, cell)
 
 
 def init_min_block_stack(
@@ -229,7 +337,9 @@ def min_block_stack(
     *,
     seq_lengths: Array | None = None,
     mode: str = "parallel",
-) -> Array:
+    initial_state: MinRNNStackState | None = None,
+    return_state: bool = False,
+) -> Array | tuple[Array, MinRNNStackState]:
     """Runs a stack: x = xs @ W_in + b_in; each block in order; the final LayerNorm.
 
     Args:
@@ -237,12 +347,65 @@ def min_block_stack(
         xs: (batch..., T, input_size).
         seq_lengths: integer array of the batch shape, valid steps per sequence.
         mode: "parallel" or "sequential", for every block's min-RNN.
+        initial_state: one `MinRNNBlockState` per block to start from (this function's with
+            `return_state`, `min_block_stack_step`'s or `initial_min_block_stack_state`);
+            None: zeros.
+        return_state: also return the blocks' states after each sequence's last valid step
+            (the prefill of decoding: continue with `min_block_stack_step`).
 
     Returns:
-        (batch..., T, dim); exactly zero at padded steps.
+        (batch..., T, dim); exactly zero at padded steps. With `return_state`,
+        `(outputs, state)`, state a tuple of `MinRNNBlockState`.
     """
     if not isinstance(params, MinRNNStackParams):
         raise TypeError(f"params must be MinRNNStackParams, got {type(params).__name__}.")
-    return run_block_stack(
-        params, xs, seq_lengths,
-        lambda _, block, x: min_block(block, x, seq_lengths=seq_lengths, mode=mode))
+
+    def run_block(_: int, block: Any, x: Array, state: Any, return_state: bool) -> Any:
+        return min_block(block, x, seq_lengths=seq_lengths, mode=mode, initial_state=state,
+                         return_state=return_state)
+
+    return run_block_stack(params, xs, seq_lengths, run_block, initial_state=initial_state,
+                           return_state=return_state,
+                           initial_block_state=_initial_block_state)
+
+
+def _initial_block_state(_: int, block: Any, batch_shape: tuple[int, ...],
+                         dtype: Any) -> MinRNNBlockState:
+    return initial_min_block_state(block, batch_shape, dtype)
+
+
+def initial_min_block_stack_state(params: MinRNNStackParams, batch_shape: tuple[int, ...],
+                                  dtype: Any = jnp.float32) -> MinRNNStackState:
+    """The state `min_block_stack` starts from when given none: each block's
+    `initial_min_block_state`, shaped and typed as the stack's final state for inputs
+    (batch_shape..., T, input_size) of `dtype` (promoted with the params')."""
+    check_stack_params(params, MinRNNStackParams)
+    dtype = jnp.result_type(dtype, params.w_in, params.b_in)  # what the blocks receive
+    return tuple(initial_min_block_state(block, tuple(batch_shape), dtype)
+                 for block in params.blocks)
+
+
+def min_block_stack_step(params: MinRNNStackParams, x_t: Array,
+                         state: MinRNNStackState) -> tuple[Array, MinRNNStackState]:
+    """One time step of a stack: `min_block_stack`'s output at step t, given its state after
+    step t - 1 (`min_block_step` per block).
+
+    Args:
+        params: `MinRNNStackParams`.
+        x_t: (batch..., input_size).
+        state: one `MinRNNBlockState` per block, with the batch shape of `x_t`:
+            `min_block_stack(..., return_state=True)`'s, `initial_min_block_stack_state`, or
+            this function's.
+
+    Returns:
+        (y_t (batch..., dim), the state after this step).
+
+    Example:
+        >>> _, state = min_block_stack(params, prompt, return_state=True)
+        >>> y_t, state = jax.jit(min_block_stack_step)(params, x_t, state)
+    """
+    check_stack_params(params, MinRNNStackParams)
+    return step_block_stack(params, x_t, state,
+                            lambda _, block, x, block_state: min_block_step(block, x,
+                                                                            block_state),
+                            _initial_block_state)

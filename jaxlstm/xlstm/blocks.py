@@ -37,6 +37,22 @@ Every part is causal (the conv pads on the left; the cells run forward), so padd
 reaches a valid step; outputs past a sequence's end are exactly zero, in each block and in
 the stack. Each sequence's outputs equal running it alone.
 
+Decoding: every block and the stack can return the state they end in (`return_state=True`)
+and start from one (`initial_state`), and step one time step at a time from it
+(`mlstm_block_step`, `slstm_block_step`, `xlstm_stack_step`), so a prompt read in the fast
+form (the mLSTM chunkwise, the sLSTM's chunked loop) continues step by step with the outputs
+of one call over the whole sequence:
+
+    outputs[:, :P], state = xlstm_stack(params, xs[:, :P], return_state=True)
+    y_t, state = xlstm_stack_step(params, xs[:, t], state)     # t = P, P + 1, ...
+
+A block's state is its cell's and its convolution's last K - 1 inputs (`MLSTMBlockState`,
+`SLSTMBlockState`); the stack's, a tuple of them, one per block (`initial_xlstm_stack_state`
+for the empty one). With `seq_lengths`, each sequence's state is the state after its own last
+valid step. The sLSTM block steps its cell with the family's `step`; the mLSTM block, which
+feeds its cell queries, keys and values of its own (`mlstm_qkv`), steps it with `mlstm_step`,
+the step that `mlstm_qkv`'s recurrent form scans and the family's `step` calls.
+
 `mlstm_block_params_from_torch` converts a reference `mLSTMLayer`'s state_dict (as NumPy
 arrays) into `MLSTMBlockParams`, so the block's residual branch reproduces the layer. The
 sLSTM block reproduces the reference `sLSTMBlock` too (tests build its params with
@@ -54,24 +70,40 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlstm import family as families
 from jaxlstm.block_parts import (
+    batch_of,
     causal_conv1d,
+    causal_conv1d_step,
+    check_block_state,
+    check_block_step_input,
     check_block_xs,
+    check_stack_params,
+    conv_state,
     init_causal_conv,
     init_stack_ends,
     per_feature,
     residual_layer_norm,
     round_up_size,
     run_block_stack,
+    sequence_lengths,
     small_init,
+    step_block_stack,
     valid_steps,
     wang_init,
     zero_padding,
 )
 from jaxlstm.gates import layer_norm
 from jaxlstm.validation import check_positive_int
-from jaxlstm.xlstm.mlstm import MODES, mlstm_qkv
-from jaxlstm.xlstm.slstm import SLSTMParams, init_slstm, slstm
+from jaxlstm.xlstm import mlstm_gates
+from jaxlstm.xlstm.mlstm import (
+    MODES,
+    MLSTMState,
+    mlstm_qkv,
+    mlstm_step,
+    zero_mlstm_state,
+)
+from jaxlstm.xlstm.slstm import SLSTMParams, SLSTMState, init_slstm, slstm
 
 Array = jax.Array
 
@@ -155,6 +187,38 @@ class XLSTMStackParams(NamedTuple):
     b_in: Array
     blocks: tuple
     norm: Array
+
+
+class MLSTMBlockState(NamedTuple):
+    """What an mLSTM block carries from one time step to the next (E = inner size, K = conv
+    kernel, heads of d = E / heads).
+
+    Attributes:
+        conv: the causal conv's last K - 1 inputs u (zeros before the sequence),
+            (batch..., K-1, E), in the computation dtype.
+        cell: the mLSTM memory, `MLSTMState` with C (batch..., heads, d, d), n (batch...,
+            heads, d), m (batch..., heads), in at least float32.
+    """
+
+    conv: Array
+    cell: MLSTMState
+
+
+class SLSTMBlockState(NamedTuple):
+    """What an sLSTM block carries from one time step to the next (D = dim, K = conv kernel).
+
+    Attributes:
+        conv: the causal conv's last K - 1 inputs LN(x), (batch..., max(K-1, 0), D); empty
+            without a conv (K = 0) or with K = 1.
+        cell: the sLSTM's `SLSTMState` (h, c, n, m), each (batch..., D).
+    """
+
+    conv: Array
+    cell: SLSTMState
+
+
+XLSTMStackState = tuple[MLSTMBlockState | SLSTMBlockState, ...]
+"""A stack's state: one `MLSTMBlockState` / `SLSTMBlockState` per block, in order."""
 
 
 # --- shared pieces (the rest are in jaxlstm.block_parts) ----------------------------------------
@@ -280,25 +344,53 @@ def mlstm_layer(
     seq_lengths: Array | None = None,
     mode: str = "chunkwise",
     chunk_size: int = 64,
-) -> Array:
+    initial_state: MLSTMBlockState | None = None,
+    return_state: bool = False,
+) -> Array | tuple[Array, MLSTMBlockState]:
     """The mLSTM block's residual branch without its LayerNorm (the reference's `mLSTMLayer`):
     from u, z = split(xs @ W_up) to h @ W_down (see the module docstring).
 
     Args:
         params: `MLSTMBlockParams` (`norm` is not used here).
         xs: (batch..., T, D).
-        seq_lengths, mode, chunk_size: as in `mlstm_block`.
+        seq_lengths, mode, chunk_size, initial_state, return_state: as in `mlstm_block`.
 
     Returns:
-        (batch..., T, D); zero at padded steps.
+        (batch..., T, D); zero at padded steps. With `return_state`, `(outputs, state)`.
     """
-    dim, inner = params.w_up.shape[0], params.w_down.shape[0]
+    dim = params.w_up.shape[0]
     xs = check_block_xs(xs, dim)
+    if initial_state is not None:
+        check_block_state(initial_state,
+                          lambda: initial_mlstm_block_state(params, xs.shape[:-2], xs.dtype),
+                          "initial_state", batch_of(xs, "xs"))
     valid = valid_steps(xs, seq_lengths)
+    conv_before = None if initial_state is None else initial_state.conv
+    u, z = _mlstm_branches(params, xs)
+    conv = zero_padding(jax.nn.silu(causal_conv1d(u, params.conv_w, params.conv_b,
+                                                  conv_before)), valid)
+    h_tilde, cell = mlstm_qkv(*_mlstm_cell_inputs(params, u, conv), mode=mode,
+                              chunk_size=chunk_size, seq_lengths=seq_lengths,
+                              initial_state=None if initial_state is None else initial_state.cell)
+    out = zero_padding(_mlstm_output(params, h_tilde, conv, z), valid)
+    if not return_state:
+        return out
+    lengths = sequence_lengths(xs, seq_lengths)
+    return out, MLSTMBlockState(conv_state(u, params.conv_w.shape[0], lengths, conv_before), cell)
+
+
+def _mlstm_branches(params: MLSTMBlockParams, x: Array) -> tuple[Array, Array]:
+    """u, z = split(x @ W_up): the cell's branch and the output gate's."""
+    inner = params.w_down.shape[0]
+    up = x @ params.w_up
+    return up[..., :inner], up[..., inner:]
+
+
+def _mlstm_cell_inputs(params: MLSTMBlockParams, u: Array,
+                       conv: Array) -> tuple[Array, Array, Array, Array, Array]:
+    """q, k, v (..., heads, d) and the gate pre-activations i~, f~ (..., heads) from the
+    conv's output and u (..., E), at any number of steps."""
     heads = params.b_i.shape[0]
-    up = xs @ params.w_up
-    u, z = up[..., :inner], up[..., inner:]
-    conv = zero_padding(jax.nn.silu(causal_conv1d(u, params.conv_w, params.conv_b)), valid)
     q, k = headwise(conv, params.w_q), headwise(conv, params.w_k)
     v = headwise(u, params.w_v)
     qkv = jnp.concatenate([q, k, v], axis=-1)
@@ -308,11 +400,27 @@ def mlstm_layer(
     def split_heads(a):
         return a.reshape(a.shape[:-1] + (heads, a.shape[-1] // heads))
 
-    h_tilde, _ = mlstm_qkv(split_heads(q), split_heads(k), split_heads(v), i_pre, f_pre,
-                           mode=mode, chunk_size=chunk_size, seq_lengths=seq_lengths)
+    return split_heads(q), split_heads(k), split_heads(v), i_pre, f_pre
+
+
+def _mlstm_output(params: MLSTMBlockParams, h_tilde: Array, conv: Array, z: Array) -> Array:
+    """(GroupNorm(h~) + skip * conv) * SiLU(z) @ W_down, at any number of steps."""
     h = (group_norm(h_tilde, params.outnorm) + per_feature(params.skip, conv) * conv)
     h = h * jax.nn.silu(z)
-    return zero_padding(h @ params.w_down, valid)
+    return h @ params.w_down
+
+
+def _mlstm_qkv_step(state: MLSTMState, q: Array, k: Array, v: Array, i_pre: Array,
+                    f_pre: Array) -> tuple[Array, MLSTMState]:
+    """One step of `mlstm_qkv` (its recurrent form at one step, with its dtypes): q, k, v
+    (..., heads, d), i~, f~ (..., heads) -> (h~ (..., heads, d), the new state)."""
+    dtype = jnp.result_type(q, k, v, i_pre, f_pre)
+    work = jnp.promote_types(dtype, jnp.float32)
+    q, k, v, i_pre, f_pre = (a.astype(work) for a in (q, k, v, i_pre, f_pre))
+    state = MLSTMState(*(a.astype(work) for a in state))
+    state, h = mlstm_step(state, q, mlstm_gates.scaled_key(k), v, i_pre,
+                          mlstm_gates.log_forget_gate(f_pre))
+    return h.astype(dtype), state
 
 
 def mlstm_block(
@@ -322,7 +430,9 @@ def mlstm_block(
     seq_lengths: Array | None = None,
     mode: str = "chunkwise",
     chunk_size: int = 64,
-) -> Array:
+    initial_state: MLSTMBlockState | None = None,
+    return_state: bool = False,
+) -> Array | tuple[Array, MLSTMBlockState]:
     """An mLSTM block: xs + mlstm_layer(LN(xs)) (equations in the module docstring).
 
     Args:
@@ -331,9 +441,13 @@ def mlstm_block(
         seq_lengths: integer array of the batch shape, valid steps per sequence.
         mode: the mLSTM form, one of "chunkwise", "parallel", "recurrent" (same function).
         chunk_size: steps per chunk in "chunkwise" mode.
+        initial_state: `MLSTMBlockState` to start from (a state this function or
+            `mlstm_block_step` returned); None: the empty one (`initial_mlstm_block_state`).
+        return_state: also return the state after each sequence's last valid step.
 
     Returns:
-        (batch..., T, D); exactly zero at padded steps.
+        (batch..., T, D); exactly zero at padded steps. With `return_state`,
+        `(outputs, MLSTMBlockState)`.
 
     Example:
         >>> p = init_mlstm_block(jax.random.key(0), 16)
@@ -343,9 +457,51 @@ def mlstm_block(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}.")
     xs = check_block_xs(xs, params.norm.shape[0])
-    out = xs + mlstm_layer(params, residual_layer_norm(xs, params.norm),
-                           seq_lengths=seq_lengths, mode=mode, chunk_size=chunk_size)
-    return zero_padding(out, valid_steps(xs, seq_lengths))
+    out = mlstm_layer(params, residual_layer_norm(xs, params.norm), seq_lengths=seq_lengths,
+                      mode=mode, chunk_size=chunk_size, initial_state=initial_state,
+                      return_state=return_state)
+    out, state = out if return_state else (out, None)
+    out = zero_padding(xs + out, valid_steps(xs, seq_lengths))
+    return (out, state) if return_state else out
+
+
+def initial_mlstm_block_state(params: MLSTMBlockParams, batch_shape: tuple[int, ...],
+                              dtype: Any = jnp.float32) -> MLSTMBlockState:
+    """The state an mLSTM block starts from: zero conv inputs and the empty memory, shaped
+    and typed as `mlstm_block`'s final state for inputs of `dtype` (promoted with the
+    params'; the memory at least float32)."""
+    batch_shape = tuple(batch_shape)
+    dtype = jnp.result_type(dtype, *jax.tree.leaves(params))
+    heads, inner = params.b_i.shape[0], params.w_down.shape[0]
+    conv = jnp.zeros(batch_shape + (params.conv_w.shape[0] - 1, inner), dtype)
+    return MLSTMBlockState(conv, zero_mlstm_state(batch_shape, heads, inner // heads,
+                                                  inner // heads,
+                                                  jnp.promote_types(dtype, jnp.float32)))
+
+
+def mlstm_block_step(params: MLSTMBlockParams, x_t: Array,
+                     state: MLSTMBlockState) -> tuple[Array, MLSTMBlockState]:
+    """One time step of an mLSTM block: `mlstm_block` at step t, given the state after
+    step t - 1.
+
+    Args:
+        params: `MLSTMBlockParams`.
+        x_t: (batch..., D).
+        state: `MLSTMBlockState` with the batch shape of `x_t` (`mlstm_block(...,
+            return_state=True)`'s, `initial_mlstm_block_state`, or this function's).
+
+    Returns:
+        (y_t (batch..., D), the state after this step).
+    """
+    x_t = check_block_step_input(x_t, params.norm.shape[0])
+    check_block_state(state,
+                      lambda: initial_mlstm_block_state(params, x_t.shape[:-1], x_t.dtype),
+                      "state", batch_of(x_t, "x_t", step=True))
+    u, z = _mlstm_branches(params, residual_layer_norm(x_t, params.norm))
+    conv, conv_after = causal_conv1d_step(u, params.conv_w, params.conv_b, state.conv)
+    conv = jax.nn.silu(conv)
+    h_tilde, cell = _mlstm_qkv_step(state.cell, *_mlstm_cell_inputs(params, u, conv))
+    return x_t + _mlstm_output(params, h_tilde, conv, z), MLSTMBlockState(conv_after, cell)
 
 
 def mlstm_block_params_from_torch(state_dict: Mapping[str, Any],
@@ -455,7 +611,9 @@ def slstm_block(
     xs: Array,
     *,
     seq_lengths: Array | None = None,
-) -> Array:
+    initial_state: SLSTMBlockState | None = None,
+    return_state: bool = False,
+) -> Array | tuple[Array, SLSTMBlockState]:
     """An sLSTM block: xs + GroupNorm(sLSTM(LN(xs))), then xs + FFN(LN2(xs)) (module
     docstring).
 
@@ -468,9 +626,13 @@ def slstm_block(
         params: `SLSTMBlockParams` (`init_slstm_block`).
         xs: (batch..., T, D).
         seq_lengths: integer array of the batch shape, valid steps per sequence.
+        initial_state: `SLSTMBlockState` to start from (a state this function or
+            `slstm_block_step` returned); None: zeros (`initial_slstm_block_state`).
+        return_state: also return the state after each sequence's last valid step.
 
     Returns:
-        (batch..., T, D); exactly zero at padded steps.
+        (batch..., T, D); exactly zero at padded steps. With `return_state`,
+        `(outputs, SLSTMBlockState)`.
 
     Example:
         >>> p = init_slstm_block(jax.random.key(0), 16)
@@ -479,25 +641,91 @@ def slstm_block(
     """
     dim = params.norm.shape[0]
     xs = check_block_xs(xs, dim)
+    if initial_state is not None:
+        check_block_state(initial_state,
+                          lambda: initial_slstm_block_state(params, xs.shape[:-2], xs.dtype),
+                          "initial_state", batch_of(xs, "xs"))
     valid = valid_steps(xs, seq_lengths)
+    conv_before = None if initial_state is None else initial_state.conv
     a = residual_layer_norm(xs, params.norm)
     conv = a
     if params.conv_w.shape[0]:
-        conv = zero_padding(jax.nn.silu(causal_conv1d(a, params.conv_w, params.conv_b)), valid)
+        conv = zero_padding(jax.nn.silu(causal_conv1d(a, params.conv_w, params.conv_b,
+                                                      conv_before)), valid)
+    y, cell = slstm(_slstm_cell_params(params), jnp.concatenate([conv, a], axis=-1),
+                    seq_lengths=seq_lengths,
+                    initial_state=None if initial_state is None else initial_state.cell)
+    out = zero_padding(_slstm_after_cell(params, xs, y), valid)
+    if not return_state:
+        return out
+    lengths = sequence_lengths(xs, seq_lengths)
+    return out, SLSTMBlockState(conv_state(a, params.conv_w.shape[0], lengths, conv_before),
+                                cell)
+
+
+def _slstm_cell_params(params: SLSTMBlockParams) -> SLSTMParams:
+    """The block's sLSTM as an sLSTM cell on concat(conv, LN(x)) (2D features): the headwise
+    gate maps embedded in one dense block-diagonal w_x (see `slstm_block`)."""
+    dim = params.norm.shape[0]
     zeros = jnp.zeros((dim, dim), params.w_i.dtype)
     from_conv = jnp.concatenate([headwise_dense(params.w_i), headwise_dense(params.w_f),
                                  zeros, zeros], axis=1)
     from_norm = jnp.concatenate([zeros, zeros, headwise_dense(params.w_z),
                                  headwise_dense(params.w_o)], axis=1)
-    cell = SLSTMParams(w_x=jnp.concatenate([from_conv, from_norm], axis=0), r=params.r,
+    return SLSTMParams(w_x=jnp.concatenate([from_conv, from_norm], axis=0), r=params.r,
                        b=params.b)
-    y, _ = slstm(cell, jnp.concatenate([conv, a], axis=-1), seq_lengths=seq_lengths)
-    heads = params.r.shape[0]
-    xs = xs + group_norm(y.reshape(y.shape[:-1] + (heads, dim // heads)), params.group_norm)
+
+
+def _slstm_after_cell(params: SLSTMBlockParams, x: Array, y: Array) -> Array:
+    """x + GroupNorm(y), then + the gated feed-forward, at any number of steps."""
+    dim, heads = params.norm.shape[0], params.r.shape[0]
+    x = x + group_norm(y.reshape(y.shape[:-1] + (heads, dim // heads)), params.group_norm)
     ffn = params.ffn_down.shape[0]
-    up = residual_layer_norm(xs, params.ffn_norm) @ params.ffn_up
+    up = residual_layer_norm(x, params.ffn_norm) @ params.ffn_up
     hidden = jax.nn.gelu(up[..., :ffn], approximate=False) * up[..., ffn:]
-    return zero_padding(xs + hidden @ params.ffn_down, valid)
+    return x + hidden @ params.ffn_down
+
+
+def initial_slstm_block_state(params: SLSTMBlockParams, batch_shape: tuple[int, ...],
+                              dtype: Any = jnp.float32) -> SLSTMBlockState:
+    """The state an sLSTM block starts from: zero conv inputs and the sLSTM family's
+    `initial_state`, shaped and typed as `slstm_block`'s final state for inputs of `dtype`
+    (promoted with the params')."""
+    batch_shape = tuple(batch_shape)
+    dtype = jnp.result_type(dtype, *jax.tree.leaves(params))
+    dim = params.norm.shape[0]
+    conv = jnp.zeros(batch_shape + (max(params.conv_w.shape[0] - 1, 0), dim), dtype)
+    cell = jax.eval_shape(_slstm_cell_params, params)  # only its sizes and dtype are read
+    return SLSTMBlockState(conv, families.get("slstm").initial_state(cell, batch_shape, dtype))
+
+
+def slstm_block_step(params: SLSTMBlockParams, x_t: Array,
+                     state: SLSTMBlockState) -> tuple[Array, SLSTMBlockState]:
+    """One time step of an sLSTM block: `slstm_block` at step t, given the state after
+    step t - 1; the cell steps with the sLSTM family's `step`.
+
+    Args:
+        params: `SLSTMBlockParams`.
+        x_t: (batch..., D).
+        state: `SLSTMBlockState` with the batch shape of `x_t` (`slstm_block(...,
+            return_state=True)`'s, `initial_slstm_block_state`, or this function's).
+
+    Returns:
+        (y_t (batch..., D), the state after this step).
+    """
+    x_t = check_block_step_input(x_t, params.norm.shape[0])
+    check_block_state(state,
+                      lambda: initial_slstm_block_state(params, x_t.shape[:-1], x_t.dtype),
+                      "state", batch_of(x_t, "x_t", step=True))
+    a = residual_layer_norm(x_t, params.norm)
+    conv, conv_after = a, state.conv
+    if params.conv_w.shape[0]:
+        conv, conv_after = causal_conv1d_step(a, params.conv_w, params.conv_b, state.conv)
+        conv = jax.nn.silu(conv)
+    cell = _slstm_cell_params(params)
+    y, cell_state = families.of(cell).step(cell, jnp.concatenate([conv, a], axis=-1),
+                                           state.cell)
+    return _slstm_after_cell(params, x_t, y), SLSTMBlockState(conv_after, cell_state)
 
 
 # --- the stack ----------------------------------------------------------------------------------
@@ -567,7 +795,9 @@ def xlstm_stack(
     seq_lengths: Array | None = None,
     mode: str = "chunkwise",
     chunk_size: int = 64,
-) -> Array:
+    initial_state: XLSTMStackState | None = None,
+    return_state: bool = False,
+) -> Array | tuple[Array, XLSTMStackState]:
     """Runs a stack: x = xs @ W_in + b_in; each block in order; the final LayerNorm.
 
     Args:
@@ -575,18 +805,91 @@ def xlstm_stack(
         xs: (batch..., T, input_size).
         seq_lengths: integer array of the batch shape, valid steps per sequence.
         mode, chunk_size: the mLSTM blocks' form (`mlstm_block`).
+        initial_state: one block state per block to start from (this function's with
+            `return_state`, `xlstm_stack_step`'s or `initial_xlstm_stack_state`); None: zeros.
+        return_state: also return the blocks' states after each sequence's last valid step
+            (the prefill of decoding: continue with `xlstm_stack_step`).
 
     Returns:
-        (batch..., T, dim); exactly zero at padded steps.
+        (batch..., T, dim); exactly zero at padded steps. With `return_state`,
+        `(outputs, state)`, state a tuple of `MLSTMBlockState` / `SLSTMBlockState`.
+
+    Example:
+        >>> outputs, state = xlstm_stack(params, prompt, return_state=True)   # fast form
+        >>> y_t, state = xlstm_stack_step(params, x_t, state)                # then steps
     """
 
-    def run_block(index: int, block: Any, x: Array) -> Array:
+    def run_block(index: int, block: Any, x: Array, state: Any, return_state: bool) -> Any:
         if isinstance(block, MLSTMBlockParams):
             return mlstm_block(block, x, seq_lengths=seq_lengths, mode=mode,
-                               chunk_size=chunk_size)
+                               chunk_size=chunk_size, initial_state=state,
+                               return_state=return_state)
         if isinstance(block, SLSTMBlockParams):
-            return slstm_block(block, x, seq_lengths=seq_lengths)
-        raise TypeError(f"params.blocks[{index}] must be MLSTMBlockParams or "
-                        f"SLSTMBlockParams, got {type(block).__name__}.")
+            return slstm_block(block, x, seq_lengths=seq_lengths, initial_state=state,
+                               return_state=return_state)
+        raise _not_a_block(index, block)
 
-    return run_block_stack(params, xs, seq_lengths, run_block)
+    return run_block_stack(params, xs, seq_lengths, run_block, initial_state=initial_state,
+                           return_state=return_state,
+                           initial_block_state=_initial_block_state)
+
+
+def _not_a_block(index: int, block: Any) -> TypeError:
+    return TypeError(f"params.blocks[{index}] must be MLSTMBlockParams or SLSTMBlockParams, "
+                     f"got {type(block).__name__}.")
+
+
+def _initial_block_state(index: int, block: Any, batch_shape: tuple[int, ...],
+                         dtype: Any) -> MLSTMBlockState | SLSTMBlockState:
+    if isinstance(block, MLSTMBlockParams):
+        return initial_mlstm_block_state(block, batch_shape, dtype)
+    if isinstance(block, SLSTMBlockParams):
+        return initial_slstm_block_state(block, batch_shape, dtype)
+    raise _not_a_block(index, block)
+
+
+def initial_xlstm_stack_state(params: XLSTMStackParams, batch_shape: tuple[int, ...],
+                              dtype: Any = jnp.float32) -> XLSTMStackState:
+    """The state `xlstm_stack` starts from when given none: each block's
+    (`initial_mlstm_block_state`, `initial_slstm_block_state`), shaped and typed as the
+    stack's final state for inputs (batch_shape..., T, input_size) of `dtype` (promoted with
+    the params').
+
+    Example:
+        >>> state = initial_xlstm_stack_state(params, (2,))
+        >>> y_0, state = xlstm_stack_step(params, x_0, state)         # x_0: (2, input_size)
+    """
+    check_stack_params(params, XLSTMStackParams)
+    dtype = jnp.result_type(dtype, params.w_in, params.b_in)  # what the blocks receive
+    return tuple(_initial_block_state(index, block, tuple(batch_shape), dtype)
+                 for index, block in enumerate(params.blocks))
+
+
+def xlstm_stack_step(params: XLSTMStackParams, x_t: Array,
+                     state: XLSTMStackState) -> tuple[Array, XLSTMStackState]:
+    """One time step of a stack: `xlstm_stack`'s output at step t, given its state after
+    step t - 1 (`mlstm_block_step` / `slstm_block_step` per block).
+
+    Args:
+        params: `XLSTMStackParams`.
+        x_t: (batch..., input_size).
+        state: one block state per block, with the batch shape of `x_t`: `xlstm_stack(...,
+            return_state=True)`'s, `initial_xlstm_stack_state`, or this function's.
+
+    Returns:
+        (y_t (batch..., dim), the state after this step).
+
+    Example:
+        >>> _, state = xlstm_stack(params, prompt, return_state=True)
+        >>> y_t, state = jax.jit(xlstm_stack_step)(params, x_t, state)
+    """
+    check_stack_params(params, XLSTMStackParams)
+
+    def step_block(index: int, block: Any, x: Array, state: Any) -> tuple[Array, Any]:
+        if isinstance(block, MLSTMBlockParams):
+            return mlstm_block_step(block, x, state)
+        if isinstance(block, SLSTMBlockParams):
+            return slstm_block_step(block, x, state)
+        raise _not_a_block(index, block)
+
+    return step_block_stack(params, x_t, state, step_block, _initial_block_state)
