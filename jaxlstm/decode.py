@@ -107,18 +107,32 @@ def generate(params: StackParams, prompt: Array, length: int,
         >>> tokens, state = generate(params, one_hot_prompt, 100, choose, key=key)
     """
     _check_unidirectional(params)
+    return generate_from(
+        lambda prompt: lstm_stack(params, prompt, residual=residual, **stack_options),
+        lambda x_t, state: stack_step(params, x_t, state, residual=residual),
+        prompt, length, choose, key=key)
+
+
+def generate_from(prefill: Callable[[Array], tuple[Array, Any]],
+                  step: Callable[[Array, Any], tuple[Array, Any]], prompt: Array, length: int,
+                  choose: Callable[[Array, Array], tuple[Array, Any]], *,
+                  key: Array) -> tuple[Any, Any]:
+    """`generate` for any model that reads a sequence in two parts: `prefill(prompt) ->
+    (outputs (batch..., P, F), state)` and `step(x_t, state) -> (y_t, state)` (a cell stack's
+    `lstm_stack` / `stack_step`, a block stack's with `return_state=True` / its `..._step`).
+    """
     length = check_positive_int(length, "length")
     prompt = check_floating(prompt, "prompt")
     if prompt.ndim < 2 or prompt.shape[-2] < 1:
         raise ValueError(f"prompt must be (batch..., P, I) with P >= 1, got shape "
                          f"{prompt.shape}.")
-    outputs, state = lstm_stack(params, prompt, residual=residual, **stack_options)
+    outputs, state = prefill(prompt)
     y = outputs[..., -1, :]
 
     def body(carry, key_t):
         y, state = carry
         x, choice = choose(key_t, y)
-        new_y, new_state = stack_step(params, x.astype(prompt.dtype), state, residual=residual)
+        new_y, new_state = step(x.astype(prompt.dtype), state)
         # The scan's carry keeps the prefill's dtypes (a step may promote, e.g. bf16 inputs).
         new_state = jax.tree.map(lambda a, b: a.astype(b.dtype), new_state, state)
         return (new_y.astype(y.dtype), new_state), choice

@@ -89,10 +89,12 @@ def test_refusals():
                          key=jax.random.key(0))
 
 
-@pytest.mark.parametrize("cell", ["mlstm", "slstm"])
-def test_sampling_a_trained_model_equals_rereading_the_text_each_step(cell):
+@pytest.mark.parametrize("model", [{"cell": "mlstm"}, {"cell": "slstm"}, {"blocks": "ms"},
+                                   {"blocks": "lg"}], ids=str)
+def test_sampling_a_trained_model_equals_rereading_the_text_each_step(model):
     """The runner's sampler (prefill, then one step per character) chooses what re-reading
-    the whole text with `lstm_stack` before every character would."""
+    the whole text with the model before every character would, for cell stacks and block
+    stacks."""
     from jaxlstm.tasks.base import TaskSpec
     from jaxlstm.train.config import ModelConfig
     from jaxlstm.train.model import Model
@@ -101,13 +103,17 @@ def test_sampling_a_trained_model_equals_rereading_the_text_each_step(cell):
     vocab, temperature = 5, 0.7
     spec = TaskSpec(name="t", input_size=vocab, output_size=vocab, readout="every",
                     kind="classification", metric="accuracy")
-    params = Model(ModelConfig(cell=cell, hidden_size=4, num_heads=2, num_layers=2),
-                   spec).init(jax.random.key(0))
+    config = ModelConfig(hidden_size=4, num_heads=2,
+                         **({"num_layers": 2} if "cell" in model else {}), **model)
+    trained = Model(config, spec)
+    params = trained.init(jax.random.key(0))
+    params = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(jax.random.key(7), a.shape),
+                          params)   # off the initialisation (zero-initialised parts)
     ids = sample(params, np.array([1, 2, 3]), 4, vocab, key=jax.random.key(1),
-                 temperature=temperature)
-    text, head = [1, 2, 3], params["head"]
+                 temperature=temperature, model=trained)
+    text = [1, 2, 3]
     for key in jax.random.split(jax.random.key(1), 4):
-        outputs, _ = jaxlstm.lstm_stack(params["lstm"], jax.nn.one_hot(jnp.array([text]), vocab))
-        logits = (outputs[0, -1] @ head["w"] + head["b"]) / temperature
+        logits = trained.apply(params, jax.nn.one_hot(jnp.array([text]), vocab), None,
+                               jax.random.key(0), False)[0, -1] / temperature
         text.append(int(jax.random.categorical(key, logits)))
     np.testing.assert_array_equal(ids, text[3:])

@@ -111,12 +111,12 @@ def test_options_that_do_not_apply_are_one_line_config_errors(overrides, key):
     assert "\n" not in message and key in message and PARITY in message, message
 
 
-def test_sampling_command_generates_text_from_an_mlstm_run(tmp_path, capsys):
+@pytest.mark.parametrize("model", ["model.cell=mlstm", "model.blocks=ms"])
+def test_sampling_command_generates_text_from_an_mlstm_or_block_run(tmp_path, capsys, model):
     from experiments.sample import main
 
     config = load_config(os.path.join(ROOT, "configs", "text.yaml"), [
-        "task.options.seq_len=12", "model.cell=mlstm", "model.num_heads=2",
-        "model.recurrent_dropout=0",
+        "task.options.seq_len=12", model, "model.num_heads=2", "model.recurrent_dropout=0",
         "model.hidden_size=8", "training.steps=2", "training.batch_size=4",
         "training.eval_every=2", "logging.progress=false", "logging.tensorboard=false",
         "logging.plots=false", "checkpointing.every=2", f"runs_root={tmp_path}"])

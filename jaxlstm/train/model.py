@@ -45,11 +45,12 @@ from jaxlstm.flax.nnx import LSTM as NnxLSTM
 from jaxlstm.flax.params import to_lstm_params
 from jaxlstm.flax.recurrent import NnxRecurrent, dict_to_params
 from jaxlstm.flax.recurrent import Recurrent as LinenRecurrent
-from jaxlstm.minrnn.blocks import init_min_block_stack, min_block_stack
+from jaxlstm.decode import stack_step
+from jaxlstm.minrnn.blocks import init_min_block_stack, min_block_stack, min_block_stack_step
 from jaxlstm.stack import Directions, init_lstm_stack, lstm_stack
 from jaxlstm.tasks.base import TaskSpec
 from jaxlstm.train.config import ModelConfig, cell_families, default_mode, layer_cells
-from jaxlstm.xlstm.blocks import init_xlstm_stack, xlstm_stack
+from jaxlstm.xlstm.blocks import init_xlstm_stack, xlstm_stack, xlstm_stack_step
 
 Array = jax.Array
 Params = Any
@@ -284,6 +285,26 @@ def _cast_floats(tree: Any, dtype: jnp.dtype) -> Any:
     """`tree` with its floating-point leaves cast to `dtype` (integer leaves as they are)."""
     return jax.tree.map(
         lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def decoder(params: Params, model: Model | None = None) -> tuple[Any, Any, Array, Array]:
+    """A trained model read in two parts, for generation: `(prefill, step, w, b)` with
+    `prefill(inputs) -> (outputs, state)`, `step(x_t, state) -> (y_t, state)` (any cell
+    stack's, any API's, or a block stack's) and the head's (w, b)."""
+    mode = {} if model is None else _mode(model.config)
+    if isinstance(params, Mapping) and "xlstm" in params:
+        blocks, head = params["xlstm"], params["head"]
+        return (lambda xs: xlstm_stack(blocks, xs, return_state=True, **mode),
+                lambda x, state: xlstm_stack_step(blocks, x, state), head["w"], head["b"])
+    if isinstance(params, Mapping) and "minrnn" in params:
+        blocks, head = params["minrnn"], params["head"]
+        return (lambda xs: min_block_stack(blocks, xs, return_state=True, **mode),
+                lambda x, state: min_block_stack_step(blocks, x, state), head["w"], head["b"])
+    stack, w, b = stack_and_head(params, model)
+    if any(layer.backward is not None for layer in stack):
+        raise ValueError("sampling needs a unidirectional model.")
+    return (lambda xs: lstm_stack(stack, xs, **mode),
+            lambda x, state: stack_step(stack, x, state), w, b)
 
 
 def stack_and_head(params: Params, model: Model | None = None) -> tuple[Any, Array, Array]:

@@ -903,7 +903,6 @@ def _finish_folder(config: ExperimentConfig, run_dir: str, summary: dict[str, An
             summary["plots"] = plots.draw_all(run_dir, state, task, valid.sample())
         except Exception as err:  # noqa: BLE001 - a picture must not cost the summary
             print(f"plots failed: {type(err).__name__}: {err}", file=sys.stderr)
-    if (hasattr(task, "decode") and not config.model.bidirectional
-            and config.model.blocks is None):  # sampling steps a unidirectional cell stack
+    if hasattr(task, "decode") and not config.model.bidirectional:  # sampling steps the model
         summary["samples"] = write_samples(run_dir, state.params, task, config.training.seed,
                                            model=Model(config.model, task.spec))

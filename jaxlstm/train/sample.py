@@ -17,10 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlstm.decode import generate
+from jaxlstm.decode import generate_from
 from jaxlstm.train.checkpoint import Checkpoints
 from jaxlstm.train.config import ExperimentConfig
-from jaxlstm.train.model import Model, stack_and_head
+from jaxlstm.train.model import Model, decoder
 from jaxlstm.train.optim import make_optimizer, make_schedule
 from jaxlstm.train.step import TrainState
 
@@ -41,7 +41,8 @@ def sample(params: Any, prompt_ids: np.ndarray, length: int, vocab_size: int, *,
     """Reads `prompt_ids`, then samples `length` ids from softmax(logits / temperature).
 
     Args:
-        params: a trained model's params (functional, linen or nnx API, unidirectional).
+        params: a trained model's params (functional, linen or nnx API, any unidirectional
+            cell stack or block stack).
         prompt_ids: int ids (P,), P >= 1, each in [0, vocab_size).
         length: how many ids to generate, >= 0.
         vocab_size: the one-hot input size.
@@ -63,9 +64,7 @@ def sample(params: Any, prompt_ids: np.ndarray, length: int, vocab_size: int, *,
     if prompt_ids.min() < 0 or prompt_ids.max() >= vocab_size:
         raise ValueError(f"prompt_ids must be in [0, {vocab_size}), got "
                          f"{prompt_ids.min()}..{prompt_ids.max()}.")
-    stack, w, b = stack_and_head(params, model)
-    if any(layer.backward is not None for layer in stack):
-        raise ValueError("sampling needs a unidirectional model.")
+    prefill, step, w, b = decoder(params, model)
     if length == 0:
         return np.zeros((0,), np.int32)
     prompt = jnp.eye(vocab_size, dtype=jnp.float32)[jnp.asarray(prompt_ids)][None]
@@ -76,8 +75,8 @@ def sample(params: Any, prompt_ids: np.ndarray, length: int, vocab_size: int, *,
         token = jax.random.categorical(key_t, logits)
         return jax.nn.one_hot(token, vocab_size, dtype=jnp.float32), token
 
-    tokens, _ = jax.jit(lambda p, x, k: generate(p, x, length, choose, key=k))(
-        stack, prompt, key)
+    tokens, _ = jax.jit(lambda x, k: generate_from(prefill, step, x, length, choose, key=k))(
+        prompt, key)
     return np.asarray(tokens[0])
 
 
