@@ -84,20 +84,46 @@ class LoopMasks(NamedTuple):
         lengths: int (N,), valid steps per sequence; later steps hold the state and output 0.
         rec_mask: recurrent dropout mask (N, R) on h_{t-1}, one per sequence.
         keep_h, keep_c: zoneout keep masks per step, (T, N, R) and (T, N, H).
+        resets: bool (T, N), True where the state is reset to the loop's initial state
+            before the step (in the loop's own order: a reversed loop's caller marks the last
+            step of each segment); see `reset_before_steps`.
     """
 
     lengths: Array | None = None
     rec_mask: Array | None = None
     keep_h: Array | None = None
     keep_c: Array | None = None
+    resets: Array | None = None
 
 
 class StepInputs(NamedTuple):
-    """Per-step inputs besides x_t: the time index and zoneout keep masks (or None)."""
+    """Per-step inputs besides x_t: the time index, zoneout keep masks and the reset flag
+    (each or None)."""
 
     t: Array
     keep_h: Array | None = None
     keep_c: Array | None = None
+    reset: Array | None = None
+
+
+def reset_before_steps(resets: Array, reverse: bool, lengths: Array | None) -> Array:
+    """The loop's reset flags (T, N) from `resets` (T, N), True at the first step of each
+    segment in time order: a forward loop resets before those steps; a reversed one reads
+    each segment last step first, so it resets before a step whose successor starts a
+    segment. Flags at padded steps (t >= length) are dropped, so the final state stays the
+    state after the last valid step."""
+    if reverse:
+        resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])])
+    if lengths is not None:
+        resets = resets & (jnp.arange(resets.shape[0])[:, None] < lengths[None])
+    return resets
+
+
+def _reset(state: Any, reset: Array | None, reset_state: Any) -> Any:
+    """The state a step starts from: `reset_state` where the step is flagged, else `state`."""
+    if reset is None:
+        return state
+    return jax.tree.map(lambda s, s0: jnp.where(reset[:, None], s0, s), state, reset_state)
 
 
 Step = Callable[[StepWeights, Any, LSTMState, StepInputs], tuple[LSTMState, Any]]
@@ -264,12 +290,14 @@ def _recurrent_input(h: Array, rec_mask: Array | None) -> Array:
 
 
 def _forward(params: LSTMParams, xs, per_step, state0, masks: LoopMasks,
-             options: LoopOptions, keep_residuals: bool):
+             options: LoopOptions, keep_residuals: bool, reset_state: Any = None):
     """Runs the loop over xs (T, N, I) with per-step `StepInputs` (leading axis T).
 
     Returns `(final_state, outs, residuals)`; residuals (for the backward pass) are the
-    pre-activations z of every step and the states before each step, or None.
+    pre-activations z of every step and the states each step starts from (after a reset), or
+    None. A step flagged in `per_step.reset` starts from `reset_state` (default `state0`).
     """
+    reset_state = state0 if reset_state is None else reset_state
     step = masked_lstm_step(masks.lengths, options)
     weights = step_weights(params, options)
     additive = options.cell.additive
@@ -282,6 +310,8 @@ def _forward(params: LSTMParams, xs, per_step, state0, masks: LoopMasks,
         k = x_chunk.shape[0]
         outs, residuals = [None] * k, [None] * k
         for j in reversed(range(k)) if options.reverse else range(k):
+            state = _reset(state, None if in_chunk.reset is None else in_chunk.reset[j],
+                           reset_state)
             r = _recurrent_input(state.h, masks.rec_mask)
             zh = gates.recurrent_projection(r, params.w_h)
             z = zx[j] + zh if additive else (zx[j], zh)
@@ -306,7 +336,8 @@ def _forward_in_segments(params: LSTMParams, xs, per_step, state0, masks: LoopMa
 
     def segment_fn(state, inputs):
         (x_seg, in_seg), _ = inputs
-        new_state, outs, _ = _forward(params, x_seg, in_seg, state, masks, options, False)
+        new_state, outs, _ = _forward(params, x_seg, in_seg, state, masks, options, False,
+                                      reset_state=state0)
         return new_state, (outs, state)
 
     if checkpoint:
@@ -320,9 +351,10 @@ def _backward(params: LSTMParams, residuals, d_outs, per_step, carry, masks: Loo
               options: LoopOptions):
     """The reverse loop over one segment.
 
-    Carries the recurrent gradients (d_state) and the step weights' gradients; returns
-    `((d_state0, d_weights), dzs)`, dzs the pre-activations' gradients (T, N, G*H) (a pair
-    for z_x and z_h if the variant is not additive). Only the elementwise step is
+    Carries the recurrent gradients (d_state), the step weights' gradients and the reset
+    state's (d_reset: what flagged steps took from the initial state); returns
+    `((d_state0, d_weights, d_reset), dzs)`, dzs the pre-activations' gradients (T, N, G*H)
+    (a pair for z_x and z_h if the variant is not additive). Only the elementwise step is
     differentiated (with `jax.vjp`); the one matmul left in the loop is dz_h @ W_h^T.
     """
     step = masked_lstm_step(masks.lengths, options)
@@ -331,7 +363,7 @@ def _backward(params: LSTMParams, residuals, d_outs, per_step, carry, masks: Loo
     w_h_t = params.w_h.T
 
     def chunk_fn(carry, inputs):
-        d_state, d_weights = carry
+        d_state, d_weights, d_reset = carry
         ((z_chunk, prev_chunk), d_out_chunk, in_chunk), _ = inputs
         k = jax.tree.leaves(prev_chunk)[0].shape[0]
         dzs = [None] * k
@@ -343,7 +375,13 @@ def _backward(params: LSTMParams, residuals, d_outs, per_step, carry, masks: Loo
             d_zh = dzs[j] if additive else dzs[j][1]
             d_r = _recurrent_input(d_zh @ w_h_t, masks.rec_mask)
             d_state = d_prev._replace(h=d_prev.h + d_r)
-        return (d_state, d_weights), (_stack(dzs), None)
+            if step_in.reset is not None:  # a reset step read the initial state, not h_{t-1}
+                keep = step_in.reset[:, None]
+                d_reset = jax.tree.map(lambda acc, g: acc + jnp.where(keep, g, 0).astype(
+                    acc.dtype), d_reset, d_state)
+                d_state = jax.tree.map(lambda g: jnp.where(keep, jnp.zeros_like(g), g),
+                                       d_state)
+        return (d_state, d_weights, d_reset), (_stack(dzs), None)
 
     carry, dzs, _ = scan_in_chunks(
         chunk_fn, carry, (residuals, d_outs, per_step),
@@ -398,7 +436,8 @@ def step_weights(params: LSTMParams, options: LoopOptions) -> StepWeights:
 
 
 def _per_step(xs: Array, masks: LoopMasks) -> StepInputs:
-    return StepInputs(jnp.arange(xs.shape[0], dtype=jnp.int32), masks.keep_h, masks.keep_c)
+    return StepInputs(jnp.arange(xs.shape[0], dtype=jnp.int32), masks.keep_h, masks.keep_c,
+                      masks.resets)
 
 
 def _run_forward(params: LSTMParams, xs, state0, masks: LoopMasks, options: LoopOptions, *,
@@ -417,7 +456,9 @@ def _run_forward(params: LSTMParams, xs, state0, masks: LoopMasks, options: Loop
 
 def _lstm_loop_fwd(params, xs, state0, masks, options):
     final_state, outs, saved = _run_forward(params, xs, state0, masks, options, fused=True)
-    return (final_state, outs), (params, xs, masks, saved)
+    # With resets, the backward recomputes segments from the initial state too.
+    return (final_state, outs), (params, xs, masks, saved,
+                                 state0 if masks.resets is not None else None)
 
 
 def _zeros_accumulator(tree: Any) -> Any:
@@ -425,7 +466,7 @@ def _zeros_accumulator(tree: Any) -> Any:
 
 
 def _lstm_loop_bwd(options, residuals, cotangents):
-    params, xs, masks, saved = residuals
+    params, xs, masks, saved, state0 = residuals
     d_final_state, d_outs = cotangents
     additive = options.cell.additive
     per_step = _per_step(xs, masks)
@@ -439,23 +480,29 @@ def _lstm_loop_bwd(options, residuals, cotangents):
     # gradients. Segments of a few thousand rows keep every matmul in XLA's efficient range;
     # one matmul over all T * N rows is slower, and storing dZ for all steps costs memory.
     def segment_fn(carry, inputs):
-        d_state, d_weights, grads = carry
+        d_state, d_weights, grads, d_reset = carry
         (x_seg, in_seg, d_out_seg, seg_residuals), start = inputs
         if seg_residuals is None:
-            _, _, seg_residuals = _forward(params, x_seg, in_seg, start, masks, options, True)
-        (d_state, d_weights), dzs = _backward(params, seg_residuals, d_out_seg, in_seg,
-                                              (d_state, d_weights), masks, options)
+            _, _, seg_residuals = _forward(params, x_seg, in_seg, start, masks, options, True,
+                                           reset_state=state0)
+        (d_state, d_weights, d_reset), dzs = _backward(
+            params, seg_residuals, d_out_seg, in_seg, (d_state, d_weights, d_reset), masks,
+            options)
         seg_grads = _weight_grads(x_seg, seg_residuals[1].h, dzs, masks.rec_mask, additive)
         grads = jax.tree.map(jnp.add, grads, seg_grads)
         d_zx = dzs if additive else dzs[0]
-        return (d_state, d_weights, grads), (d_zx @ params.w_x.T, None)
+        return (d_state, d_weights, grads, d_reset), (d_zx @ params.w_x.T, None)
 
     zero_grads = _zeros_accumulator((params.w_x, params.w_h, params.b if additive else None))
-    carry = (d_final_state, _zeros_accumulator(step_weights(params, options)), zero_grads)
-    (d_state0, d_weights, (d_w_x, d_w_h, d_b)), d_xs, _ = scan_in_chunks(
+    d_reset = None if masks.resets is None else _zeros_accumulator(d_final_state)
+    carry = (d_final_state, _zeros_accumulator(step_weights(params, options)), zero_grads,
+             d_reset)
+    (d_state0, d_weights, (d_w_x, d_w_h, d_b), d_reset), d_xs, _ = scan_in_chunks(
         segment_fn, carry, (xs, per_step, d_outs, per_step_saved), per_segment,
         chunk=segment, reverse=not options.reverse,
     )
+    if d_reset is not None:
+        d_state0 = jax.tree.map(lambda g, r: (g + r).astype(g.dtype), d_state0, d_reset)
     d_cell = d_weights.cell
     if not additive:
         d_cell, d_b = d_cell

@@ -16,6 +16,7 @@ from jaxlstm.recurrence import (
     auto_chunks,
     lstm_loop,
     lstm_loop_autodiff,
+    reset_before_steps,
 )
 from jaxlstm.regularisation import draw_recurrent_masks
 from jaxlstm.validation import (
@@ -24,6 +25,7 @@ from jaxlstm.validation import (
     check_params,
     check_positive_int,
     check_rate,
+    check_resets,
     check_seq_lengths,
     check_state,
 )
@@ -85,6 +87,7 @@ def lstm(
     zoneout_c: float = 0.0,
     key: Array | None = None,
     deterministic: bool = True,
+    resets: Array | None = None,
 ) -> tuple[Array, LSTMState] | tuple[Array, LSTMState, Any]:
     """Runs an LSTM layer over a sequence.
 
@@ -109,6 +112,11 @@ def lstm(
     With `reverse=True` each sequence's valid prefix is read backwards, from its last valid step
     to step 0, and outputs stay at their original positions. Under `jit` the lengths cannot be
     checked, and values outside [0, T] act as if clamped to [0, T]; outside `jit` they raise.
+
+    Packed segments (`resets`, True at the first step of each segment in time order): no state
+    crosses a segment boundary in either direction, and every segment starts from
+    `initial_state`, so the result equals running each segment alone (the final state is the
+    last segment's, or with `reverse` the first's: the last read).
 
     Dtype policy: the computation dtype is the promoted dtype of `xs` and `params` (float32
     params with bfloat16 inputs compute in float32; all-bfloat16 computes in bfloat16). Inputs,
@@ -151,6 +159,8 @@ def lstm(
         zoneout_c: zoneout rate on c, in [0, 1).
         key: PRNG key for the masks; required when `deterministic` is False and a rate is set.
         deterministic: evaluation mode: no random masks (the default).
+        resets: bool (batch..., T) (time last, whatever `time_major`), True at the first step
+            of each segment; None: one segment.
 
     Returns:
         `(hs, final_state)`, or `(hs, final_state, gates)` if `return_gates`. `hs` has the
@@ -196,6 +206,8 @@ def lstm(
         initial_state = LSTMState(*(jnp.asarray(s).astype(dtype) for s in initial_state))
     if seq_lengths is not None:
         seq_lengths = check_seq_lengths(seq_lengths, batch_shape, num_steps)
+    if resets is not None:
+        resets = check_resets(resets, batch_shape, num_steps)
 
     # The loop works on one flat batch axis: (T, N, I) and (N, H).
     batch_size = math.prod(batch_shape)
@@ -223,7 +235,11 @@ def lstm(
         zoneout=(0.0, 0.0) if training else rates[1:],
     )
     loop = lstm_loop if fused_backward else lstm_loop_autodiff
-    masks = LoopMasks(lengths=flat_lengths, rec_mask=rec_mask, keep_h=keep_h, keep_c=keep_c)
+    flat_resets = None if resets is None else reset_before_steps(
+        jnp.moveaxis(resets.reshape((batch_size, num_steps)), 1, 0), bool(reverse),
+        flat_lengths)
+    masks = LoopMasks(lengths=flat_lengths, rec_mask=rec_mask, keep_h=keep_h, keep_c=keep_c,
+                      resets=flat_resets)
     final_state, out = loop(params, flat_xs, flat_state, masks, options)
 
     final_state, out = from_loop_layout(final_state, out, batch_shape, time_major)

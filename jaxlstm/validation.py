@@ -188,6 +188,20 @@ def check_seq_lengths(
     return seq_lengths
 
 
+def check_resets(resets: Any, batch_shape: tuple[int, ...], num_steps: int) -> jax.Array:
+    """Checks `resets`: a boolean array (batch..., T), True at the first step of each segment.
+    """
+    resets = _as_array(resets, "resets")
+    if resets.dtype != jnp.bool_:
+        raise TypeError(f"resets must be a boolean array, got dtype "
+                        f"{jnp.dtype(resets.dtype).name}.")
+    expected = tuple(batch_shape) + (num_steps,)
+    if resets.shape != expected:
+        raise ValueError(f"resets must have shape (batch..., T) = {shape_str(expected)}, got "
+                         f"{shape_str(resets.shape)}.")
+    return resets
+
+
 def check_rate(value: Any, name: str) -> float:
     """Returns a probability in [0, 1) as a float; else ValueError naming the argument."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):

@@ -134,7 +134,8 @@ def test_the_registry_finds_each_family_by_name_and_by_params():
 def test_declared_options_are_the_wrapped_functions_keywords(name):
     family = families.get(name)
     init, run = PUBLIC[name]
-    protocol = {"params", "xs", "initial_state", "seq_lengths", "reverse", "time_major", "mode"}
+    protocol = {"params", "xs", "initial_state", "seq_lengths", "reverse", "time_major", "mode",
+                "resets"}
     assert family.init_options == set(inspect.signature(init).parameters) - {
         "key", "input_size", "hidden_size"}
     # Every keyword of the public function is declared, but return_gates: the protocol

@@ -24,12 +24,19 @@ import numpy as np
 from jaxlstm import gates
 from jaxlstm.family import Family, checked_apply
 from jaxlstm.params import Initializer, LSTMParams
-from jaxlstm.recurrence import LoopMasks, LoopOptions, lstm_loop, lstm_loop_autodiff
+from jaxlstm.recurrence import (
+    LoopMasks,
+    LoopOptions,
+    lstm_loop,
+    lstm_loop_autodiff,
+    reset_before_steps,
+)
 from jaxlstm.scan import from_loop_layout, loop_sizes
 from jaxlstm.validation import (
     check_features,
     check_floating,
     check_positive_int,
+    check_resets,
     check_seq_lengths,
     check_size,
     shape_str,
@@ -380,6 +387,7 @@ def slstm(
     unroll: int | bool | None = None,
     remat_chunk: int | None = None,
     fused_backward: bool = True,
+    resets: Array | None = None,
 ) -> tuple[Array, SLSTMState] | tuple[Array, SLSTMState, SLSTMGates]:
     """Runs an sLSTM layer over a sequence, with the conventions of `jaxlstm.lstm`.
 
@@ -409,6 +417,8 @@ def slstm(
         remat_chunk: store only every `remat_chunk`-th state for the backward pass and
             recompute the rest, as in `jaxlstm.lstm`.
         fused_backward: the fast custom VJP (False: plain autodiff, e.g. for `jax.jvp`).
+        resets: bool (batch..., T), True at the first step of each segment: each segment
+            runs as if alone, from `initial_state` (as in `jaxlstm.lstm`).
 
     Returns:
         `(hs, final_state)`, or `(hs, final_state, gates)` if `return_gates`; `hs` has the
@@ -443,6 +453,8 @@ def slstm(
         initial_state = SLSTMState(*(jnp.asarray(s).astype(dtype) for s in initial_state))
     if seq_lengths is not None:
         seq_lengths = check_seq_lengths(seq_lengths, batch_shape, num_steps)
+    if resets is not None:
+        resets = check_resets(resets, batch_shape, num_steps)
 
     # The loop works on one flat batch axis: (T, N, I) and (N, H).
     batch_size = math.prod(batch_shape)
@@ -462,8 +474,11 @@ def slstm(
     loop = lstm_loop if fused_backward else lstm_loop_autodiff
     # To the loop, an sLSTM layer is an LSTM layer with a block-diagonal w_h and another cell.
     as_lstm = LSTMParams(w_x=params.w_x, w_h=recurrent_kernel(params.r), b=params.b)
-    final_state, out = loop(as_lstm, flat_xs, flat_state, LoopMasks(lengths=flat_lengths),
-                            options)
+    flat_resets = None if resets is None else reset_before_steps(
+        jnp.moveaxis(resets.reshape((batch_size, num_steps)), 1, 0), bool(reverse),
+        flat_lengths)
+    final_state, out = loop(as_lstm, flat_xs, flat_state,
+                            LoopMasks(lengths=flat_lengths, resets=flat_resets), options)
 
     final_state, out = from_loop_layout(final_state, out, batch_shape, time_major)
     if return_gates:
