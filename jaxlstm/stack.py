@@ -202,6 +202,7 @@ def lstm_stack(
     *,
     initial_state: StackState | None = None,
     seq_lengths: Array | None = None,
+    resets: Array | None = None,
     time_major: bool = False,
     merge: str = "concat",
     dropout_rate: float = 0.0,
@@ -240,6 +241,9 @@ def lstm_stack(
         initial_state: a tuple (one per layer) of `Directions` of each family's state (as
             `final_states` returns them); each family's zeros if None.
         seq_lengths: integer array of the batch shape, valid steps per sequence.
+        resets: bool (batch..., T), True at the first step of each segment (packed
+            documents): every layer and direction runs each segment as if alone, from its
+            initial state (`jaxlstm.family`'s `resets`).
         time_major: whether time is the leading axis of `xs` and the outputs.
         merge: how the last layer's directions are returned: "concat" (2H features), "sum"
             (H) or "none" (`Directions(forward, backward)` of H each). Between layers the
@@ -320,6 +324,8 @@ def lstm_stack(
         if regularise_recurrence:
             options["key"] = recurrent_keys[n, int(reverse)]
         apply = family.apply_with_gates if return_gates else family.apply
+        if resets is not None:
+            options["resets"] = resets
         out = apply(p, x, initial_state=state, seq_lengths=seq_lengths, reverse=reverse,
                     time_major=time_major, **options)
         return out if return_gates else (*out, None)
