@@ -17,7 +17,11 @@ import jax
 import jax.numpy as jnp
 
 from jaxlstm.gru_family.gates import NUM_GATES, gru_pointwise
-from jaxlstm.gru_family.validation import check_gru_params, check_hidden, check_step_input
+from jaxlstm.gru_family.validation import (
+    check_gru_params,
+    check_hidden,
+    check_step_input,
+)
 from jaxlstm.variants import CellVariant
 
 Array = jax.Array
