@@ -7,6 +7,9 @@ Compiling is what these tests spend their time on: the shapes are small and shar
 jitted functions are built once per module.
 """
 
+import ast
+import pathlib
+import sys
 from functools import partial
 
 import chex
@@ -260,6 +263,24 @@ def test_bad_input_raises_clear_errors():
         gru_family.apply(params, xs, mode="parallel")
     with pytest.raises(ValueError, match=r"^return_gates is not part of the family protocol"):
         gru_family.apply(params, xs, return_gates=True)
+
+
+def test_gru_family_is_core_code():
+    """jaxlstm/gru_family/ imports jax, numpy, chex, jaxlstm and the standard library only
+    (tests/test_repo.py checks the other core folders the same way)."""
+    folder = pathlib.Path(jaxlstm.__file__).parent / "gru_family"
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top in {"jax", "numpy", "chex", "jaxlstm"} | sys.stdlib_module_names, (
+                    f"{path.name} imports {name}")
 
 
 class TestTorch:
