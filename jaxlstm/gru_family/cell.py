@@ -42,8 +42,9 @@ def _loop_pointwise(weights_and_bias: tuple[Array, Array], z: tuple[Array, Array
 
 
 GRU_CELL = CellVariant(
-    "gru", None, NUM_GATES, 1, False,  # not an `LSTMParams.cell` variant (no forget gate)
-    _loop_pointwise,
+    # Not an `LSTMParams.cell` variant: no weights type, and the forget_index (where
+    # `init_lstm` puts forget_bias) goes unused. Not additive: the step gets (z_x, z_h).
+    "gru", None, NUM_GATES, forget_index=1, additive=False, pointwise=_loop_pointwise,
     init_weights=lambda key, h: None,
     weight_shapes=lambda h: {},
 )
