@@ -35,13 +35,15 @@ _EXPORTS = {
     "min_gru": "minrnn.min_gru", "min_gru_cell": "minrnn.min_gru",
     "MinLSTMParams": "minrnn.min_lstm", "init_min_lstm": "minrnn.min_lstm",
     "min_lstm": "minrnn.min_lstm", "min_lstm_cell": "minrnn.min_lstm",
+    "GRUParams": "gru_family.params", "init_gru": "gru_family.params",
+    "gru": "gru_family.scan", "gru_cell": "gru_family.cell",
     "CoupledGates": "variants", "LayerNormWeights": "variants", "PeepholeWeights": "variants",
     "RetainedReadoutGates": "variants", "RetainedReadoutWeights": "variants",
 }
 _PUBLIC_MODULES = ("gates", "interop", "variants")
 # Every submodule, so `jaxlstm.scan` or `jaxlstm.train` resolve as attributes too.
 _SUBMODULES = frozenset({*_PUBLIC_MODULES, "benchmark", "cell", "cli", "decode", "family", "flax",
-                         "launch", "lstm_family",
+                         "gru_family", "launch", "lstm_family",
                          "minrnn", "params", "plotting", "recurrence", "regularisation", "scan",
                          "stack", "step", "tasks", "tbptt", "train", "validation", "xlstm"})
 

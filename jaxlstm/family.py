@@ -79,6 +79,7 @@ _REGISTRY = {
     "mlstm": "jaxlstm.xlstm.mlstm",
     "min_lstm": "jaxlstm.minrnn.min_lstm",
     "min_gru": "jaxlstm.minrnn.min_gru",
+    "gru": "jaxlstm.gru_family.family",
 }
 """Name -> the module whose `FAMILY` it is; adding a family is one line here."""
 

@@ -24,13 +24,13 @@ elementwise part of a step:
 
 Cell variants (`jaxlstm.variants`), the projection, recurrent dropout and zoneout all live in
 the elementwise step, so every one of them gets the same fast backward. So does any family
-whose step is elementwise after the two matmuls and whose state carries more than h and c.
-Of a state the loop reads only h (the input to W_h) and c (zoneout, the gate record); the rest
-is a pytree it masks, carries and differentiates like them. The step's own weights
-(peepholes, layer-norm gains, W_u, the projection W_p) get their gradients inside the reverse
-loop from the same `jax.vjp`, accumulated in its carry; those are vectors or one (H, H)-sized
-product per step. A variant whose pre-activations are not the plain sum z_x + z_h + b (layer
-norm) hands the loop separate gradients for z_x and z_h.
+whose step is elementwise after the two matmuls, whatever its state carries besides h.
+Of a state the loop reads only h (the input to W_h) and, if the state has one, c (zoneout,
+the gate record); the rest is a pytree it masks, carries and differentiates like them. The
+step's own weights (peepholes, layer-norm gains, W_u, the projection W_p) get their gradients
+inside the reverse loop from the same `jax.vjp`, accumulated in its carry; those are vectors
+or one (H, H)-sized product per step. A variant whose pre-activations are not the plain sum
+z_x + z_h + b (layer norm) hands the loop separate gradients for z_x and z_h.
 
 The forward pass of the custom VJP is the same code as the plain forward: one code path.
 """
@@ -197,8 +197,10 @@ def masked_lstm_step(lengths: Array | None, options: LoopOptions) -> Step:
         h_t = new_state.h
         if weights.w_p is not None:
             h_t = h_t @ weights.w_p  # LSTMP: the projected h is the output and is fed back
-        new_state = new_state._replace(h=_zoneout(h_t, state.h, inputs.keep_h, rate_h),
-                                       c=_zoneout(new_state.c, state.c, inputs.keep_c, rate_c))
+        new_state = new_state._replace(h=_zoneout(h_t, state.h, inputs.keep_h, rate_h))
+        if "c" in new_state._fields:  # a state may be h alone, without a cell state
+            new_state = new_state._replace(
+                c=_zoneout(new_state.c, state.c, inputs.keep_c, rate_c))
         if options.return_gates:
             out = (new_state.h, step_gates._replace(c=new_state.c))
         else:
@@ -419,7 +421,8 @@ def lstm_loop(params: LSTMParams, xs: Array, state0: Any, masks: LoopMasks,
             with a block-diagonal recurrent matrix passes it as a dense w_h.)
         xs: inputs, (T, N, I).
         state0: the initial state, `LSTMState` with h (N, R) and c (N, H), or the state of
-            the cell in `options.cell` (fields h and c, and whatever else it carries).
+            the cell in `options.cell` (a NamedTuple with a field h, a field c unless the cell
+            has no cell state, and whatever else it carries).
         masks: `LoopMasks`: lengths, recurrent dropout and zoneout masks, each or None.
         options: `LoopOptions` (with the cell).
 

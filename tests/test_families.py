@@ -29,7 +29,8 @@ IDS = [f"{name}-{mode}{'-' + '-'.join(map(str, options.values())) if options els
 PUBLIC = {"lstm": (jaxlstm.init_lstm, jaxlstm.lstm), "slstm": (jaxlstm.init_slstm, jaxlstm.slstm),
           "mlstm": (jaxlstm.init_mlstm, jaxlstm.mlstm),
           "min_lstm": (jaxlstm.init_min_lstm, jaxlstm.min_lstm),
-          "min_gru": (jaxlstm.init_min_gru, jaxlstm.min_gru)}
+          "min_gru": (jaxlstm.init_min_gru, jaxlstm.min_gru),
+          "gru": (jaxlstm.init_gru, jaxlstm.gru)}
 """The public functions each family wraps (the test may name families; the library may not)."""
 
 _steps = {}
@@ -121,8 +122,8 @@ def test_the_registry_finds_each_family_by_name_and_by_params():
     for name in families.names():
         family, params, _ = make(name)
         assert family.name == name and families.of(params) is family
-    with pytest.raises(ValueError, match=r"name must be one of \['lstm', .*got 'gru'"):
-        families.get("gru")
+    with pytest.raises(ValueError, match=r"name must be one of \['lstm', .*got 'elman'"):
+        families.get("elman")
     with pytest.raises(TypeError, match="name must be a str, .* got int"):
         families.get(3)
     with pytest.raises(TypeError, match="params must be the params of a registered family "
@@ -149,7 +150,7 @@ def test_refusals_are_generated_from_the_declarations():
     with pytest.raises(ValueError, match=r"^zoneout_h applies to LSTM layers, not to mLSTM "
                                          r"\(family 'mlstm'\)\.$"):
         family.apply(params, xs, zoneout_h=0.1)
-    with pytest.raises(ValueError, match=r"^unroll applies to LSTM and sLSTM layers, not to "
+    with pytest.raises(ValueError, match=r"^unroll applies to LSTM, sLSTM and GRU layers, not to "
                                          r"mLSTM"):
         family.apply(params, xs, unroll=2)
     with pytest.raises(ValueError, match="^tile is an option of no registered family"):

@@ -189,8 +189,8 @@ class TestTorch:
 
     def test_clear_errors(self):
         torch = self.torch
-        with pytest.raises(TypeError, match="must be a torch.nn.LSTM, got GRU"):
-            interop.from_torch(torch.nn.GRU(INPUT, HIDDEN))
+        with pytest.raises(TypeError, match="must be a torch.nn.LSTM or a torch.nn.GRU, got RNN"):
+            interop.from_torch(torch.nn.RNN(INPUT, HIDDEN))
         state = dict(self.module().state_dict())
         state["weight_hh_l0"] = state["weight_hh_l0"][:, :3]
         with pytest.raises(ValueError, match=r"weight_hh must be \(4H, H\)"):

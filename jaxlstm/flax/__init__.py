@@ -8,11 +8,31 @@ The cells are drop-ins for Flax's `LSTMCell` / `OptimizedLSTMCell` (`jaxlstm.fla
 what that takes); `from_flax_model` loads a Flax-trained model's LSTM params into the jaxlstm
 modules that replace its cells, and `to_flax_carry` / `from_flax_carry` translate the `LSTM`
 modules' carry to and from Flax's `(c, h)`.
+
+`GRUCell` is a drop-in for linen's `nn.GRUCell` (Flax's param names, computed by jaxlstm's GRU
+gate functions; `jaxlstm.flax.gru_dropin`), and `to_gru_params` / `from_gru_params` convert its
+params to and from `GRUParams` for `jaxlstm.gru`. They load with flax on first use, so
+`import jaxlstm.flax` itself still imports no flax.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from jaxlstm.flax.carry import from_flax_carry, to_flax_carry
 from jaxlstm.flax.params import to_lstm_params, to_module_params
 from jaxlstm.interop.flax_params import from_flax_model
 
-__all__ = ["from_flax_carry", "from_flax_model", "to_flax_carry", "to_lstm_params",
-           "to_module_params"]
+_LAZY = {"GRUCell": "gru_dropin", "from_gru_params": "gru_dropin", "to_gru_params": "gru_dropin"}
+
+__all__ = ["GRUCell", "from_flax_carry", "from_flax_model", "from_gru_params", "to_flax_carry",
+           "to_gru_params", "to_lstm_params", "to_module_params"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value

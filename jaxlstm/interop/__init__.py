@@ -1,5 +1,5 @@
-"""Weights in and out of other frameworks: PyTorch `nn.LSTM`, Flax's LSTM cells, and NX-AI's
-`xlstm` sLSTM layer and mLSTM cell (in only: `from_xlstm`).
+"""Weights in and out of other frameworks: PyTorch `nn.LSTM` and `nn.GRU`, Flax's LSTM cells,
+and NX-AI's `xlstm` sLSTM layer and mLSTM cell (in only: `from_xlstm`).
 
 Nothing here imports torch or flax at import time.
 """
