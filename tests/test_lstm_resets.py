@@ -1,7 +1,9 @@
-"""`resets` on the LSTM's time loop (`jaxlstm.lstm`, any variant, and `slstm`, which runs on
-the same loop): a batch of packed segments equals running each segment alone from the initial
+"""`resets` on the LSTM's time loop (`jaxlstm.lstm`, any variant, and `slstm` and `gru`, which
+run on the same loop): a batch of packed segments equals running each segment alone from the initial
 state, forwards and reversed, with lengths and a non-zero initial state; the fused backward's
 gradients equal autodiff's and the segment-by-segment computation's, with and without remat."""
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +12,10 @@ import pytest
 
 import jaxlstm
 from jaxlstm.xlstm.slstm import slstm
+
+
+class GRUState(NamedTuple):
+    h: jax.Array
 
 BATCH, STEPS, INPUT, HIDDEN = 2, 9, 3, 4
 TOL = {"atol": 1e-5, "rtol": 1e-5}
@@ -47,6 +53,13 @@ def make(family):
     if family == "slstm":
         params = jaxlstm.init_slstm(keys[0], INPUT, HIDDEN, num_heads=2)
         state_type, run = jaxlstm.SLSTMState, slstm
+    elif family == "gru":   # state h alone, as a one-field record for the helpers here
+        params = jaxlstm.init_gru(keys[0], INPUT, HIDDEN)
+        state_type = GRUState
+
+        def run(p, x, initial_state=None, **options):
+            hs, h = jaxlstm.gru(p, x, initial_state=initial_state.h, **options)
+            return hs, GRUState(h)
     else:
         params = jaxlstm.init_lstm(keys[0], INPUT, HIDDEN, cell=family)
         state_type, run = jaxlstm.LSTMState, jaxlstm.lstm
@@ -66,14 +79,14 @@ def loss(outputs, final):
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize("family", ["peephole", "slstm"])   # peephole: the LSTM's path + weights
+@pytest.mark.parametrize("family", ["peephole", "slstm", "gru"])   # peephole: LSTM + weights
 def test_packed_segments_equal_each_segment_alone(family, reverse):
     params, xs, state0, run = make(family)
 
     def packed(p, x, s, fused=True, remat=None):
         return run(p, x, initial_state=s, seq_lengths=jnp.asarray(LENGTHS),
                    resets=jnp.asarray(RESETS), reverse=reverse, fused_backward=fused,
-                   remat_chunk=remat)
+                   **({} if remat is None else {"remat_chunk": remat}))
 
     want, want_final = by_segments(run, params, xs, state0, reverse)
     got, final = jax.jit(packed)(params, xs, state0)

@@ -11,9 +11,20 @@ from jaxlstm.gru_family.cell import GRU_CELL, GRUCarry
 from jaxlstm.gru_family.params import GRUParams
 from jaxlstm.gru_family.validation import check_gru_params, check_hidden
 from jaxlstm.params import LSTMParams
-from jaxlstm.recurrence import LoopMasks, LoopOptions, lstm_loop, lstm_loop_autodiff
+from jaxlstm.recurrence import (
+    LoopMasks,
+    LoopOptions,
+    lstm_loop,
+    lstm_loop_autodiff,
+    reset_before_steps,
+)
 from jaxlstm.scan import from_loop_layout, loop_sizes
-from jaxlstm.validation import check_features, check_floating, check_seq_lengths
+from jaxlstm.validation import (
+    check_features,
+    check_floating,
+    check_resets,
+    check_seq_lengths,
+)
 
 Array = jax.Array
 
@@ -28,6 +39,7 @@ def gru(
     time_major: bool = False,
     unroll: int | bool | None = None,
     fused_backward: bool = True,
+    resets: Array | None = None,
 ) -> tuple[Array, Array]:
     """Runs a GRU layer over a sequence, with the conventions of `jaxlstm.lstm`.
 
@@ -67,6 +79,8 @@ def gru(
         fused_backward: differentiate with the hand-scheduled backward (a custom VJP); False
             lets JAX differentiate the scan, e.g. for forward-mode `jax.jvp`. The forward is
             the same either way.
+        resets: bool (batch..., T), True at the first step of each segment: each segment
+            runs as if alone, from `initial_state` (as in `jaxlstm.lstm`).
 
     Returns:
         `(hs, h_last)`: hs (batch..., T, H) (or (T, batch..., H) if `time_major`), h_last
@@ -102,6 +116,8 @@ def gru(
         h0 = check_hidden(initial_state, batch_shape, hidden_size, "initial_state").astype(dtype)
     if seq_lengths is not None:
         seq_lengths = check_seq_lengths(seq_lengths, batch_shape, num_steps)
+    if resets is not None:
+        resets = check_resets(resets, batch_shape, num_steps)
 
     # The loop works on one flat batch axis: (T, N, I) and (N, H).
     batch_size = math.prod(batch_shape)
@@ -113,9 +129,12 @@ def gru(
     # weights are (b_hn, b).
     as_lstm = LSTMParams(w_x=w_x, w_h=w_h, b=b, cell=b_hn)
     loop = lstm_loop if fused_backward else lstm_loop_autodiff
+    flat_resets = None if resets is None else reset_before_steps(
+        jnp.moveaxis(resets.reshape((batch_size, num_steps)), 1, 0), bool(reverse),
+        flat_lengths)
     final, hs = loop(as_lstm, xs_tm.reshape((num_steps, batch_size, input_size)),
                      GRUCarry(h0.reshape((batch_size, hidden_size))),
-                     LoopMasks(lengths=flat_lengths), options)
+                     LoopMasks(lengths=flat_lengths, resets=flat_resets), options)
     final, hs = from_loop_layout(final, hs, batch_shape, time_major)
     return hs, final.h
 
