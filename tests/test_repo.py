@@ -122,6 +122,7 @@ README_OUTPUTS = [  # what each ```python block of the README prints, in order
     "(8, 20, 16) (8, 16)",
     "lstm (4, 12, 8) True\nslstm (4, 12, 8) True\nmlstm (4, 12, 8) True\n"
     "min_lstm (4, 12, 8) True\nmin_gru (4, 12, 8) True\ngru (4, 12, 8) True",
+    "True",
     "completed True",
     "(4, 12, 32) (4, 16)",
     "['LSTMParams', 'SLSTMParams', 'MLSTMParams'] (4, 12, 16)\nTrue\n(4, 20)",
