@@ -203,3 +203,19 @@ def test_linen_and_nnx_run_any_family_as_the_functional_model_does(api):
     ids = sample(got, np.array([1, 2]), 3, 5, key=jax.random.key(4), model=module)
     np.testing.assert_array_equal(ids, sample(params, np.array([1, 2]), 3, 5,
                                               key=jax.random.key(4)))
+
+
+@pytest.mark.parametrize("api", ["functional", "linen", "nnx"])
+def test_the_gru_trains_on_every_api(tmp_path, api):
+    """A family added in its own folder (the GRU) runs in the runner on every API with no
+    change above the families; an option it does not declare is refused by key."""
+    config = load_config(PARITY, [*TINY_PARITY, "model.cell=gru", "training.steps=2",
+                                  "model.num_heads=4", f"model.api={api}",
+                                  f"runs_root={tmp_path}"])
+    result = run_experiment(config)
+    assert result.status == "completed" and np.isfinite(result.summary["final"]["loss"])
+    if api == "functional":
+        with pytest.raises(ConfigError, match=re.escape(
+                "model.zoneout_h: does not apply to cell 'gru' (got 0.1; it applies to LSTM "
+                "layers)")):
+            load_config(PARITY, ["model.cell=gru", "model.zoneout_h=0.1"])
