@@ -154,7 +154,8 @@ def test_a_stack_mixing_families_trains_and_refuses_what_no_layer_takes(tmp_path
              "model.cell: expected one name, or one per layer (model.num_layers = 3), got 2"),
             (["model.cell=slstm,mlstm", "model.num_layers=2", "model.zoneout_h=0.1"],
              "model.zoneout_h: does not apply to cell 'slstm,mlstm'"),
-            (["model.cell=slstm,gru2", "model.num_layers=2"], "model.cell must be one of")):
+            (["model.cell=slstm,gru2", "model.num_layers=2"],
+             "model.cell: expected one of lstm, peephole")):
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_config(PARITY, ["model.hidden_size=8", *overrides])
 

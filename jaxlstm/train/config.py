@@ -491,10 +491,13 @@ def cell_families(model: ModelConfig, path: str = "config") -> list[Any]:
         raise ConfigError(f"{path}: model.cell: expected one name, or one per layer "
                           f"(model.num_layers = {model.num_layers}), got {len(cells)}: "
                           f"{model.cell!r}.")
-    try:
-        return [families.resolve(cell)[0] for cell in cells]
-    except ValueError as err:
-        raise ConfigError(f"{path}: model.{err}") from None
+    known = list(dict.fromkeys(name for family in map(families.get, families.names())
+                               for name in (family.name, *family.cells)))
+    for cell in cells:
+        if cell not in known:
+            raise ConfigError(f"{path}: model.cell: expected one of {', '.join(known)} (or one "
+                              f"per layer, comma-separated), got {cell!r}.")
+    return [families.resolve(cell)[0] for cell in cells]
 
 
 def _check_cell_options(model: ModelConfig, path: str) -> None:
