@@ -107,6 +107,20 @@ def _check_h(h: Any, batch_shape: tuple[int, ...], hidden_size: int, name: str) 
     return h
 
 
+def check_resets(resets: Any, batch_shape: tuple[int, ...], num_steps: int) -> Array:
+    """Checks `resets`: a bool array (batch..., T), time last whatever the layout of xs."""
+    if not hasattr(resets, "shape") or not hasattr(resets, "dtype"):
+        resets = jnp.asarray(resets)
+    if resets.dtype != jnp.bool_:
+        raise TypeError(f"resets must be a bool array (True at the first step of each "
+                        f"segment), got dtype {jnp.dtype(resets.dtype).name}.")
+    expected = tuple(batch_shape) + (num_steps,)
+    if resets.shape != expected:
+        raise ValueError(f"resets must have shape {shape_str(expected)} (the batch shape of xs, "
+                         f"then its {num_steps} steps), got {shape_str(resets.shape)}.")
+    return resets
+
+
 def _dtypes(x: Array, params: Any) -> tuple[jnp.dtype, jnp.dtype]:
     """(computation dtype, recurrence dtype): the promoted dtype of the inputs and params, as
     `jaxlstm.lstm`, and at least float32 for the gates and the recurrence."""
@@ -138,6 +152,7 @@ def min_layer(
     reverse: bool,
     time_major: bool,
     mode: str,
+    resets: Array | None = None,
 ) -> tuple[Array, Array]:
     """A min cell over a sequence; the arguments and results of `jaxlstm.min_lstm`."""
     input_size, hidden_size = check_min_params(params, cell)
@@ -163,14 +178,20 @@ def min_layer(
         lengths = check_seq_lengths(seq_lengths, batch_shape, num_steps)
         t = jnp.arange(num_steps).reshape((num_steps,) + (1,) * len(batch_shape))
         valid = (t < lengths[None])[..., None]  # (T, batch..., 1)
+    starts = None
+    if resets is not None:
+        resets = jnp.moveaxis(check_resets(resets, batch_shape, num_steps), -1, 0)[..., None]
+        starts = log_scan.reset_steps(resets, valid, bool(reverse))
 
     z = input_projection(xs_tm.astype(dtype), params.w_x.astype(dtype),
                          params.b.astype(dtype)).astype(work)
     if mode == "parallel":
         log_a, log_b = log_scan.mask_log_coefficients(*cell.log_coefficients(z), valid)
-        hs, h_last = log_scan.log_linear_recurrence(log_a, log_b, h0, reverse=bool(reverse))
+        hs, h_last = log_scan.log_linear_recurrence(log_a, log_b, h0, reverse=bool(reverse),
+                                                    starts=starts)
     else:
         a, b = log_scan.mask_coefficients(*cell.coefficients(z), valid)
+        a, b = log_scan.reset_coefficients(a, b, h0, starts)
         hs, h_last = log_scan.linear_recurrence(a, b, h0, reverse=bool(reverse))
     if valid is not None:
         hs = jnp.where(valid, hs, 0.0)
@@ -202,4 +223,5 @@ def min_family(name: str, label: str, params_type: type, init: Callable[..., Any
 
     return Family(name=name, label=label, params_type=params_type, init=init,
                   apply=checked_apply(name, run), step=step, initial_state=initial_state,
-                  init_options=frozenset({"dtype"}), modes=MODES, sizes=sizes)
+                  init_options=frozenset({"dtype"}), apply_options=frozenset({"resets"}),
+                  modes=MODES, sizes=sizes)
