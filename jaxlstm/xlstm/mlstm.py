@@ -32,6 +32,10 @@ The three forms compute the same function (to rounding) and take and return the 
 In every form the stabiliser m_t is the recurrent one, max(log f_t + m_{t-1}, i~_t), which is
 the row maximum of log D extended by the incoming state's term F_t + m_0. (The reference's
 parallel kernel leaves that term out, which changes the outputs only through eps.)
+
+Segment resets (`resets`, packed documents) keep all three forms equal: the recurrent step
+starts again from the initial state, and the parallel and chunkwise forms mask log D to each
+segment and read the initial state decayed from the segment's start (`mlstm`).
 """
 
 from __future__ import annotations
@@ -216,9 +220,9 @@ class _Segments(NamedTuple):
 def _chunk_segments(starts: Array, log_f_cumsum: Array, log_f: Array) -> _Segments:
     """`_Segments` from `starts` (N, 1, NC, L) and the chunks' cumulative log forget gates.
 
-    The decay from a segment's start s0 to t is F_t - F_{s0-1}: a difference of the same
-    cumulative sums as log D's F_t - F_s, so it is exactly as precise (no log f of -inf enters
-    a sum; the segments are masked instead)."""
+    The decay from a segment's start s0 to t is F_t - F_{s0-1}, a difference of the same
+    cumulative sums as log D's F_t - F_s: no log f of -inf enters a sum to cut the memory
+    (which would leave the other entries without precision); the segments are masked."""
     axis = starts.ndim - 1
     position = jax.lax.broadcasted_iota(jnp.int32, starts.shape, axis)
     first = jax.lax.cummax(jnp.where(starts, position, 0), axis=axis)     # the segment's start
