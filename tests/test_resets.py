@@ -5,6 +5,7 @@ w.r.t. params, inputs and initial state), forwards and reversed, with and withou
 the protocol's `apply` passes `resets` on; bad `resets` are refused by name."""
 
 from functools import partial
+from itertools import pairwise
 from typing import NamedTuple
 
 import chex
@@ -89,7 +90,7 @@ def plan(lengths, reverse):
     for b, length in enumerate(lengths):
         cuts = [0] + [t for t in range(1, length) if RESETS[b, t]] + [length]
         mine = []
-        for start, stop in zip(cuts[:-1], cuts[1:]):
+        for start, stop in pairwise(cuts):
             if stop > start:
                 mine.append(len(segments))
                 segments.append((b, start, stop - start))
@@ -209,18 +210,18 @@ def test_protocol_refuses_resets_where_a_family_lacks_them():
 
 def _bad_calls():
     calls = []
-    for name in PUBLIC:
+    for name, run in PUBLIC.items():
         params, xs, _ = make(name)
-        f = partial(PUBLIC[name], params, xs)
+        f = partial(run, params, xs)
         calls += [
             (lambda f=f: f(resets=jnp.asarray(RESETS.T)), ValueError,
-             r"resets must have shape \(6, 11\) \(the batch shape of xs, then its 11 steps\), "
-             r"got \(11, 6\)"),
+             (r"resets must have shape \(6, 11\) \(the batch shape of xs, then its 11 steps\), "
+              r"got \(11, 6\)")),
             (lambda f=f: f(resets=jnp.asarray(RESETS[:, :-1])), ValueError,
              r"resets must have shape \(6, 11\)"),
             (lambda f=f: f(resets=jnp.asarray(RESETS, jnp.int32)), TypeError,
-             r"resets must be a bool array \(True at the first step of each segment\), got "
-             r"dtype int32"),
+             (r"resets must be a bool array \(True at the first step of each segment\), got "
+              r"dtype int32")),
             (lambda f=f: f(resets=RESETS.astype(np.float32)), TypeError,
              "resets must be a bool array"),
             # time-major xs (T=6 steps of a batch of 11): resets are still (batch..., T)
