@@ -26,9 +26,9 @@ each step t with resets[..., t]; with `reverse=True`, before the last step of ea
 (outputs at every step; the final state is the one after the last segment run, for
 `reverse` the segment holding step 0), in every mode; resets[..., 0] and resets at padded
 steps (at or past `seq_lengths`) change nothing. None (the default) is one segment per
-sequence, the family's unchanged program. A family whose function takes `resets` declares
-it among its `apply_options`; given to one that does not, `apply` raises
-"resets is not supported by <label> yet".
+sequence, the family's unchanged program. `resets` is part of the protocol, not an option
+a family declares: given to a family whose sequence function has no `resets` keyword,
+`apply` raises "resets is not supported by <label> yet".
 
 The registry maps a name to the module that defines the family's `FAMILY`, imported on first
 use, so `import jaxlstm` stays cheap: `get(name)`, `names()`, and `of(params)` for the family
@@ -38,6 +38,7 @@ a params pytree belongs to.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -157,9 +158,10 @@ def checked_apply(name: str, run: Callable[..., tuple[Any, ...]],
                   with_gates: bool = False) -> Callable[..., Any]:
     """The protocol's `apply` over a family's public sequence function `run`: refuses a mode
     or an option the family does not declare (before `run` sees it), passes `mode` and
-    `resets` only when given (None: `run`'s own default; `resets` to a family that does not
-    declare it is a ValueError), and returns `(outputs, final_state)`; with
+    `resets` only when given (None: `run`'s own default; `resets` to a family whose `run` has
+    no such keyword is a ValueError), and returns `(outputs, final_state)`; with
     `with_gates`, `run(..., return_gates=True)`'s `(outputs, final_state, gates)`."""
+    takes_resets = "resets" in inspect.signature(run).parameters
 
     def apply(params: Any, xs: Array, *, initial_state: Any = None, seq_lengths: Any = None,
               reverse: bool = False, time_major: bool = False, mode: str | None = None,
@@ -173,7 +175,7 @@ def checked_apply(name: str, run: Callable[..., tuple[Any, ...]],
         if mode is not None:
             options["mode"] = mode
         if resets is not None:
-            if "resets" not in family.apply_options:
+            if not takes_resets:
                 raise ValueError(f"resets is not supported by {family.label} yet.")
             options["resets"] = resets
         if with_gates:

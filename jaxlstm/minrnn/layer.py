@@ -23,6 +23,7 @@ from jaxlstm.minrnn.min_gates import input_projection
 from jaxlstm.validation import (
     check_features,
     check_floating,
+    check_resets,
     check_seq_lengths,
     check_size,
     shape_str,
@@ -105,20 +106,6 @@ def _check_h(h: Any, batch_shape: tuple[int, ...], hidden_size: int, name: str) 
             f"got {shape_str(h.shape)}."
         )
     return h
-
-
-def check_resets(resets: Any, batch_shape: tuple[int, ...], num_steps: int) -> Array:
-    """Checks `resets`: a bool array (batch..., T), time last whatever the layout of xs."""
-    if not hasattr(resets, "shape") or not hasattr(resets, "dtype"):
-        resets = jnp.asarray(resets)
-    if resets.dtype != jnp.bool_:
-        raise TypeError(f"resets must be a bool array (True at the first step of each "
-                        f"segment), got dtype {jnp.dtype(resets.dtype).name}.")
-    expected = tuple(batch_shape) + (num_steps,)
-    if resets.shape != expected:
-        raise ValueError(f"resets must have shape {shape_str(expected)} (the batch shape of xs, "
-                         f"then its {num_steps} steps), got {shape_str(resets.shape)}.")
-    return resets
 
 
 def _dtypes(x: Array, params: Any) -> tuple[jnp.dtype, jnp.dtype]:
@@ -223,5 +210,4 @@ def min_family(name: str, label: str, params_type: type, init: Callable[..., Any
 
     return Family(name=name, label=label, params_type=params_type, init=init,
                   apply=checked_apply(name, run), step=step, initial_state=initial_state,
-                  init_options=frozenset({"dtype"}), apply_options=frozenset({"resets"}),
-                  modes=MODES, sizes=sizes)
+                  init_options=frozenset({"dtype"}), modes=MODES, sizes=sizes)

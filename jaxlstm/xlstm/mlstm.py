@@ -50,6 +50,7 @@ from jaxlstm.family import Family, checked_apply
 from jaxlstm.validation import (
     check_floating,
     check_positive_int,
+    check_resets,
     check_seq_lengths,
     shape_str,
 )
@@ -323,20 +324,6 @@ def _check_mode(mode: Any, chunk_size: Any) -> int:
     return check_positive_int(chunk_size, "chunk_size")
 
 
-def _check_resets(resets: Any, batch_shape: tuple[int, ...], steps: int) -> Array:
-    """Checks `resets`: a bool array (batch..., T), time last whatever the layout of xs."""
-    if not hasattr(resets, "shape") or not hasattr(resets, "dtype"):
-        resets = jnp.asarray(resets)
-    if resets.dtype != jnp.bool_:
-        raise TypeError(f"resets must be a bool array (True at the first step of each "
-                        f"segment), got dtype {jnp.dtype(resets.dtype).name}.")
-    expected = tuple(batch_shape) + (steps,)
-    if resets.shape != expected:
-        raise ValueError(f"resets must have shape {shape_str(expected)} (the batch shape of xs, "
-                         f"then its {steps} steps), got {shape_str(resets.shape)}.")
-    return resets
-
-
 def _check_state(state: Any, batch_shape, heads: int, d_k: int, d_v: int, name: str) -> None:
     expected = {"C": (heads, d_k, d_v), "n": (heads, d_k), "m": (heads,)}
     for field, tail in expected.items():
@@ -436,7 +423,7 @@ def _run(q, k, v, i_pre, f_pre, dtype, mode, chunk_size, initial_state, seq_leng
     if seq_lengths is not None:
         seq_lengths = check_seq_lengths(seq_lengths, batch_shape, steps)
     if resets is not None:
-        resets = _check_resets(resets, batch_shape, steps)
+        resets = check_resets(resets, batch_shape, steps)
     if steps == 0:
         return jnp.zeros(batch_shape + (0, heads, d_v), dtype), initial_state
 
@@ -722,6 +709,6 @@ FAMILY = Family(
     name="mlstm", label="mLSTM", params_type=MLSTMParams, init=init_mlstm, sizes=_family_sizes,
     apply=checked_apply("mlstm", mlstm), step=_family_step, initial_state=_family_initial_state,
     init_options=frozenset({"num_heads", "qk_size", "dtype"}),
-    apply_options=frozenset({"chunk_size", "resets"}), modes=MODES,
+    apply_options=frozenset({"chunk_size"}), modes=MODES,
 )
 """The mLSTM behind the family protocol (`jaxlstm.family`)."""
