@@ -2,7 +2,8 @@
 minLSTM / minGRU in both, a call with `resets` equals running each segment alone from the
 initial state (outputs at every step, the final state of the last segment run, gradients
 w.r.t. params, inputs and initial state), forwards and reversed, with and without lengths;
-the protocol's `apply` passes `resets` on; bad `resets` are refused by name."""
+the protocol's `apply` passes `resets` on; bad `resets` are refused by name. (The LSTM's time
+loop, for the LSTM, sLSTM and GRU: tests/test_lstm_resets.py.)"""
 
 from functools import partial
 from itertools import pairwise
@@ -193,19 +194,34 @@ def test_time_major_two_batch_dims_and_the_protocol(name, mode):
                          resets=two(jnp.asarray(RESETS)))
     chex.assert_trees_all_close((jnp.moveaxis(outputs, 0, 2), final), two(want),
                                 **TOL[name])
-    assert "resets" in family.apply_options
 
 
-def test_protocol_refuses_resets_where_a_family_lacks_them():
-    lacking = [n for n in families.names() if "resets" not in families.get(n).apply_options]
-    if not lacking:
-        pytest.skip("every registered family takes resets")
-    family = families.get(lacking[0])
-    params = family.init(jax.random.key(0), INPUT, HIDDEN)
+def test_a_stack_passes_resets_to_every_layer():
+    """Through the protocol's apply, both directions: a bidirectional stack of an mLSTM and a
+    minLSTM layer over two packed documents equals the stack over each alone."""
+    params = jaxlstm.init_lstm_stack(jax.random.key(0), INPUT, HIDDEN, num_layers=2,
+                                     cell=("mlstm", "min_lstm"), bidirectional=True)
+    xs = jax.random.normal(jax.random.key(1), (2, 7, INPUT))
+    run = jax.jit(partial(jaxlstm.lstm_stack, mode="parallel"))
+    packed_out, _ = run(params, xs, resets=jnp.zeros((2, 7), bool).at[:, 4].set(True))
+    alone = jnp.concatenate([run(params, xs[:, :4])[0], run(params, xs[:, 4:])[0]], axis=1)
+    chex.assert_trees_all_close(packed_out, alone, **TOL["mlstm"])
+
+
+def test_the_protocol_passes_resets_only_when_given_and_refuses_a_function_without_them():
+    calls = []
+
+    def without_resets(params, xs, *, initial_state, seq_lengths, reverse, time_major, mode):
+        calls.append(mode)
+        return xs, initial_state
+
+    apply = families.checked_apply("min_gru", without_resets)
     xs = jnp.zeros((2, 4, INPUT))
-    with pytest.raises(ValueError, match=f"^resets is not supported by {family.label} yet"):
-        family.apply(params, xs, resets=jnp.zeros((2, 4), bool))
-    family.apply(params, xs, resets=None)  # None is "not given"
+    apply(None, xs, mode="parallel", resets=None)  # None is "not given": not passed on
+    assert calls == ["parallel"]
+    with pytest.raises(ValueError, match=r"^resets is not supported by minGRU yet\.$"):
+        apply(None, xs, mode="parallel", resets=jnp.zeros((2, 4), bool))
+    assert calls == ["parallel"]
 
 
 def _bad_calls():
@@ -215,23 +231,21 @@ def _bad_calls():
         f = partial(run, params, xs)
         calls += [
             (lambda f=f: f(resets=jnp.asarray(RESETS.T)), ValueError,
-             (r"resets must have shape \(6, 11\) \(the batch shape of xs, then its 11 steps\), "
-              r"got \(11, 6\)")),
+             r"resets must have shape \(batch..., T\) = \(6, 11\), got \(11, 6\)"),
             (lambda f=f: f(resets=jnp.asarray(RESETS[:, :-1])), ValueError,
-             r"resets must have shape \(6, 11\)"),
+             r"resets must have shape \(batch..., T\) = \(6, 11\), got \(6, 10\)"),
             (lambda f=f: f(resets=jnp.asarray(RESETS, jnp.int32)), TypeError,
-             (r"resets must be a bool array \(True at the first step of each segment\), got "
-              r"dtype int32")),
+             "resets must be a boolean array, got dtype int32"),
             (lambda f=f: f(resets=RESETS.astype(np.float32)), TypeError,
-             "resets must be a bool array"),
+             "resets must be a boolean array, got dtype float32"),
             # time-major xs (T=6 steps of a batch of 11): resets are still (batch..., T)
             (lambda f=f: f(resets=jnp.asarray(RESETS), time_major=True), ValueError,
-             r"resets must have shape \(11, 6\) .* got \(6, 11\)"),
+             r"resets must have shape \(batch..., T\) = \(11, 6\), got \(6, 11\)"),
         ]
     qkv = jnp.zeros((2, 5, 2, 4))
     calls.append((lambda: mlstm_qkv(qkv, qkv, qkv, qkv[..., 0], qkv[..., 0],
                                                   resets=jnp.zeros((5, 2), bool)),
-                  ValueError, r"resets must have shape \(2, 5\)"))
+                  ValueError, r"resets must have shape \(batch..., T\) = \(2, 5\)"))
     return calls
 
 
