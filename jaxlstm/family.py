@@ -7,7 +7,7 @@ blocks, Flax modules, the runner, decoding) should need nothing but this protoco
     params        = family.init(key, input_size, hidden_size, **init_options)
     state         = family.initial_state(params, batch_shape, dtype)
     outputs, last = family.apply(params, xs, initial_state=..., seq_lengths=..., reverse=...,
-                                 time_major=..., mode=..., **apply_options)
+                                 time_major=..., mode=..., resets=..., **apply_options)
     y_t, state    = family.step(params, x_t, state)
 
 with `apply` over a whole sequence (xs (batch..., T, I), or time first) equal to `step` in a
@@ -17,6 +17,19 @@ equivalent forms (`modes`; None is the family's default). The options each funct
 beyond the protocol's are declared once (`init_options`, `apply_options`), so a refusal
 ("zoneout_h applies to ...") is generated from the declarations by `check_options`.
 
+`resets` (packed documents, continuous batching) is a bool array (batch..., T), time last
+whatever `time_major` is, True at the first step of each segment in the sequence's own time
+order (recurrentgemma's `segment_pos == 0`). No state crosses a segment boundary in either
+direction and every segment starts from `initial_state`: forwards the state is reset before
+each step t with resets[..., t]; with `reverse=True`, before the last step of each segment
+(step t with resets[..., t + 1], t < T - 1). So `apply` equals running each segment alone
+(outputs at every step; the final state is the one after the last segment run, for
+`reverse` the segment holding step 0), in every mode; resets[..., 0] and resets at padded
+steps (at or past `seq_lengths`) change nothing. None (the default) is one segment per
+sequence, the family's unchanged program. `resets` is part of the protocol, not an option
+a family declares: given to a family whose sequence function has no `resets` keyword,
+`apply` raises "resets is not supported by <label> yet".
+
 The registry maps a name to the module that defines the family's `FAMILY`, imported on first
 use, so `import jaxlstm` stays cheap: `get(name)`, `names()`, and `of(params)` for the family
 a params pytree belongs to.
@@ -25,6 +38,7 @@ a params pytree belongs to.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +56,8 @@ class Family:
         params_type: the NamedTuple its `init` returns (`of` finds a family by it).
         init: (key, input_size, hidden_size, **init_options) -> params.
         apply: (params, xs, *, initial_state=None, seq_lengths=None, reverse=False,
-            time_major=False, mode=None, **apply_options) -> (outputs, final_state).
+            time_major=False, mode=None, resets=None, **apply_options)
+            -> (outputs, final_state).
         step: (params, x_t, state) -> (y_t, state): one time step, x_t (batch..., I).
         initial_state: (params, batch_shape, dtype) -> the state `apply` starts from when
             given none: zeros, shaped and typed as `apply`'s final state for inputs of
@@ -142,13 +157,15 @@ def takers(option: str, kind: str = "apply") -> list[str]:
 def checked_apply(name: str, run: Callable[..., tuple[Any, ...]],
                   with_gates: bool = False) -> Callable[..., Any]:
     """The protocol's `apply` over a family's public sequence function `run`: refuses a mode
-    or an option the family does not declare (before `run` sees it), passes `mode` only when
-    one is given (None: `run`'s own default), and returns `(outputs, final_state)`; with
+    or an option the family does not declare (before `run` sees it), passes `mode` and
+    `resets` only when given (None: `run`'s own default; `resets` to a family whose `run` has
+    no such keyword is a ValueError), and returns `(outputs, final_state)`; with
     `with_gates`, `run(..., return_gates=True)`'s `(outputs, final_state, gates)`."""
+    takes_resets = "resets" in inspect.signature(run).parameters
 
     def apply(params: Any, xs: Array, *, initial_state: Any = None, seq_lengths: Any = None,
               reverse: bool = False, time_major: bool = False, mode: str | None = None,
-              **options: Any) -> tuple[Array, Any]:
+              resets: Any = None, **options: Any) -> tuple[Array, Any]:
         family = get(name)
         check_mode(family, mode)
         check_options(family, options)
@@ -157,6 +174,10 @@ def checked_apply(name: str, run: Callable[..., tuple[Any, ...]],
         options = {key: value for key, value in options.items() if value is not None}
         if mode is not None:
             options["mode"] = mode
+        if resets is not None:
+            if not takes_resets:
+                raise ValueError(f"resets is not supported by {family.label} yet.")
+            options["resets"] = resets
         if with_gates:
             options["return_gates"] = True
         return tuple(run(params, xs, initial_state=initial_state, seq_lengths=seq_lengths,

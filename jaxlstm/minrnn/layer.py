@@ -23,6 +23,7 @@ from jaxlstm.minrnn.min_gates import input_projection
 from jaxlstm.validation import (
     check_features,
     check_floating,
+    check_resets,
     check_seq_lengths,
     check_size,
     shape_str,
@@ -138,6 +139,7 @@ def min_layer(
     reverse: bool,
     time_major: bool,
     mode: str,
+    resets: Array | None = None,
 ) -> tuple[Array, Array]:
     """A min cell over a sequence; the arguments and results of `jaxlstm.min_lstm`."""
     input_size, hidden_size = check_min_params(params, cell)
@@ -163,14 +165,20 @@ def min_layer(
         lengths = check_seq_lengths(seq_lengths, batch_shape, num_steps)
         t = jnp.arange(num_steps).reshape((num_steps,) + (1,) * len(batch_shape))
         valid = (t < lengths[None])[..., None]  # (T, batch..., 1)
+    starts = None
+    if resets is not None:
+        resets = jnp.moveaxis(check_resets(resets, batch_shape, num_steps), -1, 0)[..., None]
+        starts = log_scan.reset_steps(resets, valid, bool(reverse))
 
     z = input_projection(xs_tm.astype(dtype), params.w_x.astype(dtype),
                          params.b.astype(dtype)).astype(work)
     if mode == "parallel":
         log_a, log_b = log_scan.mask_log_coefficients(*cell.log_coefficients(z), valid)
-        hs, h_last = log_scan.log_linear_recurrence(log_a, log_b, h0, reverse=bool(reverse))
+        hs, h_last = log_scan.log_linear_recurrence(log_a, log_b, h0, reverse=bool(reverse),
+                                                    starts=starts)
     else:
         a, b = log_scan.mask_coefficients(*cell.coefficients(z), valid)
+        a, b = log_scan.reset_coefficients(a, b, h0, starts)
         hs, h_last = log_scan.linear_recurrence(a, b, h0, reverse=bool(reverse))
     if valid is not None:
         hs = jnp.where(valid, hs, 0.0)

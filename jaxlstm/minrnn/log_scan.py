@@ -24,6 +24,20 @@ The prefix of step t is (A_t, B_t) = (sum_{s<=t} log a_s, log of the state reach
 so h_t = exp(A_t) * h_0 + exp(B_t). The initial state enters linearly and may be negative or
 zero (no log h_0 is taken).
 
+Segment resets (packed sequences): at a step that starts a segment the recurrence reads h_0
+instead of h_{t-1}, h_t = a_t h_0 + b_t. Step by step that is the coefficients (0, b_t + a_t h_0)
+(`reset_coefficients`). In log space b_t + a_t h_0 may be negative, so the parallel scan
+instead carries a flag with each element: an interval containing a reset is the constant map
+h -> exp(A) h_0 + exp(B), with (A, B) taken from its last reset on, and composing anything
+before it changes nothing:
+
+        (la_1, lb_1, r_1) o (la_2, lb_2, r_2) = (la_2, lb_2, True)                  if r_2
+                                              = (la_1 + la_2, logaddexp(lb_1 + la_2, lb_2), r_1)
+                                                                                   otherwise,
+
+and h_t = exp(A_t) * h_0 + exp(B_t) as before: one scan, and no log-weight is subtracted from
+a sum it was added to, so the other entries keep their precision.
+
 Gradients are JAX's autodiff of both loops. Measured on the shared 2-core CPU of
 /work/shared/PERFORMANCE.md (noisy: load 4-7 from other jobs; minLSTM, B=8, I=H=64, float32,
 median ms, "f+b" = gradient of sum(hs) w.r.t. params and xs; XLA temp memory of the f+b
@@ -97,6 +111,42 @@ def mask_log_coefficients(log_a: Array, log_b: Array,
     return jnp.where(valid, log_a, 0.0), jnp.where(valid, log_b, LOG_ZERO)
 
 
+def reset_steps(resets: Array, valid: Array | None, reverse: bool) -> Array:
+    """Where the recurrence reads h_0 instead of h_{t-1}, as it runs, from segment starts.
+
+    `resets[t]` marks the first step of a segment in the sequence's own time order. Run
+    forwards, the state is h_0 before each such step; run backwards, before the last step of
+    each segment, i.e. before step t where resets[t + 1] (t < T - 1). Resets at padded steps
+    (not `valid`) are dropped, so that the state held past a sequence's end stays held.
+
+    Args:
+        resets: bool (T, batch..., 1).
+        valid: bool (T, batch..., 1), or None (no padding).
+        reverse: whether the recurrence runs from step T-1 down to 0.
+
+    Returns:
+        bool (T, batch..., 1).
+    """
+    starts = resets if valid is None else resets & valid
+    if reverse:
+        starts = jnp.concatenate([starts[1:], jnp.zeros_like(starts[:1])])
+    return starts
+
+
+def reset_coefficients(a: Array, b: Array, h0: Array,
+                       starts: Array | None) -> tuple[Array, Array]:
+    """(a_t, b_t) = (0, b_t + a_t h_0) where `starts`: the step continues from h_0, not h_{t-1}.
+
+    Args:
+        a, b: coefficients, (T, batch..., H).
+        h0: initial state, (batch..., H).
+        starts: bool (T, batch..., 1) from `reset_steps`, or None (no resets).
+    """
+    if starts is None:
+        return a, b
+    return jnp.where(starts, 0.0, a), jnp.where(starts, b + a * h0[None], b)
+
+
 def linear_recurrence(a: Array, b: Array, h0: Array, *,
                       reverse: bool = False) -> tuple[Array, Array]:
     """h_t = a_t * h_{t-1} + b_t by `jax.lax.scan`, one step after another.
@@ -125,8 +175,17 @@ def _compose_log(earlier: tuple[Array, Array],
     return log_a1 + log_a2, jnp.logaddexp(log_b1 + log_a2, log_b2)
 
 
+def _compose_log_with_resets(earlier: tuple[Array, Array, Array],
+                             later: tuple[Array, Array, Array]) -> tuple[Array, Array, Array]:
+    log_a, log_b = _compose_log(earlier[:2], later[:2])
+    log_a2, log_b2, reset2 = later
+    return (jnp.where(reset2, log_a2, log_a), jnp.where(reset2, log_b2, log_b),
+            earlier[2] | reset2)
+
+
 def log_linear_recurrence(log_a: Array, log_b: Array, h0: Array, *,
-                          reverse: bool = False) -> tuple[Array, Array]:
+                          reverse: bool = False,
+                          starts: Array | None = None) -> tuple[Array, Array]:
     """h_t = a_t * h_{t-1} + b_t from (log a, log b) by a parallel `jax.lax.associative_scan`.
 
         (A_t, B_t) = prefix of (log a_s, log b_s) under (la_1 + la_2, logaddexp(lb_1 + la_2, lb_2))
@@ -137,13 +196,19 @@ def log_linear_recurrence(log_a: Array, log_b: Array, h0: Array, *,
         log_b: log b_t, (T, batch..., H); b_t > 0 (LOG_ZERO stands for b_t = 0).
         h0: initial state, (batch..., H), any real values.
         reverse: run from step T-1 down to 0.
+        starts: bool (T, batch..., 1) from `reset_steps`: steps that read h_0 instead of
+            h_{t-1} (segment resets, see the module docstring); None for none.
 
     Returns:
         `(hs, h_last)` as `linear_recurrence`.
     """
     if log_a.shape[0] == 0:
         return jnp.zeros(log_b.shape, h0.dtype), h0
-    cum_log_a, log_h = jax.lax.associative_scan(_compose_log, (log_a, log_b), axis=0,
-                                                reverse=reverse)
+    if starts is None:
+        cum_log_a, log_h = jax.lax.associative_scan(_compose_log, (log_a, log_b), axis=0,
+                                                    reverse=reverse)
+    else:
+        cum_log_a, log_h, _ = jax.lax.associative_scan(
+            _compose_log_with_resets, (log_a, log_b, starts), axis=0, reverse=reverse)
     hs = jnp.exp(cum_log_a) * h0[None] + jnp.exp(log_h)
     return hs, hs[0] if reverse else hs[-1]

@@ -108,6 +108,7 @@ def min_lstm(
     reverse: bool = False,
     time_major: bool = False,
     mode: str = "parallel",
+    resets: Array | None = None,
 ) -> tuple[Array, Array]:
     """Runs a minLSTM layer over a sequence.
 
@@ -137,6 +138,16 @@ def min_lstm(
     its last valid step down to step 0. Padded steps get a_t = 1, b_t = 0 (log b_t a large
     negative finite number, so gradients stay finite).
 
+    Segment resets (packed documents, continuous batching): `resets[..., t]` True marks the
+    first step of a segment (recurrentgemma's `segment_pos == 0`). No state crosses a segment
+    boundary and every segment starts from `initial_state`: the result equals running each
+    segment alone. Forwards, the state is h_0 again before each marked step; with
+    `reverse=True`, before the last step of each segment (step t with resets[..., t + 1]).
+    The final state is the one after the last segment run (for `reverse`, the segment holding
+    step 0). Both modes stay one scan: the coefficients of a reset step become
+    (0, b_t + a_t h_0), or, in log space, its scan element carries a flag
+    (`jaxlstm.minrnn.log_scan`). resets[..., 0] and resets at padded steps change nothing.
+
     Dtype: the promoted dtype of `xs` and `params` (as `jaxlstm.lstm`); gates and the
     recurrence run in at least float32 (bfloat16 inputs are scanned in float32), and the
     outputs are cast back.
@@ -150,6 +161,8 @@ def min_lstm(
         reverse: run from the last step to the first.
         time_major: whether time is the leading axis of `xs` (and of the outputs).
         mode: "parallel" or "sequential".
+        resets: bool (batch..., T), time last whatever `time_major`: True at the first step
+            of each segment; None (the default) for one segment per sequence.
 
     Returns:
         `(hs, final_h)`: hs (batch..., T, H), or (T, batch..., H) if `time_major`; final_h
@@ -162,7 +175,8 @@ def min_lstm(
         ((4, 10, 8), (4, 8))
     """
     return min_layer(params, xs, MIN_LSTM_CELL, initial_state=initial_state,
-                     seq_lengths=seq_lengths, reverse=reverse, time_major=time_major, mode=mode)
+                     seq_lengths=seq_lengths, reverse=reverse, time_major=time_major, mode=mode,
+                     resets=resets)
 
 
 FAMILY = min_family("min_lstm", "minLSTM", MinLSTMParams, init_min_lstm, min_lstm, min_lstm_cell,

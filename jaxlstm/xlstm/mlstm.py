@@ -32,6 +32,10 @@ The three forms compute the same function (to rounding) and take and return the 
 In every form the stabiliser m_t is the recurrent one, max(log f_t + m_{t-1}, i~_t), which is
 the row maximum of log D extended by the incoming state's term F_t + m_0. (The reference's
 parallel kernel leaves that term out, which changes the outputs only through eps.)
+
+Segment resets (`resets`, packed documents) keep all three forms equal: the recurrent step
+starts again from the initial state, and the parallel and chunkwise forms mask log D to each
+segment and read the initial state decayed from the segment's start (`mlstm`).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from jaxlstm.family import Family, checked_apply
 from jaxlstm.validation import (
     check_floating,
     check_positive_int,
+    check_resets,
     check_seq_lengths,
     shape_str,
 )
@@ -182,27 +187,74 @@ def mlstm_step(state: MLSTMState, q: Array, k: Array, v: Array, i_pre: Array,
     return MLSTMState(c, n, m), gates.normalised_readout(numerator, denominator, m)
 
 
-def _recurrent(q, k, v, i_pre, log_f, state):
+def _where_reset(reset: Array, initial: MLSTMState, state: MLSTMState) -> MLSTMState:
+    """`initial` where `reset` ((N, 1) bool, per sequence), else `state`, field by field."""
+    return MLSTMState(*(jnp.where(reset.reshape(reset.shape + (1,) * (a.ndim - 2)), i, a)
+                        for i, a in zip(initial, state)))
+
+
+def _recurrent(q, k, v, i_pre, log_f, state, starts=None):
+    """The step in a scan; with `starts` ((N, 1, T) bool) the memory is `state` again before
+    each step marked there."""
     def body(carry, step):
+        if starts is not None:
+            *step, start = step
+            carry = _where_reset(start, state, carry)
         return mlstm_step(carry, *step)
 
-    steps = tuple(jnp.moveaxis(a, 2, 0) for a in (q, k, v, i_pre, log_f))
+    inputs = (q, k, v, i_pre, log_f) + (() if starts is None else (starts,))
+    steps = tuple(jnp.moveaxis(a, 2, 0) for a in inputs)
     final, hs = jax.lax.scan(body, state, steps)
     return jnp.moveaxis(hs, 0, 2), final
 
 
-def _chunkwise(q, k, v, i_pre, log_f, state, chunk):
+class _Segments(NamedTuple):
+    """Where the segments of a chunkwise run lie, per chunk (L steps, t the reader, s the
+    writer), from the steps that start one."""
+
+    same: Array    # (N, 1, NC, L, L): s at or after the start of t's segment (or of the chunk)
+    opened: Array  # (N, 1, NC, L): a segment starts in the chunk at or before t, so t reads
+    #                the initial state, not the one carried into the chunk
+    decay: Array   # (N, H, NC, L): log f summed from that start (or the chunk's first step) to t
+
+
+def _chunk_segments(starts: Array, log_f_cumsum: Array, log_f: Array) -> _Segments:
+    """`_Segments` from `starts` (N, 1, NC, L) and the chunks' cumulative log forget gates.
+
+    The decay from a segment's start s0 to t is F_t - F_{s0-1}, a difference of the same
+    cumulative sums as log D's F_t - F_s: no log f of -inf enters a sum to cut the memory
+    (which would leave the other entries without precision); the segments are masked."""
+    axis = starts.ndim - 1
+    position = jax.lax.broadcasted_iota(jnp.int32, starts.shape, axis)
+    first = jax.lax.cummax(jnp.where(starts, position, 0), axis=axis)     # the segment's start
+    opened = jax.lax.cummax(starts.astype(jnp.int32), axis=axis) > 0
+    before_first = jnp.take_along_axis(log_f_cumsum - log_f,             # F_{s0-1}
+                                       jnp.broadcast_to(first, log_f.shape), axis=-1)
+    writer = jax.lax.broadcasted_iota(jnp.int32, starts.shape + starts.shape[-1:], axis + 1)
+    return _Segments(same=writer >= first[..., None], opened=opened,
+                     decay=log_f_cumsum - before_first)
+
+
+def _chunkwise(q, k, v, i_pre, log_f, state, chunk, starts=None):
     """The parallel form within chunks of `chunk` steps (T a multiple of it); one chunk of T
-    steps is the parallel form."""
+    steps is the parallel form.
+
+    With `starts` ((N, 1, T) bool), the memory is `state` again before each step marked there:
+    log D is masked to each segment, a step after a segment start in its chunk reads `state`
+    decayed from that start instead of the carried memory, and a chunk holding a start hands
+    on `state` decayed from its last start plus that segment's writes."""
     n_batch, heads, steps = q.shape[:3]
     num_chunks = steps // chunk
 
     def chunked(a):
-        return a.reshape((n_batch, heads, num_chunks, chunk) + a.shape[3:])
+        return a.reshape(a.shape[:2] + (num_chunks, chunk) + a.shape[3:])
 
     q, k, v, i_pre, log_f = (chunked(a) for a in (q, k, v, i_pre, log_f))
     log_f_cumsum = jnp.cumsum(log_f, axis=-1)                    # F_t within the chunk
     log_d = gates.log_decay_matrix(log_f_cumsum, i_pre)          # (N, H, NC, L, L)
+    if starts is not None:
+        segments = _chunk_segments(chunked(starts), log_f_cumsum, log_f)
+        log_d = jnp.where(segments.same, log_d, -jnp.inf)
     row_max = jnp.max(log_d, axis=-1)                            # (N, H, NC, L)
 
     # Each chunk's own writes, as one write into the memory at the chunk's end: the weights are
@@ -213,30 +265,52 @@ def _chunkwise(q, k, v, i_pre, log_f, state, chunk):
     chunk_k = jnp.einsum("...s,...sk->...k", weights, k)
 
     def carry_state(prev, chunk_totals):
-        total_log_f, top, kv, ksum = chunk_totals
-        m = gates.stabiliser_update(total_log_f, prev.m, top)
-        f_act = gates.stabilised_forget_gate(total_log_f, prev.m, m)
+        total_log_f, top, kv, ksum = chunk_totals[:4]
+        incoming = prev
+        if starts is not None:  # a segment starts in the chunk: its last one is handed on
+            incoming = _where_reset(chunk_totals[4], state, prev)
+        m = gates.stabiliser_update(total_log_f, incoming.m, top)
+        f_act = gates.stabilised_forget_gate(total_log_f, incoming.m, m)
         i_act = gates.stabilised_input_gate(top, m)
-        new = MLSTMState(gates.memory_update(f_act, prev.C, i_act, kv),
-                         gates.normaliser_update(f_act, prev.n, i_act, ksum), m)
+        new = MLSTMState(gates.memory_update(f_act, incoming.C, i_act, kv),
+                         gates.normaliser_update(f_act, incoming.n, i_act, ksum), m)
         return new, prev
 
-    totals = (log_f_cumsum[..., -1], chunk_max, chunk_kv, chunk_k)
+    if starts is None:
+        totals = (log_f_cumsum[..., -1], chunk_max, chunk_kv, chunk_k)
+    else:
+        totals = (segments.decay[..., -1], chunk_max, chunk_kv, chunk_k,
+                  segments.opened[..., -1])
     final, before = jax.lax.scan(carry_state, state,
                                  tuple(jnp.moveaxis(a, 2, 0) for a in totals))
     c_prev, n_prev, m_prev = (jnp.moveaxis(a, 0, 2) for a in before)  # (N, H, NC, ...)
 
+    def read(memory, initial, spec):
+        """q_t against the memory carried into t's chunk, or, after a segment start in the
+        chunk, against the initial state."""
+        carried = jnp.einsum(f"...tk,...{spec}->...t{spec[1:]}", q, memory)
+        if starts is None:
+            return carried
+        fresh = jnp.einsum(f"nhctk,nh{spec}->nhct{spec[1:]}", q, initial)
+        opened = segments.opened.reshape(segments.opened.shape + (1,) * (len(spec) - 1))
+        return jnp.where(opened, fresh, carried)
+
     # Outputs: the chunk's own writes (intra) plus the incoming state (inter), both rescaled to
-    # the recurrent stabiliser m_t = max(F_t + m_prev, row max of log D).
-    inter_log = log_f_cumsum + m_prev[..., None]
+    # the recurrent stabiliser m_t = max(F_t + m_prev, row max of log D); after a segment
+    # start in the chunk, the incoming state is the initial one, decayed from that start.
+    if starts is None:
+        inter_log = log_f_cumsum + m_prev[..., None]
+    else:
+        inter_log = segments.decay + jnp.where(segments.opened, state.m[:, :, None, None],
+                                               m_prev[..., None])
     m = jnp.maximum(inter_log, row_max)
     decay = jnp.exp(log_d - m[..., None])
     inter = jnp.exp(inter_log - m)
     scores = jnp.einsum("...tk,...sk->...ts", q, k) * decay
     numerator = (jnp.einsum("...ts,...sv->...tv", scores, v)
-                 + inter[..., None] * jnp.einsum("...tk,...kv->...tv", q, c_prev))
+                 + inter[..., None] * read(c_prev, state.C, "kv"))
     denominator = (jnp.sum(scores, axis=-1)
-                   + inter * jnp.einsum("...tk,...k->...t", q, n_prev))
+                   + inter * read(n_prev, state.n, "k"))
     hs = gates.normalised_readout(numerator, denominator, m)
     return hs.reshape((n_batch, heads, steps, hs.shape[-1])), final
 
@@ -287,6 +361,7 @@ def mlstm_qkv(
     initial_state: MLSTMState | None = None,
     seq_lengths: Array | None = None,
     reverse: bool = False,
+    resets: Array | None = None,
 ) -> tuple[Array, MLSTMState]:
     """The mLSTM memory over a sequence of given queries, keys, values and gate
     pre-activations, per head (what a block with its own projections calls).
@@ -304,7 +379,8 @@ def mlstm_qkv(
         v: values, (batch..., T, heads, d_v).
         i_pre: input gate pre-activations i~, (batch..., T, heads).
         f_pre: forget gate pre-activations f~, (batch..., T, heads).
-        mode, chunk_size, initial_state, seq_lengths, reverse: as in `mlstm`.
+        mode, chunk_size, initial_state, seq_lengths, reverse, resets: as in `mlstm`
+            (resets (batch..., T)).
 
     Returns:
         `(hs, final_state)`: hs (batch..., T, heads, d_v) in the promoted dtype of the inputs,
@@ -328,11 +404,13 @@ def mlstm_qkv(
                              f"d_k), got {shape_str(gate.shape)}.")
     dtype = jnp.result_type(q, k, v, i_pre, f_pre)
     return _run(q, k, v, i_pre, f_pre, dtype, mode, chunk_size, initial_state, seq_lengths,
-                reverse)
+                reverse, resets)
 
 
-def _run(q, k, v, i_pre, f_pre, dtype, mode, chunk_size, initial_state, seq_lengths, reverse):
-    """Checks the state and lengths, then runs the chosen form on (N, heads, T, d) arrays."""
+def _run(q, k, v, i_pre, f_pre, dtype, mode, chunk_size, initial_state, seq_lengths, reverse,
+         resets=None):
+    """Checks the state, lengths and resets, then runs the chosen form on (N, heads, T, d)
+    arrays."""
     *batch_shape, steps, heads, d_k = q.shape
     batch_shape = tuple(batch_shape)
     d_v = v.shape[-1]
@@ -344,6 +422,8 @@ def _run(q, k, v, i_pre, f_pre, dtype, mode, chunk_size, initial_state, seq_leng
         initial_state = MLSTMState(*(jnp.asarray(a).astype(state_dtype) for a in initial_state))
     if seq_lengths is not None:
         seq_lengths = check_seq_lengths(seq_lengths, batch_shape, steps)
+    if resets is not None:
+        resets = check_resets(resets, batch_shape, steps)
     if steps == 0:
         return jnp.zeros(batch_shape + (0, heads, d_v), dtype), initial_state
 
@@ -368,6 +448,16 @@ def _run(q, k, v, i_pre, f_pre, dtype, mode, chunk_size, initial_state, seq_leng
             order = jnp.where(valid, lengths[:, None] - 1 - time[None, :], time[None, :])
     elif reverse:
         order = jnp.broadcast_to(time[::-1][None, :], (size, steps))
+    starts = None
+    if resets is not None:
+        # The steps before which the memory is the initial state again, at their own
+        # positions: forwards each segment's first step, backwards each segment's last one
+        # (the step before a reset); resets at padded steps are dropped (the memory is frozen).
+        starts = resets.reshape((size, 1, steps))
+        if valid is not None:
+            starts = starts & valid[:, None, :]
+        if reverse:
+            starts = jnp.concatenate([starts[..., 1:], jnp.zeros_like(starts[..., :1])], axis=-1)
 
     def reorder(a):
         index = order.reshape((size, 1, steps) + (1,) * (a.ndim - 3))
@@ -375,6 +465,8 @@ def _run(q, k, v, i_pre, f_pre, dtype, mode, chunk_size, initial_state, seq_leng
 
     if order is not None:
         q, k, v, i_pre, log_f = (reorder(a) for a in (q, k, v, i_pre, log_f))
+        if starts is not None:
+            starts = reorder(starts)
     if valid is not None:
         # Past a sequence's end the memory is frozen: the input gate is closed (nothing is
         # written) and the forget gate is open (log f = 0: nothing is forgotten), so the final
@@ -385,7 +477,7 @@ def _run(q, k, v, i_pre, f_pre, dtype, mode, chunk_size, initial_state, seq_leng
         log_f = jnp.where(gate_valid, log_f, 0.0)
 
     if mode == "recurrent":
-        hs, final = _recurrent(q, k, v, i_pre, log_f, state)
+        hs, final = _recurrent(q, k, v, i_pre, log_f, state, starts)
     else:
         chunk = steps if mode == "parallel" else min(chunk_size, steps)
         padded = -(-steps // chunk) * chunk
@@ -397,7 +489,9 @@ def _run(q, k, v, i_pre, f_pre, dtype, mode, chunk_size, initial_state, seq_leng
 
             q, k, v, log_f = (pad(a, 0.0) for a in (q, k, v, log_f))
             i_pre = pad(i_pre, _CLOSED)
-        hs, final = _chunkwise(q, k, v, i_pre, log_f, state, chunk)
+            if starts is not None:
+                starts = pad(starts, False)
+        hs, final = _chunkwise(q, k, v, i_pre, log_f, state, chunk, starts)
         hs = hs[:, :, :steps]
 
     if order is not None:
@@ -507,6 +601,7 @@ def mlstm(
     seq_lengths: Array | None = None,
     reverse: bool = False,
     time_major: bool = False,
+    resets: Array | None = None,
 ) -> tuple[Array, MLSTMState]:
     """Runs an mLSTM cell over a sequence.
 
@@ -522,6 +617,17 @@ def mlstm(
     for length 0). With `reverse=True` each valid prefix is read backwards and outputs stay at
     their positions. Under `jit` lengths outside [0, T] act as if clamped; outside, they raise.
 
+    Segment resets (packed documents, continuous batching): `resets[..., t]` True marks the
+    first step of a segment (recurrentgemma's `segment_pos == 0`). No memory crosses a segment
+    boundary and every segment starts from `initial_state`, so the result equals running each
+    segment alone: forwards the memory is the initial state again before each marked step;
+    with `reverse=True`, before the last step of each segment (step t with resets[..., t + 1]).
+    The final state is the one after the last segment run (for `reverse`, the segment holding
+    step 0). The recurrent form resets (C, n, m) in its step; the parallel and chunkwise forms
+    mask log D to each segment and read the initial state, decayed from the segment's start,
+    wherever a segment starts within the chunk, with the same stabiliser m_t as the step.
+    resets[..., 0] and resets at padded steps change nothing.
+
     Dtypes: the computation dtype is the promoted dtype of `xs` and `params`; the projections
     run in it and `hs` has it. The memory (C, n, m), the gates and the readout are computed in
     at least float32, and the state is returned in it (mlstm_kernels' `dtype_state`), since the
@@ -536,6 +642,8 @@ def mlstm(
         seq_lengths: integer array of the batch shape: valid steps per sequence.
         reverse: run from the last step to the first.
         time_major: whether time is the leading axis of `xs` (and of `hs`).
+        resets: bool (batch..., T), time last whatever `time_major`: True at the first step
+            of each segment; None (the default) for one segment per sequence.
 
     Returns:
         `(hs, final_state)`: hs (batch..., T, heads * d_v) (time first if `time_major`), and
@@ -571,7 +679,7 @@ def mlstm(
     hs, final = _run(project(params.w_q, d_k), project(params.w_k, d_k),
                      project(params.w_v, d_v), gate(params.w_i, params.b_i),
                      gate(params.w_f, params.b_f), dtype, mode, chunk_size, initial_state,
-                     seq_lengths, reverse)
+                     seq_lengths, reverse, resets)
     hs = hs.reshape(lead + (heads * d_v,))
     return (jnp.moveaxis(hs, -2, 0) if time_major else hs), final
 
