@@ -119,6 +119,16 @@ def reset_before_steps(resets: Array, reverse: bool, lengths: Array | None) -> A
     return resets
 
 
+def loop_resets(resets: Array | None, reverse: bool, lengths: Array | None) -> Array | None:
+    """`reset_before_steps` for checked `resets` (batch..., T) with the batch flattened to the
+    loop's N: (T, N), or None."""
+    if resets is None:
+        return None
+    num_steps = resets.shape[-1]
+    flat = jnp.moveaxis(resets.reshape((-1, num_steps)), 1, 0)
+    return reset_before_steps(flat, bool(reverse), lengths)
+
+
 def _reset(state: Any, reset: Array | None, reset_state: Any) -> Any:
     """The state a step starts from: `reset_state` where the step is flagged, else `state`."""
     if reset is None:

@@ -14,9 +14,9 @@ from jaxlstm.recurrence import (
     LoopMasks,
     LoopOptions,
     auto_chunks,
+    loop_resets,
     lstm_loop,
     lstm_loop_autodiff,
-    reset_before_steps,
 )
 from jaxlstm.regularisation import draw_recurrent_masks
 from jaxlstm.validation import (
@@ -235,9 +235,7 @@ def lstm(
         zoneout=(0.0, 0.0) if training else rates[1:],
     )
     loop = lstm_loop if fused_backward else lstm_loop_autodiff
-    flat_resets = None if resets is None else reset_before_steps(
-        jnp.moveaxis(resets.reshape((batch_size, num_steps)), 1, 0), bool(reverse),
-        flat_lengths)
+    flat_resets = loop_resets(resets, reverse, flat_lengths)
     masks = LoopMasks(lengths=flat_lengths, rec_mask=rec_mask, keep_h=keep_h, keep_c=keep_c,
                       resets=flat_resets)
     final_state, out = loop(params, flat_xs, flat_state, masks, options)

@@ -14,9 +14,9 @@ from jaxlstm.params import LSTMParams
 from jaxlstm.recurrence import (
     LoopMasks,
     LoopOptions,
+    loop_resets,
     lstm_loop,
     lstm_loop_autodiff,
-    reset_before_steps,
 )
 from jaxlstm.scan import from_loop_layout, loop_sizes
 from jaxlstm.validation import (
@@ -129,9 +129,7 @@ def gru(
     # weights are (b_hn, b).
     as_lstm = LSTMParams(w_x=w_x, w_h=w_h, b=b, cell=b_hn)
     loop = lstm_loop if fused_backward else lstm_loop_autodiff
-    flat_resets = None if resets is None else reset_before_steps(
-        jnp.moveaxis(resets.reshape((batch_size, num_steps)), 1, 0), bool(reverse),
-        flat_lengths)
+    flat_resets = loop_resets(resets, reverse, flat_lengths)
     final, hs = loop(as_lstm, xs_tm.reshape((num_steps, batch_size, input_size)),
                      GRUCarry(h0.reshape((batch_size, hidden_size))),
                      LoopMasks(lengths=flat_lengths, resets=flat_resets), options)

@@ -27,9 +27,9 @@ from jaxlstm.params import Initializer, LSTMParams
 from jaxlstm.recurrence import (
     LoopMasks,
     LoopOptions,
+    loop_resets,
     lstm_loop,
     lstm_loop_autodiff,
-    reset_before_steps,
 )
 from jaxlstm.scan import from_loop_layout, loop_sizes
 from jaxlstm.validation import (
@@ -474,9 +474,7 @@ def slstm(
     loop = lstm_loop if fused_backward else lstm_loop_autodiff
     # To the loop, an sLSTM layer is an LSTM layer with a block-diagonal w_h and another cell.
     as_lstm = LSTMParams(w_x=params.w_x, w_h=recurrent_kernel(params.r), b=params.b)
-    flat_resets = None if resets is None else reset_before_steps(
-        jnp.moveaxis(resets.reshape((batch_size, num_steps)), 1, 0), bool(reverse),
-        flat_lengths)
+    flat_resets = loop_resets(resets, reverse, flat_lengths)
     final_state, out = loop(as_lstm, flat_xs, flat_state,
                             LoopMasks(lengths=flat_lengths, resets=flat_resets), options)
 
