@@ -111,7 +111,7 @@ def test_options_that_do_not_apply_are_one_line_config_errors(overrides, key):
     assert "\n" not in message and key in message and PARITY in message, message
 
 
-@pytest.mark.parametrize("model", ["model.cell=mlstm", "model.blocks=ms"])
+@pytest.mark.parametrize("model", ["model.blocks=ms"])   # cell stacks: test_train's, test_decode
 def test_sampling_command_generates_text_from_an_mlstm_or_block_run(tmp_path, capsys, model):
     from experiments.sample import main
 
@@ -127,7 +127,7 @@ def test_sampling_command_generates_text_from_an_mlstm_or_block_run(tmp_path, ca
     assert text.startswith("def ") and len(text) >= 24
 
 
-@pytest.mark.parametrize("api", ["functional", "nnx"])
+@pytest.mark.parametrize("api", ["functional"])   # nnx and linen: the two tests below
 def test_a_stack_mixing_families_trains_and_refuses_what_no_layer_takes(tmp_path, api):
     """model.cell one per layer: an mLSTM layer over a projected LSTM (the mLSTM and sLSTM
     layers' own stacking is checked in tests/test_stack.py), on the functional API and on
