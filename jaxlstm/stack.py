@@ -170,9 +170,7 @@ def _layer_options(family: families.Family, n: int, options: dict[str, Any],
     try:
         families.check_options(family, {k: v for k, v in options.items()
                                         if k != "mode" and k not in anywhere})
-        if "mode" not in anywhere:
-            families.check_mode(family, options.get("mode"))
-        elif family.modes:
+        if "mode" not in anywhere or family.modes:  # else the mode is another layer's
             families.check_mode(family, options.get("mode"))
         if return_gates and family.apply_with_gates is None:
             labels = [f.label for f in map(families.get, families.names())
@@ -181,18 +179,19 @@ def _layer_options(family: families.Family, n: int, options: dict[str, Any],
                              f"{family.label} (family {family.name!r}).")
     except ValueError as error:
         raise ValueError(f"params[{n}]: {error}") from None
-    taken = family.apply_options | ({"mode"} if family.modes else set())
-    return {k: v for k, v in options.items() if k in taken}
+    return {k: v for k, v in options.items() if k in _takes(family)}
+
+
+def _takes(family: families.Family) -> set[str]:
+    """The options a family's `apply` takes beyond the protocol's: its declared ones, and
+    `mode` when it has forms."""
+    return family.apply_options | ({"mode"} if family.modes else set())
 
 
 def _options_taken(params: StackParams, options: dict[str, Any]) -> set[str]:
     """The options (with a value) that some layer's family of the stack takes."""
-    taken = set()
-    for layer in params:
-        for p in layer:
-            if p is not None:
-                family = families.of(p)
-                taken |= family.apply_options | ({"mode"} if family.modes else set())
+    taken = set().union(*(_takes(families.of(p)) for layer in params for p in layer
+                          if p is not None))
     return {k for k, v in options.items() if v is not None and k in taken}
 
 
