@@ -111,12 +111,13 @@ def test_options_that_do_not_apply_are_one_line_config_errors(overrides, key):
     assert "\n" not in message and key in message and PARITY in message, message
 
 
-@pytest.mark.parametrize("model", ["model.blocks=ms"])   # cell stacks: test_train's, test_decode
-def test_sampling_command_generates_text_from_an_mlstm_or_block_run(tmp_path, capsys, model):
+def test_sampling_command_generates_text_from_a_block_run(tmp_path, capsys):
+    """(Cell stacks: test_train's sampling test and tests/test_decode.py.)"""
     from experiments.sample import main
 
     config = load_config(os.path.join(ROOT, "configs", "text.yaml"), [
-        "task.options.seq_len=12", model, "model.num_heads=2", "model.recurrent_dropout=0",
+        "task.options.seq_len=12", "model.blocks=ms", "model.num_heads=2",
+        "model.recurrent_dropout=0",
         "model.hidden_size=8", "training.steps=2", "training.batch_size=4",
         "training.eval_every=2", "logging.progress=false", "logging.tensorboard=false",
         "logging.plots=false", "checkpointing.every=2", f"runs_root={tmp_path}"])
@@ -127,28 +128,18 @@ def test_sampling_command_generates_text_from_an_mlstm_or_block_run(tmp_path, ca
     assert text.startswith("def ") and len(text) >= 24
 
 
-@pytest.mark.parametrize("api", ["functional"])   # nnx and linen: the two tests below
-def test_a_stack_mixing_families_trains_and_refuses_what_no_layer_takes(tmp_path, api):
+def test_a_stack_mixing_families_trains_and_refuses_what_no_layer_takes(tmp_path):
     """model.cell one per layer: an mLSTM layer over a projected LSTM (the mLSTM and sLSTM
-    layers' own stacking is checked in tests/test_stack.py), on the functional API and on
-    nnx's Recurrent module (linen's runs the same stack: the test above)."""
+    layers' own stacking is checked in tests/test_stack.py; linen and nnx run mixed stacks in
+    the tests below)."""
     config = load_config(PARITY, [*TINY_PARITY, "model.cell=lstm,mlstm", "model.num_layers=2",
-                                  "model.proj_size=4", "training.steps=2", f"model.api={api}",
+                                  "model.proj_size=4", "training.steps=2",
                                   f"runs_root={tmp_path}"])
     result = run_experiment(config)
     assert result.status == "completed" and np.isfinite(result.summary["final"]["loss"])
-    params = final_params(result.run_dir, config).params
-    if api == "nnx":
-        from jaxlstm.tasks import make_task
-        from jaxlstm.train.model import Model, stack_and_head
-
-        spec = make_task(config.task.name, **config.task.options).spec
-        params = {"lstm": stack_and_head(params, Model(config.model, spec))[0]}
-    params = params["lstm"]
+    params = final_params(result.run_dir, config).params["lstm"]
     assert [type(layer.forward).__name__ for layer in params] == ["LSTMParams", "MLSTMParams"]
     assert params[1].forward.w_q.shape[0] == 4                    # reads the projection
-    if api == "nnx":
-        return
     for overrides, message in (
             (["model.cell=slstm,mlstm", "model.num_layers=3"],
              "model.cell: expected one name, or one per layer (model.num_layers = 3), got 2"),
