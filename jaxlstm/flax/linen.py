@@ -283,10 +283,10 @@ class LSTM(nn.Module):
         return arrange_outputs(result, return_carry, return_gates)
 
 
-from jaxlstm.flax.minrnn_linen import MinGRU, MinLSTM  # minRNN's cells, re-exported
+from jaxlstm.flax.layer import Layer  # one layer of any family, over the protocol
+from jaxlstm.flax.named_linen import MLSTM, SLSTM, MinGRU, MinLSTM  # families by name
 from jaxlstm.flax.recurrent import Recurrent  # any family's stack, over the protocol
-from jaxlstm.flax.xlstm_linen import MLSTM, SLSTM  # xLSTM's cells, re-exported
 
-__all__ = ["LSTM", "MLSTM", "SLSTM", "LSTMCell", "MinGRU", "MinLSTM", "OptimizedLSTMCell",
-           "Recurrent",
+__all__ = ["LSTM", "MLSTM", "SLSTM", "LSTMCell", "Layer", "MinGRU", "MinLSTM",
+           "OptimizedLSTMCell", "Recurrent",
            "to_lstm_params", "to_module_params"]

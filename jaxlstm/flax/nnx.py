@@ -390,9 +390,9 @@ class LSTM(nnx.Module):
         return arrange_outputs(result, return_carry, return_gates)
 
 
-from jaxlstm.flax.minrnn_nnx import MinGRU, MinLSTM  # minRNN's cells, re-exported
+from jaxlstm.flax.layer import NnxLayer as Layer  # one layer of any family
+from jaxlstm.flax.named_nnx import MLSTM, SLSTM, MinGRU, MinLSTM  # families by name
 from jaxlstm.flax.recurrent import NnxRecurrent as Recurrent  # any family's stack
-from jaxlstm.flax.xlstm_nnx import MLSTM, SLSTM  # xLSTM's cells, re-exported
 
-__all__ = ["LSTM", "MLSTM", "SLSTM", "LSTMCell", "MinGRU", "MinLSTM", "OptimizedLSTMCell",
-           "Recurrent"]
+__all__ = ["LSTM", "MLSTM", "SLSTM", "LSTMCell", "Layer", "MinGRU", "MinLSTM",
+           "OptimizedLSTMCell", "Recurrent"]
