@@ -1,5 +1,9 @@
-"""The Flax modules of minLSTM and minGRU compute the functional API on the same arrays."""
+"""The Flax modules of minLSTM and minGRU, and the generic `Layer` they configure, compute the
+functional API on the same arrays."""
 
+import re
+
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,6 +12,7 @@ import pytest
 from flax import nnx
 
 import jaxlstm
+from jaxlstm import family
 from jaxlstm.flax import linen as jl
 from jaxlstm.flax import nnx as jn
 
@@ -97,3 +102,45 @@ def test_unknown_mode_is_refused():
         jn.MinLSTM(INPUT, HIDDEN, mode="scan", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="mode must be one of"):
         jl.MinGRU(HIDDEN, mode="scan").init(jax.random.key(0), arguments()[0])
+
+
+def test_generic_layer_runs_a_family_without_a_class_of_its_own():
+    """`Layer` takes any family by name: the GRU, stored and initialised as the named layers
+    are, computes `jaxlstm.gru` on the same arrays in both frameworks."""
+    xs, h0, lengths = arguments()
+    model = jl.Layer(HIDDEN, family="gru")
+    variables = model.init(jax.random.key(1), xs)
+    params = jaxlstm.GRUParams(**variables["params"]["cell"])
+    key, _ = ParamsKey().init_with_output(jax.random.key(1), xs)
+    chex.assert_trees_all_equal(params, jaxlstm.init_gru(key, INPUT, HIDDEN))
+    outputs, final_h = model.apply(variables, xs, initial_state=h0, seq_lengths=lengths,
+                                   reverse=True, return_state=True)
+    want, want_h = jaxlstm.gru(params, xs, initial_state=h0, seq_lengths=lengths, reverse=True)
+    np.testing.assert_allclose(outputs, want, **TOL)
+    np.testing.assert_allclose(final_h, want_h, **TOL)
+    module = jn.Layer(INPUT, HIDDEN, family="gru", rngs=nnx.Rngs(0))
+    chex.assert_trees_all_equal(module.params(),
+                                jaxlstm.init_gru(nnx.Rngs(0).params(), INPUT, HIDDEN))
+    np.testing.assert_allclose(module(xs, seq_lengths=lengths),
+                               jaxlstm.gru(module.params(), xs, seq_lengths=lengths)[0], **TOL)
+
+
+@pytest.mark.parametrize("name", family.names())
+def test_generic_layer_refuses_options_its_family_does_not_declare(name):
+    """The refusals are the protocol's, generated from the declarations: an option another
+    family declares names its takers, before any params are made."""
+    this = family.get(name)
+    for kind, declared in (("init", "init_options"), ("apply", "apply_options")):
+        option = next((o for f in map(family.get, family.names())
+                       for o in sorted(getattr(f, declared)) if o not in getattr(this, declared)),
+                      None)
+        if option is None:
+            continue
+        message = (f"{option} applies to {family.join(family.takers(option, kind))} layers, "
+                   f"not to {re.escape(this.label)} \\(family '{name}'\\)")
+        with pytest.raises(ValueError, match=message):
+            jl.Layer(HIDDEN, family=name, **{f"{kind}_options": {option: 1}}).init(
+                jax.random.key(0), arguments()[0])
+        with pytest.raises(ValueError, match=message):
+            jn.Layer(INPUT, HIDDEN, family=name, **{f"{kind}_options": {option: 1}},
+                     rngs=nnx.Rngs(0))
