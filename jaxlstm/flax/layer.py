@@ -47,6 +47,8 @@ def _check(family: Family, init_options: Mapping[str, Any],
     check_options(family, init_options, "init")
     options = dict(apply_options)
     mode = options.pop("mode", None)
+    # `check_mode`'s refusal without the family's label: the message these modules gave
+    # before they ran over the protocol.
     if mode is not None and family.modes and mode not in family.modes:
         raise ValueError(f"mode must be one of {list(family.modes)}, got {mode!r}.")
     check_mode(family, mode)
@@ -151,7 +153,6 @@ class FamilyLayer(nn.Module):
                     reverse=reverse, resets=resets)
 
 
-
 class Layer(FamilyLayer):
     """One layer of any registered family, chosen by name, as a linen module.
 
@@ -224,7 +225,6 @@ class NnxFamilyLayer(nnx.Module):
         return _run(self, self.params(), inputs, initial_state=initial_state,
                     time_major=time_major, mode=mode, return_state=return_state,
                     seq_lengths=seq_lengths, reverse=reverse, resets=resets)
-
 
 
 class NnxLayer(NnxFamilyLayer):
