@@ -25,6 +25,8 @@ _EXPORTS = {
     "lstm": "scan",
     "Directions": "stack", "init_lstm_stack": "stack", "lstm_stack": "stack",
     "generate": "decode", "initial_stack_state": "decode", "stack_step": "decode",
+    "BlockStackParams": "blocks", "block_stack": "blocks", "block_stack_step": "blocks",
+    "init_block_stack": "blocks", "initial_block_stack_state": "blocks",
     "lstm_cell": "step",
     "truncated_lstm": "tbptt",
     "MLSTMParams": "xlstm.mlstm", "MLSTMState": "xlstm.mlstm", "init_mlstm": "xlstm.mlstm",
@@ -42,7 +44,8 @@ _EXPORTS = {
 }
 _PUBLIC_MODULES = ("gates", "interop", "variants")
 # Every submodule, so `jaxlstm.scan` or `jaxlstm.train` resolve as attributes too.
-_SUBMODULES = frozenset({*_PUBLIC_MODULES, "benchmark", "cell", "cli", "decode", "family", "flax",
+_SUBMODULES = frozenset({*_PUBLIC_MODULES, "benchmark", "blocks", "block_parts", "cell", "cli",
+                         "decode", "family", "flax",
                          "gru_family", "launch", "lstm_family",
                          "minrnn", "params", "plotting", "recurrence", "regularisation", "scan",
                          "stack", "step", "tasks", "tbptt", "train", "validation", "xlstm"})

@@ -48,16 +48,20 @@ from jaxlstm.block_parts import (
     check_stack_params,
     conv_state,
     init_causal_conv,
-    init_stack_ends,
     per_feature,
     residual_layer_norm,
-    run_block_stack,
     sequence_lengths,
     small_init,
-    step_block_stack,
     valid_steps,
     wang_init,
     zero_padding,
+)
+from jaxlstm.blocks import (
+    BlockKind,
+    block_stack,
+    block_stack_step,
+    init_block_stack,
+    initial_block_stack_state,
 )
 from jaxlstm.family import Family
 from jaxlstm.minrnn.min_gru import MinGRUParams, min_gru
@@ -66,8 +70,9 @@ from jaxlstm.validation import check_positive_int
 
 Array = jax.Array
 
-BLOCK_KINDS = {"l": "min_lstm", "g": "min_gru"}
-"""The letters of a stack's `blocks` string and the cell each stands for."""
+CELLS = ("min_lstm", "min_gru")
+"""The cells a block can hold ("l" and "g" blocks, `BLOCK_KINDS`)."""
+
 
 
 class MinRNNBlockParams(NamedTuple):
@@ -149,8 +154,8 @@ def init_min_block(
         (2, 10, 16)
     """
     dim = check_positive_int(dim, "dim")
-    if cell not in BLOCK_KINDS.values():
-        raise ValueError(f"cell must be one of {', '.join(BLOCK_KINDS.values())}, got {cell!r}.")
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}.")
     if not isinstance(conv_kernel, int) or conv_kernel < 0:
         raise ValueError(f"conv_kernel must be a non-negative int, got {conv_kernel!r}.")
     hidden = max(1, round(expansion * dim))
@@ -315,20 +320,13 @@ def init_min_block_stack(
         >>> min_block_stack(p, jnp.ones((2, 10, 3))).shape
         (2, 10, 16)
     """
-    input_size = check_positive_int(input_size, "input_size")
-    dim = check_positive_int(dim, "dim")
-    kinds = list(blocks)
+    kinds = list(blocks) if isinstance(blocks, (str, Sequence)) else []
     if not kinds or any(kind not in BLOCK_KINDS for kind in kinds):
         raise ValueError(f"blocks must be a non-empty sequence of 'l' (minLSTM) and 'g' "
                          f"(minGRU), got {blocks!r}.")
-    key_in, *block_keys = jax.random.split(key, len(kinds) + 1)
-    built = tuple(
-        init_min_block(block_key, dim, cell=BLOCK_KINDS[kind], expansion=expansion,
-                       conv_kernel=conv_kernel, ffn_factor=ffn_factor, num_blocks=len(kinds),
-                       dtype=dtype)
-        for kind, block_key in zip(kinds, block_keys)
-    )
-    return MinRNNStackParams(blocks=built, **init_stack_ends(key_in, input_size, dim, dtype))
+    return MinRNNStackParams(*init_block_stack(
+        key, input_size, dim, kinds, dtype=dtype, expansion=expansion,
+        conv_kernel=conv_kernel, ffn_factor=ffn_factor))
 
 
 def min_block_stack(
@@ -360,18 +358,8 @@ def min_block_stack(
     if not isinstance(params, MinRNNStackParams):
         raise TypeError(f"params must be MinRNNStackParams, got {type(params).__name__}.")
 
-    def run_block(_: int, block: Any, x: Array, state: Any, return_state: bool) -> Any:
-        return min_block(block, x, seq_lengths=seq_lengths, mode=mode, initial_state=state,
-                         return_state=return_state)
-
-    return run_block_stack(params, xs, seq_lengths, run_block, initial_state=initial_state,
-                           return_state=return_state,
-                           initial_block_state=_initial_block_state)
-
-
-def _initial_block_state(_: int, block: Any, batch_shape: tuple[int, ...],
-                         dtype: Any) -> MinRNNBlockState:
-    return initial_min_block_state(block, batch_shape, dtype)
+    return block_stack(params, xs, seq_lengths=seq_lengths, mode=mode,
+                       initial_state=initial_state, return_state=return_state)
 
 
 def initial_min_block_stack_state(params: MinRNNStackParams, batch_shape: tuple[int, ...],
@@ -380,9 +368,7 @@ def initial_min_block_stack_state(params: MinRNNStackParams, batch_shape: tuple[
     `initial_min_block_state`, shaped and typed as the stack's final state for inputs
     (batch_shape..., T, input_size) of `dtype` (promoted with the params')."""
     check_stack_params(params, MinRNNStackParams)
-    dtype = jnp.result_type(dtype, params.w_in, params.b_in)  # what the blocks receive
-    return tuple(initial_min_block_state(block, tuple(batch_shape), dtype)
-                 for block in params.blocks)
+    return initial_block_stack_state(params, batch_shape, dtype)
 
 
 def min_block_stack_step(params: MinRNNStackParams, x_t: Array,
@@ -405,7 +391,39 @@ def min_block_stack_step(params: MinRNNStackParams, x_t: Array,
         >>> y_t, state = jax.jit(min_block_stack_step)(params, x_t, state)
     """
     check_stack_params(params, MinRNNStackParams)
-    return step_block_stack(params, x_t, state,
-                            lambda _, block, x, block_state: min_block_step(block, x,
-                                                                            block_state),
-                            _initial_block_state)
+    return block_stack_step(params, x_t, state)
+
+
+# --- the block kinds (jaxlstm.blocks) -----------------------------------------------------------
+
+
+def _block_kind(letter: str, label: str, cell: str) -> BlockKind:
+    """The block of `cell` ("min_lstm" or "min_gru") behind `jaxlstm.blocks`."""
+    cell_type = families.get(cell).params_type
+
+    def init(key: Array, dim: int, *, block_index: int, num_blocks: int, dtype: Any,
+             **options: Any) -> MinRNNBlockParams:
+        del block_index  # the block's init does not depend on its place
+        return init_min_block(key, dim, cell=cell, num_blocks=num_blocks, dtype=dtype,
+                              **options)
+
+    def activation_floats(dim: int, steps: int, mode: str | None = None, *,
+                          expansion: float = 1.0, **_: Any) -> float:
+        """The cell at its width, and 8 vectors of D for the block's projections, norms and
+        feed-forward."""
+        width = max(1, round(expansion * dim))
+        return families.get(cell).activation_floats(width, steps, mode) + 8.0 * dim
+
+    return BlockKind(
+        letter=letter, label=label, family=cell,
+        owns=lambda params: (isinstance(params, MinRNNBlockParams)
+                             and isinstance(params.cell, cell_type)),
+        init=init, apply=min_block, step=min_block_step,
+        initial_state=initial_min_block_state,
+        init_options=frozenset({"expansion", "conv_kernel", "ffn_factor"}),
+        activation_floats=activation_floats)
+
+
+BLOCK_KINDS = {letter: _block_kind(letter, label, cell) for letter, label, cell in
+               (("l", "minLSTM", "min_lstm"), ("g", "minGRU", "min_gru"))}
+"""This module's block kinds by letter, as `jaxlstm.blocks`' registry reads them."""

@@ -81,17 +81,22 @@ from jaxlstm.block_parts import (
     check_stack_params,
     conv_state,
     init_causal_conv,
-    init_stack_ends,
     per_feature,
     residual_layer_norm,
     round_up_size,
-    run_block_stack,
     sequence_lengths,
     small_init,
-    step_block_stack,
     valid_steps,
     wang_init,
     zero_padding,
+)
+from jaxlstm.blocks import (
+    BlockKind,
+    block_stack,
+    block_stack_step,
+    init_block_stack,
+    initial_block_stack_state,
+    stack_kinds,
 )
 from jaxlstm.gates import layer_norm
 from jaxlstm.validation import check_positive_int
@@ -766,26 +771,16 @@ def init_xlstm_stack(
         >>> xlstm_stack(p, jnp.ones((2, 10, 3))).shape
         (2, 10, 16)
     """
-    input_size = check_positive_int(input_size, "input_size")
-    dim = check_positive_int(dim, "dim")
-    kinds = list(blocks)
+    kinds = list(blocks) if isinstance(blocks, (str, Sequence)) else []
     if not kinds or any(kind not in ("m", "s") for kind in kinds):
         raise ValueError(f"blocks must be a non-empty sequence of 'm' and 's', got {blocks!r}.")
-    key_in, *block_keys = jax.random.split(key, len(kinds) + 1)
-    built = []
-    for index, (kind, block_key) in enumerate(zip(kinds, block_keys)):
-        if kind == "m":
-            built.append(init_mlstm_block(
-                block_key, dim, num_heads=num_heads, proj_factor=mlstm_proj_factor,
-                conv_kernel=conv_kernel, qkv_block_size=qkv_block_size, round_to=round_to,
-                num_blocks=len(kinds), dtype=dtype))
-        else:
-            built.append(init_slstm_block(
-                block_key, dim, num_heads=num_heads, conv_kernel=conv_kernel,
-                ffn_proj_factor=ffn_proj_factor, round_to=round_to, block_index=index,
-                num_blocks=len(kinds), dtype=dtype))
-    return XLSTMStackParams(blocks=tuple(built),
-                            **init_stack_ends(key_in, input_size, dim, dtype))
+    options = {"num_heads": num_heads, "conv_kernel": conv_kernel, "round_to": round_to}
+    if "m" in kinds:
+        options.update(proj_factor=mlstm_proj_factor, qkv_block_size=qkv_block_size)
+    if "s" in kinds:
+        options.update(ffn_proj_factor=ffn_proj_factor)
+    return XLSTMStackParams(*init_block_stack(key, input_size, dim, kinds, dtype=dtype,
+                                              **options))
 
 
 def xlstm_stack(
@@ -819,33 +814,20 @@ def xlstm_stack(
         >>> y_t, state = xlstm_stack_step(params, x_t, state)                # then steps
     """
 
-    def run_block(index: int, block: Any, x: Array, state: Any, return_state: bool) -> Any:
-        if isinstance(block, MLSTMBlockParams):
-            return mlstm_block(block, x, seq_lengths=seq_lengths, mode=mode,
-                               chunk_size=chunk_size, initial_state=state,
-                               return_state=return_state)
-        if isinstance(block, SLSTMBlockParams):
-            return slstm_block(block, x, seq_lengths=seq_lengths, initial_state=state,
-                               return_state=return_state)
-        raise _not_a_block(index, block)
-
-    return run_block_stack(params, xs, seq_lengths, run_block, initial_state=initial_state,
-                           return_state=return_state,
-                           initial_block_state=_initial_block_state)
+    chosen = _xlstm_kinds(params)
+    forms = {"mode": mode, "chunk_size": chunk_size} if "m" in chosen else {}
+    return block_stack(params, xs, seq_lengths=seq_lengths, initial_state=initial_state,
+                       return_state=return_state, **forms)
 
 
-def _not_a_block(index: int, block: Any) -> TypeError:
-    return TypeError(f"params.blocks[{index}] must be MLSTMBlockParams or SLSTMBlockParams, "
-                     f"got {type(block).__name__}.")
-
-
-def _initial_block_state(index: int, block: Any, batch_shape: tuple[int, ...],
-                         dtype: Any) -> MLSTMBlockState | SLSTMBlockState:
-    if isinstance(block, MLSTMBlockParams):
-        return initial_mlstm_block_state(block, batch_shape, dtype)
-    if isinstance(block, SLSTMBlockParams):
-        return initial_slstm_block_state(block, batch_shape, dtype)
-    raise _not_a_block(index, block)
+def _xlstm_kinds(params: XLSTMStackParams) -> str:
+    """The letters of the stack's blocks, refusing a block that is not an xLSTM one."""
+    chosen = "".join(k.letter for k in stack_kinds(params))
+    for index, letter in enumerate(chosen):
+        if letter not in ("m", "s"):
+            raise TypeError(f"params.blocks[{index}] must be MLSTMBlockParams or "
+                            f"SLSTMBlockParams, got {type(params.blocks[index]).__name__}.")
+    return chosen
 
 
 def initial_xlstm_stack_state(params: XLSTMStackParams, batch_shape: tuple[int, ...],
@@ -860,9 +842,8 @@ def initial_xlstm_stack_state(params: XLSTMStackParams, batch_shape: tuple[int, 
         >>> y_0, state = xlstm_stack_step(params, x_0, state)         # x_0: (2, input_size)
     """
     check_stack_params(params, XLSTMStackParams)
-    dtype = jnp.result_type(dtype, params.w_in, params.b_in)  # what the blocks receive
-    return tuple(_initial_block_state(index, block, tuple(batch_shape), dtype)
-                 for index, block in enumerate(params.blocks))
+    _xlstm_kinds(params)
+    return initial_block_stack_state(params, batch_shape, dtype)
 
 
 def xlstm_stack_step(params: XLSTMStackParams, x_t: Array,
@@ -884,12 +865,60 @@ def xlstm_stack_step(params: XLSTMStackParams, x_t: Array,
         >>> y_t, state = jax.jit(xlstm_stack_step)(params, x_t, state)
     """
     check_stack_params(params, XLSTMStackParams)
+    _xlstm_kinds(params)
+    return block_stack_step(params, x_t, state)
 
-    def step_block(index: int, block: Any, x: Array, state: Any) -> tuple[Array, Any]:
-        if isinstance(block, MLSTMBlockParams):
-            return mlstm_block_step(block, x, state)
-        if isinstance(block, SLSTMBlockParams):
-            return slstm_block_step(block, x, state)
-        raise _not_a_block(index, block)
 
-    return step_block_stack(params, x_t, state, step_block, _initial_block_state)
+# --- the block kinds (jaxlstm.blocks) -----------------------------------------------------------
+
+
+def _init_mlstm_kind(key: Array, dim: int, *, block_index: int, num_blocks: int, dtype: Any,
+                     **options: Any) -> MLSTMBlockParams:
+    del block_index  # the mLSTM block's init does not depend on its place
+    return init_mlstm_block(key, dim, num_blocks=num_blocks, dtype=dtype, **options)
+
+
+def _init_slstm_kind(key: Array, dim: int, *, block_index: int, num_blocks: int, dtype: Any,
+                     **options: Any) -> SLSTMBlockParams:
+    return init_slstm_block(key, dim, block_index=block_index, num_blocks=num_blocks,
+                            dtype=dtype, **options)
+
+
+_BLOCK_EXTRA = 8.0
+"""Vectors of D a block keeps beside its cell, roughly: its projections, norms and
+feed-forward."""
+
+
+def _mlstm_block_floats(dim: int, steps: int, mode: str | None = None, *,
+                        proj_factor: float = 2.0, **options: Any) -> float:
+    """The mLSTM at the block's inner width (its up-projection), and the block's extras."""
+    inner = round(proj_factor * dim)
+    return (families.get("mlstm").activation_floats(inner, steps, mode, **options)
+            + _BLOCK_EXTRA * dim)
+
+
+def _slstm_block_floats(dim: int, steps: int, mode: str | None = None, **options: Any) -> float:
+    return families.get("slstm").activation_floats(dim, steps, mode) + _BLOCK_EXTRA * dim
+
+
+MLSTM_BLOCK = BlockKind(
+    letter="m", label="mLSTM", family="mlstm",
+    owns=lambda params: isinstance(params, MLSTMBlockParams),
+    init=_init_mlstm_kind, apply=mlstm_block, step=mlstm_block_step,
+    initial_state=initial_mlstm_block_state,
+    init_options=frozenset({"num_heads", "proj_factor", "conv_kernel", "qkv_block_size",
+                            "round_to"}),
+    apply_options=frozenset({"chunk_size"}), activation_floats=_mlstm_block_floats)
+"""The mLSTM block behind `jaxlstm.blocks` (letter "m")."""
+
+SLSTM_BLOCK = BlockKind(
+    letter="s", label="sLSTM", family="slstm",
+    owns=lambda params: isinstance(params, SLSTMBlockParams),
+    init=_init_slstm_kind, apply=slstm_block, step=slstm_block_step,
+    initial_state=initial_slstm_block_state,
+    init_options=frozenset({"num_heads", "conv_kernel", "ffn_proj_factor", "round_to"}),
+    activation_floats=_slstm_block_floats)
+"""The sLSTM block behind `jaxlstm.blocks` (letter "s")."""
+
+BLOCK_KINDS = {"m": MLSTM_BLOCK, "s": SLSTM_BLOCK}
+"""This module's block kinds by letter, as `jaxlstm.blocks`' registry reads them."""
