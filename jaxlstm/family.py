@@ -40,7 +40,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 Array = Any
@@ -71,6 +71,15 @@ class Family:
             `cell=<name>` (the LSTM's variants); the family's own name always maps to it.
         apply_with_gates: `apply` that returns (outputs, final_state, gates), for families
             whose gates can be returned (None otherwise).
+        backend_modes: {backend: mode} where the fastest form on that backend (as
+            `jax.default_backend()` names it) is not `modes[0]`, the form `apply` runs
+            without `mode`; `default_mode` reads it.
+        activation_floats: (width, steps, mode, **init_options) -> the floats, roughly, that
+            the backward pass keeps per step and row of one layer of `width` outputs run in
+            `mode` (None: its default) over `steps` steps: the runner's memory estimate
+            (`jaxlstm.train.memory`), a floor rather than a bound. Without one, 12 vectors
+            of the width: a gated cell on the shared time loop (its input projection and
+            gates, the cell state and its activation, h).
     """
 
     name: str
@@ -86,6 +95,15 @@ class Family:
     sizes: Callable[[Any, str], tuple[int, int]] | None = None
     cells: tuple[str, ...] = ()
     apply_with_gates: Callable[..., tuple[Array, Any, Any]] | None = None
+    backend_modes: Mapping[str, str] = field(default_factory=dict)
+    activation_floats: Callable[..., float] = field(default=lambda width, *_, **__: 12.0 * width)
+
+    def default_mode(self, backend: str) -> str | None:
+        """The form to run on `backend` ("cpu", "gpu", "tpu") when none is asked for: its
+        `backend_modes` entry, else `modes[0]`; None for a family with one form."""
+        if not self.modes:
+            return None
+        return self.backend_modes.get(backend, self.modes[0])
 
 
 _REGISTRY = {

@@ -42,6 +42,13 @@ def _sizes(params: Any, name: str) -> tuple[int, int]:
     return sizes.input_size, sizes.output_size
 
 
+def _activation_floats(width: int, steps: int, mode: Any = None, *,
+                       proj_size: int | None = None, **_: Any) -> float:
+    """Floats the backward keeps per step and row, roughly: the input projection and gates
+    (4 + 4 vectors of H), c, tanh(c) and h, and the projection's output."""
+    return 12.0 * width + (proj_size or 0)
+
+
 FAMILY = Family(
     name="lstm",
     label="LSTM",
@@ -53,6 +60,7 @@ FAMILY = Family(
     cells=tuple(VARIANTS),
     step=_step,
     initial_state=_initial_state,
+    activation_floats=_activation_floats,
     init_options=frozenset({"cell", "proj_size", "dtype", "forget_bias", "input_init",
                             "recurrent_init", "bias_init"}),
     apply_options=frozenset({"unroll", "fused_backward", "remat_chunk", "recurrent_dropout",

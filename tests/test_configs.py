@@ -56,45 +56,53 @@ def _help_note(key: str) -> str:
 
 def _run_mode(model_module, config, backend: str, monkeypatch) -> str:
     """The form the model runs `config` in on `backend`: the mode it passes, or the default
-    of the function it calls."""
+    of the function it calls (a mapping of forms: the form of the config's one kind)."""
     import inspect
 
     import jaxlstm
-    from jaxlstm.minrnn.blocks import min_block_stack
-    from jaxlstm.xlstm.blocks import xlstm_stack
-    from jaxlstm.xlstm.mlstm import mlstm
 
     monkeypatch.setattr(model_module.jax, "default_backend", lambda: backend)
     passed = model_module._mode(config).get("mode")
-    called = {"lll": min_block_stack, "msm": xlstm_stack}.get(
-        config.blocks, mlstm if config.cell == "mlstm" else getattr(jaxlstm, config.cell))
+    if isinstance(passed, dict):
+        (passed,) = set(passed.values())
+    called = getattr(jaxlstm, config.cell) if config.blocks is None else None
+    if passed is None and called is None:
+        raise AssertionError(f"{config.blocks} blocks run with no mode")
     return passed or inspect.signature(called).parameters["mode"].default
 
 
 @pytest.mark.parametrize("backend", ["cpu", "gpu", "tpu"])
 def test_help_states_the_mode_the_model_runs(backend, monkeypatch):
-    """`model.mode: null` as --help states it, against what the model passes on each backend:
-    fails when the rule in the code changes and the text does not."""
+    """`model.mode: null` as --help states it, against what the model passes on each backend,
+    for every family with forms, as a cell and as blocks: fails when the rule in the code
+    changes and the text does not."""
+    from jaxlstm import blocks
+    from jaxlstm import family as families
     from jaxlstm.train import model as model_module
     from jaxlstm.train.config import ModelConfig
 
     note = _help_note("model.mode")
     assert "null:" in note
-    clauses = note.split("null:", 1)[1].split(";")
-    for config, clause_names in ((ModelConfig(cell="min_lstm"), "min_lstm, min_gru"),
-                                 (ModelConfig(cell="min_gru"), "min_lstm, min_gru"),
-                                 (ModelConfig(blocks="lll"), "minRNN blocks"),
-                                 (ModelConfig(cell="mlstm"), "mlstm"),
-                                 (ModelConfig(blocks="msm"), "xLSTM blocks")):
-        clause = next(c for c in clauses if clause_names in c)
-        runs = _run_mode(model_module, config, backend, monkeypatch)
-        if f" on {backend}" in clause:
-            stated = clause.split(f" on {backend}")[0].split()[-1]
-        elif " elsewhere" in clause:
-            stated = clause.split(" elsewhere")[0].split()[-1]
-        else:
-            stated = clause.split(" run ")[1].split()[0].strip(".,")
-        assert stated == runs, (config, backend, clause)
+    clauses = [c.strip() for c in note.split("null:", 1)[1].split(";")]
+    checked = 0
+    for family in map(families.get, families.names()):
+        if not family.modes:
+            continue
+        letters = [k for k in blocks.letters() if blocks.kind(k).family == family.name]
+        clause = next(c for c in clauses if c.split(" ")[0].rstrip(":") == family.name)
+        forms = clause.split(":", 1)[1]
+        for config in (ModelConfig(cell=family.name),
+                       *(ModelConfig(blocks=letter * 3) for letter in letters)):
+            runs = _run_mode(model_module, config, backend, monkeypatch)
+            if f" on {backend}" in forms:
+                stated = forms.split(f" on {backend}")[0].split()[-1]
+            elif " elsewhere" in forms:
+                stated = forms.split(" elsewhere")[0].split()[-1]
+            else:
+                stated = forms.split()[0].strip(".,")
+            assert stated == runs, (config, backend, clause)
+            checked += 1
+    assert checked >= 6  # mlstm, min_lstm and min_gru, as cells and as blocks
 
 
 def test_help_describes_blocks_and_the_min_cells_form():

@@ -20,7 +20,7 @@ TINY = [item for item in TINY_PARITY if not item.startswith("model.num_heads")]
 
 @pytest.mark.parametrize("extra, key", [
     (["model.cell=min_lstm", "model.num_layers=2", "model.dropout=0.1"], "lstm"),
-    (["model.blocks=lg"], "minrnn"),
+    (["model.blocks=lg"], "blocks"),
 ])
 def test_min_cells_and_blocks_train_on_variable_length_sequences(tmp_path, extra, key):
     config = load_config(PARITY, [*TINY, *extra, f"runs_root={tmp_path}"])
@@ -79,12 +79,12 @@ def test_sampling_steps_a_min_lstm_model():
     (["model.cell=min_gru", "model.num_heads=2"], "model.num_heads: does not apply to cell"),
     (["model.cell=min_lstm", "model.proj_size=4"], "model.proj_size: does not apply"),
     (["model.cell=min_lstm", "model.unroll=2"], "model.unroll: does not apply"),
-    (["model.blocks=lm"], "model.blocks: expected a non-empty string of xLSTM blocks"),
+    (["model.blocks=lx"], "model.blocks: expected a non-empty string of 'm' \\(mLSTM\\)"),
     (["model.blocks=ll", "model.num_heads=2"], "model.num_heads: does not apply with"),
     (["model.cell=min_lstm", "model.mode=recurrent"],
      "model.mode: expected one of parallel, sequential for cell 'min_lstm'"),
     (["model.blocks=mm", "model.mode=sequential"],
-     "model.mode: expected one of chunkwise, parallel, recurrent for xLSTM blocks"),
+     "model.mode: expected one of chunkwise, parallel, recurrent for mLSTM blocks"),
     (["model.mode=parallel"], "model.mode: applies to cells mlstm, min_lstm and min_gru"),
 ])
 def test_options_that_do_not_apply_are_refused_by_key(overrides, message):

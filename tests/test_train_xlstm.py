@@ -34,13 +34,17 @@ def test_slstm_trains_on_variable_length_sequences(tmp_path):
     assert "lstm" in params
 
 
-def test_xlstm_blocks_train_and_read_the_last_valid_step(tmp_path):
-    """model.blocks: the paper's residual blocks instead of the cell stack."""
-    config = load_config(PARITY, [*TINY_PARITY, "model.blocks=ms", f"runs_root={tmp_path}"])
+def test_blocks_of_any_kinds_train_and_read_the_last_valid_step(tmp_path):
+    """model.blocks: residual blocks instead of the cell stack, any mix of the registered
+    kinds (an sLSTM block over a minGRU block, the two papers' blocks in one stack)."""
+    from jaxlstm.blocks import kind_of
+
+    config = load_config(PARITY, [*TINY_PARITY, "model.blocks=gs", f"runs_root={tmp_path}"])
     result = run_experiment(config)
     assert result.status == "completed" and np.isfinite(result.summary["final"]["loss"])
     params = final_params(result.run_dir, config).params
-    assert set(params) == {"xlstm", "head"} and len(params["xlstm"].blocks) == 2
+    assert set(params) == {"blocks", "head"}
+    assert [kind_of(block).letter for block in params["blocks"].blocks] == ["g", "s"]
 
 
 def test_mlstm_trains_on_variable_lengths_and_a_resumed_run_equals_an_uninterrupted_one(
@@ -116,7 +120,7 @@ def test_sampling_command_generates_text_from_a_block_run(tmp_path, capsys):
     from experiments.sample import main
 
     config = load_config(os.path.join(ROOT, "configs", "text.yaml"), [
-        "task.options.seq_len=12", "model.blocks=ms", "model.num_heads=2",
+        "task.options.seq_len=12", "model.blocks=ml", "model.num_heads=2",
         "model.recurrent_dropout=0",
         "model.hidden_size=8", "training.steps=2", "training.batch_size=4",
         "training.eval_every=2", "logging.progress=false", "logging.tensorboard=false",

@@ -210,4 +210,17 @@ def min_family(name: str, label: str, params_type: type, init: Callable[..., Any
 
     return Family(name=name, label=label, params_type=params_type, init=init,
                   apply=checked_apply(name, run), step=step, initial_state=initial_state,
-                  init_options=frozenset({"dtype"}), modes=MODES, sizes=sizes)
+                  init_options=frozenset({"dtype"}), modes=MODES, sizes=sizes,
+                  backend_modes=BACKEND_MODES, activation_floats=_activation_floats)
+
+
+BACKEND_MODES = {"cpu": "sequential"}
+"""Where the parallel form (`MODES[0]`) is not the fastest: on a CPU the associative scan's
+O(log T) depth does not pay, 6-15x slower per call than the sequential scan there
+(`jaxlstm.minrnn.log_scan`)."""
+
+
+def _activation_floats(width: int, steps: int, mode: str | None = None, **_: Any) -> float:
+    """Floats the backward keeps per step and row, roughly: the gates' coefficients and the
+    scan (8 vectors of H), about doubled by the parallel scan's levels."""
+    return 8.0 * width * (2 if mode in (None, "parallel") else 1)

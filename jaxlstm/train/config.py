@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 class ModelConfig:
     """The recurrent stack and its read-out head. `cell` is any registered family
     (`jaxlstm.family.names()`) or LSTM variant, or one per layer separated by commas
-    ("slstm,mlstm"); a key that is a family option (proj_size, forget_bias, num_heads,
+    ("lstm,peephole"); a key that is a family option (proj_size, forget_bias, num_heads,
     recurrent_dropout, zoneout_h, zoneout_c, unroll, remat_chunk) set away from its default is
     refused unless some layer's family declares it, as is a `mode` no layer's family has (a
     family with several forms runs in the form `mode` picks). Every API runs every family:
@@ -34,17 +34,17 @@ class ModelConfig:
     hidden_size: int = 64
     num_layers: int = 1
     bidirectional: bool = False
-    # A registered family or LSTM variant (jaxlstm.family.resolve), e.g. "lstm", "peephole",
-    # "slstm", "mlstm", "min_gru"; or one per layer, comma-separated: "slstm,mlstm"
+    # A registered family or LSTM variant (jaxlstm.family.resolve), e.g. "lstm", "peephole";
+    # or one per layer, comma-separated: "lstm,peephole" (`jaxlstm configs --help` lists them)
     cell: str = "lstm"
-    num_heads: int = 4  # heads of an slstm or mlstm cell (or of xLSTM blocks); divides hidden_size
+    num_heads: int = 4  # heads of a multi-head cell or block; divides hidden_size
     # Residual blocks in place of the cell stack, hidden_size being the residual width
-    # (functional API only): xLSTM blocks as the xLSTM paper stacks them, e.g. "msm" (m: mLSTM
-    # block, s: sLSTM block), or the minRNN paper's layers, e.g. "lll" (l: minLSTM, g: minGRU).
+    # (functional API only): one letter per block, any mix of the registered kinds
+    # (jaxlstm.blocks.letters(), e.g. "msm" as the xLSTM paper stacks them, "lll" as the
+    # minRNN paper does).
     blocks: str | None = None
-    # The form a cell runs in: min_lstm / min_gru (and "l"/"g" blocks) parallel or sequential;
-    # mlstm (and "m" blocks) chunkwise, parallel or recurrent. The forms compute the same
-    # function; only speed and rounding differ.
+    # The form a cell (or block) whose family has several runs in (jaxlstm.family's `modes`).
+    # The forms compute the same function; only speed and rounding differ.
     mode: str | None = None
     proj_size: int | None = None
     dropout: float = 0.0  # between layers
@@ -259,58 +259,55 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     return config
 
 
-XLSTM_CELLS = ("slstm", "mlstm")
-"""The xLSTM cells a run can use besides the LSTM variants (functional API only)."""
+def _with_forms(model: ModelConfig) -> list[Any]:
+    """What `model.mode` chooses the form of: the block kinds (`jaxlstm.blocks.BlockKind`) of
+    `model.blocks`, or the layer families (`jaxlstm.family.Family`) of `model.cell`, that
+    have several forms; each has `modes`, and a `family` or is one."""
+    from jaxlstm import blocks as block_kinds
 
-MIN_CELLS = ("min_lstm", "min_gru")
-"""The minimal RNNs (Feng et al. 2024) a run can use (functional API only)."""
-
-BLOCK_FAMILIES = {"ms": "xLSTM", "lg": "minRNN"}
-"""The letters of `model.blocks`, by family: one stack holds blocks of one family."""
-
-DEFAULT_MODES: dict[str, tuple[str, dict[str, str]]] = {
-    # On a CPU the associative scan's O(log T) depth does not pay: 6-15x slower per call than
-    # the sequential scan there (jaxlstm.minrnn.log_scan).
-    "minRNN": ("parallel", {"cpu": "sequential"}),
-    "mLSTM": ("chunkwise", {}),
-}
-"""What `model.mode: null` runs, by family (`mode_family`): (the form on any backend not
-listed, {backend: its form}). The model (`jaxlstm.train.model`) and `--help` both read it."""
-
-_FAMILY_MEMBERS = {"minRNN": "min_lstm, min_gru and minRNN blocks (l, g)",
-                   "mLSTM": "mlstm and xLSTM blocks (their m blocks)"}
-
-
-def mode_family(model: ModelConfig) -> str | None:
-    """The family whose forms `model.mode` chooses among: "minRNN" (cells min_lstm, min_gru,
-    blocks of 'l'/'g'), "mLSTM" (cell mlstm, xLSTM blocks: the form of their 'm' blocks), or
-    None for a cell with one form."""
     if model.blocks is not None:
-        return "minRNN" if set(model.blocks) <= set("lg") else "mLSTM"
-    cells = {name.strip() for name in model.cell.split(",")}
-    if cells <= set(MIN_CELLS):
-        return "minRNN"
-    # A stack mixing the two runs each layer in its own function's default form.
-    return "mLSTM" if "mlstm" in cells and not cells & set(MIN_CELLS) else None
+        return [k for k in block_kinds.kinds(model.blocks) if k.modes]
+    return [f for f in cell_families(model) if f.modes]
 
 
-def default_mode(model: ModelConfig, backend: str) -> str | None:
+def default_mode(model: ModelConfig, backend: str) -> str | dict[str, str] | None:
     """The form `model` runs in on `backend` ("cpu", "gpu", "tpu", as `jax.default_backend()`
-    says): its `mode` when set, else `DEFAULT_MODES`'s; None for a cell with one form."""
-    family = mode_family(model)
-    if model.mode is not None or family is None:
+    says): its `mode` when set, else each family's `default_mode(backend)`, the one rule the
+    families declare. One form when every block or layer with forms defaults to the same;
+    for blocks of different kinds, {letter: form}; for layers of different families, None
+    (each runs its own sequence function's default). None for cells with one form."""
+    from jaxlstm import family as families
+
+    if model.mode is not None:
         return model.mode
-    otherwise, by_backend = DEFAULT_MODES[family]
-    return by_backend.get(backend, otherwise)
+    owners = _with_forms(model)
+    if not owners:
+        return None
+    if model.blocks is not None:
+        forms = {k.letter: families.get(k.family).default_mode(backend) for k in owners}
+    else:
+        forms = {f.name: f.default_mode(backend) for f in owners}
+    if len(set(forms.values())) == 1:
+        return next(iter(forms.values()))
+    return forms if model.blocks is not None else None
 
 
 def default_mode_rule() -> str:
-    """`DEFAULT_MODES` in words, for --help: what `model.mode: null` runs."""
+    """What `model.mode: null` runs, in words, for --help: generated from the families'
+    declarations (`modes`, `backend_modes`)."""
+    from jaxlstm import blocks as block_kinds
+    from jaxlstm import family as families
+
     clauses = []
-    for family, (otherwise, by_backend) in DEFAULT_MODES.items():
-        forms = [f"{mode} on {backend}" for backend, mode in by_backend.items()]
-        forms.append(f"{otherwise} elsewhere" if forms else otherwise)
-        clauses.append(f"{_FAMILY_MEMBERS[family]} run {', '.join(forms)}")
+    for family in map(families.get, families.names()):
+        if not family.modes:
+            continue
+        letters = [letter for letter in block_kinds.letters()
+                   if block_kinds.kind(letter).family == family.name]
+        forms = [f"{mode} on {backend}" for backend, mode in family.backend_modes.items()]
+        forms.append(f"{family.modes[0]} elsewhere" if forms else family.modes[0])
+        owners = family.name + (f" (and '{', '.join(letters)}' blocks)" if letters else "")
+        clauses.append(f"{owners}: {', '.join(forms)}")
     return "null: " + "; ".join(clauses) + "."
 
 
@@ -420,19 +417,23 @@ def _refuse_changed(model: ModelConfig, keys: Any, where: str, path: str) -> Non
 
 
 def _check_blocks(model: ModelConfig, path: str) -> None:
-    """`model.blocks` replaces the cell stack: the stack's own options must stay at their
-    defaults."""
-    blocks = model.blocks
-    if not blocks or not any(set(blocks) <= set(letters) for letters in BLOCK_FAMILIES):
-        raise ConfigError(f"{path}: model.blocks: expected a non-empty string of xLSTM blocks "
-                          f"('m' mLSTM, 's' sLSTM, e.g. 'msm') or of minRNN blocks ('l' "
-                          f"minLSTM, 'g' minGRU, e.g. 'lll'), got {blocks!r}.")
+    """`model.blocks` replaces the cell stack: letters of registered block kinds, and the
+    stack's own options at their defaults (num_heads too, unless a kind of the stack takes
+    it)."""
+    from jaxlstm import blocks as block_kinds
+
+    try:
+        chosen = block_kinds.kinds(model.blocks)
+    except ValueError:
+        raise ConfigError(f"{path}: model.blocks: expected a non-empty string of "
+                          f"{block_kinds.describe()} blocks, e.g. 'msm', got "
+                          f"{model.blocks!r}.") from None
     if model.api != "functional":
         raise ConfigError(f"{path}: model.api: model.blocks runs on the functional API only, "
                           f"got {model.api!r}.")
     keys = ["cell", "num_layers", "bidirectional", "proj_size", "dropout", "recurrent_dropout",
             "zoneout_h", "zoneout_c", "forget_bias", "unroll", "remat_chunk"]
-    if set(blocks) <= set("lg"):
+    if not any("num_heads" in k.init_options for k in chosen):
         keys.append("num_heads")
     elif model.hidden_size % model.num_heads:
         raise ConfigError(f"{path}: model.num_heads: expected a divisor of model.hidden_size "
@@ -440,31 +441,41 @@ def _check_blocks(model: ModelConfig, path: str) -> None:
     _refuse_changed(model, keys, "with model.blocks", path)
 
 
+def block_options(model: ModelConfig) -> dict[str, Any]:
+    """The init options of `model.blocks`' stack from the config: num_heads, for stacks with
+    a kind that takes it."""
+    from jaxlstm import blocks as block_kinds
+
+    chosen = block_kinds.kinds(model.blocks)
+    return ({"num_heads": model.num_heads}
+            if any("num_heads" in k.init_options for k in chosen) else {})
+
+
 def _check_mode(model: ModelConfig, path: str) -> None:
-    """`model.mode` names a form of the cell (or blocks) that has forms."""
+    """`model.mode` names a form of every cell (or block) that has forms."""
     if model.mode is None:
         return
+    from jaxlstm import blocks as block_kinds
     from jaxlstm import family as families
-    from jaxlstm.minrnn.layer import MODES as MIN_MODES
-    from jaxlstm.xlstm.mlstm import MODES as MLSTM_MODES
 
     if model.blocks is not None:
-        family = mode_family(model)
-        modes = MIN_MODES if family == "minRNN" else MLSTM_MODES
-        what = "minRNN blocks" if family == "minRNN" else "xLSTM blocks"
-    else:
-        with_modes = [f for f in cell_families(model, path) if f.modes]
-        if not with_modes:
-            names = [f.name for f in map(families.get, families.names()) if f.modes]
-            raise ConfigError(f"{path}: model.mode: applies to cells {families.join(names)} "
-                              f"(and model.blocks), not to cell {model.cell!r}; leave it at "
-                              "its default, None.")
-        # A mode must be a form of every layer that has forms.
-        family = next((f for f in with_modes if model.mode not in f.modes), with_modes[0])
-        modes, what = family.modes, f"cell {family.name!r}"
-    if model.mode not in modes:
-        raise ConfigError(f"{path}: model.mode: expected one of {', '.join(modes)} for {what}, "
-                          f"got {model.mode!r}.")
+        _check_blocks(model, path)
+    owners = _with_forms(model) if model.blocks is not None else [
+        f for f in cell_families(model, path) if f.modes]
+    if not owners:
+        names = [f.name for f in map(families.get, families.names()) if f.modes]
+        kinds = [k for k in block_kinds.letters() if block_kinds.kind(k).modes]
+        what = (f"blocks {model.blocks!r}" if model.blocks is not None
+                else f"cell {model.cell!r}")
+        raise ConfigError(f"{path}: model.mode: applies to cells {families.join(names)} (and "
+                          f"blocks {', '.join(kinds)}), not to {what}; leave it at its "
+                          "default, None.")
+    # A mode must be a form of every layer (block) that has forms.
+    owner = next((o for o in owners if model.mode not in o.modes), owners[0])
+    what = (f"{owner.label} blocks" if model.blocks is not None else f"cell {owner.name!r}")
+    if model.mode not in owner.modes:
+        raise ConfigError(f"{path}: model.mode: expected one of {', '.join(owner.modes)} for "
+                          f"{what}, got {model.mode!r}.")
 
 
 _FAMILY_KEYS = {"proj_size": "init", "forget_bias": "init", "num_heads": "init",

@@ -13,8 +13,9 @@ What is counted, per device (the state is replicated, the batch split over the d
 - the parameters and the optimizer state: their exact shapes, from `jax.eval_shape` of the
   model's and the optimizer's init, which traces shapes and allocates nothing;
 - a training (micro-)batch: its arrays (one row is drawn from the task and scaled), the outputs
-  and, roughly, the activations the backward pass keeps: a few vectors of the layer's width per
-  step and row (`_stored_per_step`), and for the mLSTM its forms' (T x T or chunk) matrices;
+  and, roughly, the activations the backward pass keeps per step and row (`_stored_per_step`):
+  what each layer's family (or each block's kind) declares as its `activation_floats`, in the
+  form the run uses (a few vectors of the width; a form's T x T or chunk matrices);
 - an evaluation batch, forward only.
 It is a floor rather than a bound (XLA's temporaries come on top), so it refuses only what
 cannot fit, never a config that would. The tasks that build their held-out data when they are
@@ -41,18 +42,11 @@ from jaxlstm.train.config import (
     ConfigError,
     ExperimentConfig,
     ModelConfig,
+    cell_families,
     default_mode,
 )
 
 FLOAT_BYTES = 4  # activations are counted as float32 (bfloat16 halves them: a floor still)
-
-# Vectors of the layer's width the backward pass keeps per step and row, roughly: an LSTM keeps
-# its input projection and gates (4 + 4), c, tanh(c) and h; a min cell its coefficients and
-# scan (the parallel scan's levels about double them); a residual block its projections, norms
-# and feed-forward on top of its cell.
-_LSTM_VECTORS, _MIN_VECTORS, _BLOCK_EXTRA_VECTORS = 12, 8, 8
-_MLSTM_VECTORS = 6  # q, k, v, h and the gates (per head, negligible beside them)
-_MLSTM_CHUNK = 64  # jaxlstm.mlstm's default chunk_size, which the model keeps
 
 
 def format_bytes(count: float) -> str:
@@ -87,39 +81,21 @@ def _tree_bytes(tree: Any) -> int:
                for leaf in jax.tree.leaves(tree) if hasattr(leaf, "shape"))
 
 
-def _mlstm_per_step(width: int, heads: int, steps: int, mode: str | None) -> float:
-    """Floats an mLSTM layer of `width` keeps per step and row: its vectors, and its form's
-    matrices (parallel: each head's row of the T x T decay matrix; chunkwise: a 64-step chunk's
-    row and the chunk's state; recurrent: the state at every step)."""
-    head_width = width // max(heads, 1)
-    matrices = {"parallel": 3 * heads * steps, "recurrent": width * head_width,
-                "chunkwise": 3 * heads * _MLSTM_CHUNK + width * head_width / _MLSTM_CHUNK,
-                }[mode or "chunkwise"]
-    return _MLSTM_VECTORS * width + matrices
-
-
 def _stored_per_step(model: ModelConfig, steps: int, backend: str) -> float:
-    """Floats the stack keeps for the backward pass per step and row (see the module doc)."""
+    """Floats the stack keeps for the backward pass per step and row (see the module doc):
+    the families' (or block kinds') own `activation_floats` in the form the run uses."""
+    from jaxlstm import blocks as block_kinds
+
     width, mode = model.hidden_size, default_mode(model, backend)
+    options = {"num_heads": model.num_heads, "proj_size": model.proj_size}
     if model.blocks is not None:
-        total = 0.0
-        for letter in model.blocks:
-            if letter == "m":  # the mLSTM runs at twice the width (the block's up-projection)
-                total += _mlstm_per_step(2 * width, model.num_heads, steps, mode)
-            elif letter == "s":
-                total += _LSTM_VECTORS * width
-            else:
-                total += _MIN_VECTORS * (2 if mode == "parallel" else 1) * width
-            total += _BLOCK_EXTRA_VECTORS * width
-        return total
+        return block_kinds.activation_floats(model.blocks, width, steps, mode, **options)
     directions = 2 if model.bidirectional else 1
-    if model.cell == "mlstm":
-        per_layer = _mlstm_per_step(width, model.num_heads, steps, mode)
-    elif model.cell in ("min_lstm", "min_gru"):
-        per_layer = _MIN_VECTORS * (2 if mode == "parallel" else 1) * width
-    else:
-        per_layer = _LSTM_VECTORS * width + (model.proj_size or 0)
-    return model.num_layers * directions * per_layer
+    total = 0.0
+    for family in cell_families(model):
+        form = mode if family.modes and isinstance(mode, str) else family.default_mode(backend)
+        total += family.activation_floats(width, steps, form, **options)
+    return directions * total
 
 
 def _output_floats(spec: TaskSpec, steps: int) -> float:

@@ -8,19 +8,17 @@ as a (B, 1, O) output. `api="functional"` runs `jaxlstm.lstm_stack` on a params 
 (the `nnx.Param`s of a module holding the LSTM and an `nnx.Linear` head), and `apply` merges
 them into the module inside the pure function, so the runner treats all three alike.
 
-Any other registered family (`jaxlstm.family`; functional API only): `model.cell` names it,
+Any other registered family (`jaxlstm.family`): `model.cell` names it (or one per layer),
 and the stack's layers are of that family (params `{"lstm": stack, "head": ...}`, run by
-`jaxlstm.lstm_stack`, in the form `model.mode` picks, by default `config.DEFAULT_MODES`'s, for
-a family with several forms). The "last" read-out is the output each direction of the last
+`jaxlstm.lstm_stack`, in the form `model.mode` picks, by default the family's
+`default_mode` on the running backend, for a family with several forms). The "last" read-out is the output each direction of the last
 layer ends on (forwards at each sequence's last valid step, backwards at step 0): the h of its
 final state, for every family.
 
-`blocks="msm"` (functional API only) replaces the cell stack by xLSTM blocks as the paper
-stacks them (`jaxlstm.xlstm.blocks.xlstm_stack`: an input projection to hidden_size, residual
-pre-LayerNorm mLSTM / sLSTM blocks, a final LayerNorm; params `{"xlstm": ..., "head": ...}`);
-`blocks="lll"` by the minRNN paper's layers (`jaxlstm.minrnn.blocks.min_block_stack`, "l"
-minLSTM, "g" minGRU; params `{"minrnn": ..., "head": ...}`). Either's "last" read-out is the
-output at each sequence's last valid step.
+`blocks="msm"` (functional API only) replaces the cell stack by residual blocks, one per
+letter of any registered kinds (`jaxlstm.blocks.block_stack`: an input projection to
+hidden_size, the blocks, a final LayerNorm; params `{"blocks": ..., "head": ...}`). Its
+"last" read-out is the output at each sequence's last valid step.
 
 `dtype="bfloat16"` (any API, cell or blocks) is mixed precision: `apply` casts the float params
 and the inputs to bfloat16 and the outputs back to float32; params, gradients and the
@@ -40,17 +38,22 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxlstm import family as families
+from jaxlstm.blocks import block_stack, block_stack_step, init_block_stack
+from jaxlstm.decode import stack_step
 from jaxlstm.flax.linen import LSTM as LinenLSTM
 from jaxlstm.flax.nnx import LSTM as NnxLSTM
 from jaxlstm.flax.params import to_lstm_params
 from jaxlstm.flax.recurrent import NnxRecurrent, dict_to_params
 from jaxlstm.flax.recurrent import Recurrent as LinenRecurrent
-from jaxlstm.decode import stack_step
-from jaxlstm.minrnn.blocks import init_min_block_stack, min_block_stack, min_block_stack_step
 from jaxlstm.stack import Directions, init_lstm_stack, lstm_stack
 from jaxlstm.tasks.base import TaskSpec
-from jaxlstm.train.config import ModelConfig, cell_families, default_mode, layer_cells
-from jaxlstm.xlstm.blocks import init_xlstm_stack, xlstm_stack, xlstm_stack_step
+from jaxlstm.train.config import (
+    ModelConfig,
+    block_options,
+    cell_families,
+    default_mode,
+    layer_cells,
+)
 
 Array = jax.Array
 Params = Any
@@ -133,10 +136,10 @@ def _head_width(cfg: ModelConfig) -> int:
     return (cfg.proj_size or cfg.hidden_size) * (2 if cfg.bidirectional else 1)
 
 
-def _mode(cfg: ModelConfig) -> dict[str, str]:
-    """The `mode=` keyword for the cell or blocks: the config's, or what `model.mode: null`
-    runs on this backend (`config.DEFAULT_MODES`, which --help states); none for a cell with
-    one form."""
+def _mode(cfg: ModelConfig) -> dict[str, Any]:
+    """The `mode=` keyword for the cells or blocks: the config's, or what `model.mode: null`
+    runs on this backend (`config.default_mode`, from the families' declarations, which
+    --help states); none for cells with one form."""
     mode = default_mode(cfg, jax.default_backend())
     return {} if mode is None else {"mode": mode}
 
@@ -217,13 +220,9 @@ class Model:
                     "b": jnp.zeros((spec.output_size,))}
 
         head = head_of(_head_width(cfg))
-        if cfg.blocks is not None and set(cfg.blocks) <= set("lg"):
-            return {"minrnn": init_min_block_stack(key_lstm, spec.input_size, cfg.hidden_size,
-                                                   cfg.blocks),
-                    "head": head}
         if cfg.blocks is not None:
-            return {"xlstm": init_xlstm_stack(key_lstm, spec.input_size, cfg.hidden_size,
-                                              cfg.blocks, num_heads=cfg.num_heads),
+            return {"blocks": init_block_stack(key_lstm, spec.input_size, cfg.hidden_size,
+                                               cfg.blocks, **block_options(cfg)),
                     "head": head}
         lstm = init_lstm_stack(key_lstm, spec.input_size, cfg.hidden_size,
                                num_layers=cfg.num_layers, bidirectional=cfg.bidirectional,
@@ -258,12 +257,7 @@ class Model:
             graphdef, rest = self._nnx_graph
             return nnx.merge(graphdef, params, rest)(inputs, lengths, not train, key)
         if cfg.blocks is not None:
-            if "minrnn" in params:
-                outputs = min_block_stack(params["minrnn"], inputs, seq_lengths=lengths,
-                                          **_mode(cfg))
-            else:
-                outputs = xlstm_stack(params["xlstm"], inputs, seq_lengths=lengths,
-                                      **_mode(cfg))
+            outputs = block_stack(params["blocks"], inputs, seq_lengths=lengths, **_mode(cfg))
             last = _at_last_step(outputs, lengths)
         else:
             # Rates of zero and loop options left at None are "not given": a family without
@@ -292,14 +286,10 @@ def decoder(params: Params, model: Model | None = None) -> tuple[Any, Any, Array
     `prefill(inputs) -> (outputs, state)`, `step(x_t, state) -> (y_t, state)` (any cell
     stack's, any API's, or a block stack's) and the head's (w, b)."""
     mode = {} if model is None else _mode(model.config)
-    if isinstance(params, Mapping) and "xlstm" in params:
-        blocks, head = params["xlstm"], params["head"]
-        return (lambda xs: xlstm_stack(blocks, xs, return_state=True, **mode),
-                lambda x, state: xlstm_stack_step(blocks, x, state), head["w"], head["b"])
-    if isinstance(params, Mapping) and "minrnn" in params:
-        blocks, head = params["minrnn"], params["head"]
-        return (lambda xs: min_block_stack(blocks, xs, return_state=True, **mode),
-                lambda x, state: min_block_stack_step(blocks, x, state), head["w"], head["b"])
+    if isinstance(params, Mapping) and "blocks" in params:
+        blocks, head = params["blocks"], params["head"]
+        return (lambda xs: block_stack(blocks, xs, return_state=True, **mode),
+                lambda x, state: block_stack_step(blocks, x, state), head["w"], head["b"])
     stack, w, b = stack_and_head(params, model)
     if any(layer.backward is not None for layer in stack):
         raise ValueError("sampling needs a unidirectional model.")
@@ -312,7 +302,7 @@ def stack_and_head(params: Params, model: Model | None = None) -> tuple[Any, Arr
     whichever API (`functional`, `linen` or `nnx`) trained it, any family's. The linen and
     nnx `Recurrent` modules' params need the `model` (its cells and sizes) to be rebuilt; a
     block model has no such stack: both raise ValueError."""
-    if isinstance(params, Mapping) and any(k in params for k in ("xlstm", "minrnn")):
+    if isinstance(params, Mapping) and "blocks" in params:
         raise ValueError("a block model (model.blocks) has no cell stack: the gates picture "
                          "needs one.")
     if isinstance(params, nnx.State):

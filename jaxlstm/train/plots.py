@@ -12,8 +12,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxlstm.params import LSTMParams
-from jaxlstm.scan import lstm
+from jaxlstm import family as families
 from jaxlstm.tasks.base import baseline_of
 from jaxlstm.train.logs import read_metrics
 from jaxlstm.train.model import stack_and_head
@@ -73,19 +72,20 @@ def draw_all(run_dir: str, state: TrainState, task: Any, eval_batches: list[dict
         path = os.path.join(run_dir, f"{task.spec.name}.png")
         task.plot(path, outputs, eval_batches)
         written.append(path)
-    if isinstance(state.params, dict) and any(k in state.params for k in ("xlstm", "minrnn")):
+    if isinstance(state.params, dict) and "blocks" in state.params:
         return written  # a block model has no cell stack
     try:
         layer = stack_and_head(state.params)[0][0].forward  # the first layer, forwards
     except ValueError:  # a linen / nnx Recurrent stack: no LSTM layer to picture
         return written
-    if not isinstance(layer, LSTMParams):  # an sLSTM's or min cell's gates differ
+    family = families.find(layer)
+    if family is None or family.apply_with_gates is None:  # a family whose gates stay inside
         return written
     batch = eval_batches[0]
     inputs = batch["inputs"][:1]
     lengths = batch.get("lengths")
-    _, _, gates = lstm(layer, inputs, return_gates=True,
-                       seq_lengths=None if lengths is None else lengths[:1])
+    _, _, gates = family.apply_with_gates(layer, inputs,
+                                          seq_lengths=None if lengths is None else lengths[:1])
     path = os.path.join(run_dir, "gates.png")
     plot_gates(jax.device_get(gates), sequence=0, path=path,
                title=f"{task.spec.name}: first layer's gates on one held-out sequence")

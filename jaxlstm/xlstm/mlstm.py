@@ -705,10 +705,25 @@ def _family_sizes(params: Any, name: str) -> tuple[int, int]:
     return input_size, heads * d_v
 
 
+_VECTORS = 6  # q, k, v, h and the gates (per head, negligible beside them)
+
+
+def _activation_floats(width: int, steps: int, mode: str | None = None, *, num_heads: int = 4,
+                       chunk_size: int = 64, **_: Any) -> float:
+    """Floats the backward keeps per step and row, roughly: q, k, v, h and the gates, and the
+    form's matrices (parallel: each head's row of the T x T decay matrix; chunkwise: a chunk's
+    row and the chunk's state; recurrent: the state at every step)."""
+    head_width = width // max(num_heads, 1)
+    matrices = {"parallel": 3 * num_heads * steps, "recurrent": width * head_width,
+                "chunkwise": 3 * num_heads * chunk_size + width * head_width / chunk_size,
+                }[mode or "chunkwise"]
+    return _VECTORS * width + matrices
+
+
 FAMILY = Family(
     name="mlstm", label="mLSTM", params_type=MLSTMParams, init=init_mlstm, sizes=_family_sizes,
     apply=checked_apply("mlstm", mlstm), step=_family_step, initial_state=_family_initial_state,
     init_options=frozenset({"num_heads", "qk_size", "dtype"}),
-    apply_options=frozenset({"chunk_size"}), modes=MODES,
+    apply_options=frozenset({"chunk_size"}), modes=MODES, activation_floats=_activation_floats,
 )
 """The mLSTM behind the family protocol (`jaxlstm.family`)."""
