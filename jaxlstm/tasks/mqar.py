@@ -8,8 +8,8 @@ replacement from the first half of the vocabulary, values (with replacement) fro
 
 Inputs are one-hot tokens (B, 2N+Q, vocab_size); the loss and accuracy count the query steps
 only (`mask`). A model without associative memory can only guess among the values: accuracy
-1 / (vocab_size / 2), the baseline. The mLSTM's matrix memory is built for this; an LSTM's
-vector state has to squeeze all N pairs into H numbers.
+1 / (vocab_size / 2), the baseline. A matrix memory (a key-value store per head) is built for
+this; an LSTM's vector state has to squeeze all N pairs into H numbers.
 """
 
 from __future__ import annotations

@@ -407,7 +407,7 @@ def check_values(config: ExperimentConfig, path: str = "config") -> None:
 
 def _refuse_changed(model: ModelConfig, keys: Any, where: str, path: str) -> None:
     """ConfigError naming the first of `keys` set away from its default: it does not apply
-    `where` (e.g. "to cell 'mlstm'")."""
+    `where` (e.g. "with model.blocks")."""
     defaults = ModelConfig()
     for key in keys:
         if getattr(model, key) != getattr(defaults, key):
@@ -487,7 +487,7 @@ declarations (`init_options` or `apply_options`, `jaxlstm.family`) names them.""
 
 def layer_cells(model: ModelConfig) -> tuple[str, ...]:
     """The cell of each layer: `model.cell` is one name for every layer, or one per layer
-    separated by commas ("slstm,mlstm": an mLSTM layer over an sLSTM layer)."""
+    separated by commas ("lstm,peephole": a peephole layer over an LSTM layer)."""
     cells = tuple(name.strip() for name in model.cell.split(","))
     return cells if len(cells) > 1 else cells * model.num_layers
 
