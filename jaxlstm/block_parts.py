@@ -1,7 +1,8 @@
-"""Pieces shared by the residual blocks of the cell families (`jaxlstm.xlstm.blocks`,
-`jaxlstm.minrnn.blocks`): the pre-norm, the causal convolution, the initialisers of the
-reference implementations, the variable-length helpers, and the stack around the blocks, over
-a whole sequence (`run_block_stack`) and one step at a time (`step_block_stack`).
+"""Pieces shared by the residual blocks of the cell families (the block kinds of
+`jaxlstm.blocks`): the pre-norm residual sub-layer every block is built from (`residual`),
+the papers' feed-forwards, the causal convolution, the initialisers of the reference
+implementations, the variable-length helpers, and the stack around the blocks, over a whole
+sequence (`run_block_stack`) and one step at a time (`step_block_stack`).
 
 Every block is causal and zero at padded steps; `valid_steps` and `zero_padding` are how each
 one keeps that promise for right-padded batches with `seq_lengths`.
@@ -45,6 +46,38 @@ def residual_layer_norm(x: Array, weight: Array) -> Array:
     """The xLSTM reference's LayerNorm: (1 + weight) * (x - mean) / sqrt(var + 1e-5), no bias;
     weight initialised to 0 makes it a plain normalisation at the start."""
     return layer_norm(x, 1.0 + weight)
+
+
+def residual(x: Array, weight: Array, sublayer: Callable[[Array], Any]) -> Any:
+    """One pre-norm residual sub-layer, what every block is built from:
+
+        x <- x + sublayer(LN(x))
+
+    with the reference's LayerNorm (`residual_layer_norm`: scale 1 + weight, no bias). A
+    sublayer that returns `(y, state)` (a cell's final state) gives `(x + y, state)`."""
+    out = sublayer(residual_layer_norm(x, weight))
+    if isinstance(out, tuple):
+        y, state = out
+        return x + y, state
+    return x + out
+
+
+def gelu_feed_forward(a: Array, w_1: Array, b_1: Array, w_2: Array, b_2: Array) -> Array:
+    """The minRNN blocks' feed-forward: GELU(a W_1 + b_1) W_2 + b_2 (exact GELU); a (..., D),
+    W_1 (D, P), W_2 (P, D)."""
+    hidden = a @ w_1
+    hidden = jax.nn.gelu(hidden + per_feature(b_1, hidden), approximate=False)
+    out = hidden @ w_2
+    return out + per_feature(b_2, out)
+
+
+def gated_gelu_feed_forward(a: Array, w_up: Array, w_down: Array) -> Array:
+    """The sLSTM block's gated feed-forward: (GELU(g) * u) W_down with g, u = split(a W_up)
+    (exact GELU); a (..., D), W_up (D, 2P): the gate half, then the linear half; W_down
+    (P, D)."""
+    inner = w_down.shape[0]
+    up = a @ w_up
+    return (jax.nn.gelu(up[..., :inner], approximate=False) * up[..., inner:]) @ w_down
 
 
 def causal_conv1d(xs: Array, kernel: Array, bias: Array, state: Array | None = None) -> Array:

@@ -47,8 +47,9 @@ from jaxlstm.block_parts import (
     check_block_xs,
     check_stack_params,
     conv_state,
+    gelu_feed_forward,
     init_causal_conv,
-    per_feature,
+    residual,
     residual_layer_norm,
     sequence_lengths,
     small_init,
@@ -245,10 +246,8 @@ def min_block(
 def _after_cell(params: MinRNNBlockParams, x: Array, h: Array) -> Array:
     """x + h @ W_out, then + the feed-forward, at any number of steps."""
     x = x + h @ params.w_out
-    hidden = residual_layer_norm(x, params.ffn_norm) @ params.ffn_w1
-    hidden = jax.nn.gelu(hidden + per_feature(params.ffn_b1, hidden), approximate=False)
-    out = hidden @ params.ffn_w2
-    return x + out + per_feature(params.ffn_b2, out)
+    return residual(x, params.ffn_norm, lambda a: gelu_feed_forward(
+        a, params.ffn_w1, params.ffn_b1, params.ffn_w2, params.ffn_b2))
 
 
 def initial_min_block_state(params: MinRNNBlockParams, batch_shape: tuple[int, ...],

@@ -80,8 +80,10 @@ from jaxlstm.block_parts import (
     check_block_xs,
     check_stack_params,
     conv_state,
+    gated_gelu_feed_forward,
     init_causal_conv,
     per_feature,
+    residual,
     residual_layer_norm,
     round_up_size,
     sequence_lengths,
@@ -462,11 +464,11 @@ def mlstm_block(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}.")
     xs = check_block_xs(xs, params.norm.shape[0])
-    out = mlstm_layer(params, residual_layer_norm(xs, params.norm), seq_lengths=seq_lengths,
-                      mode=mode, chunk_size=chunk_size, initial_state=initial_state,
-                      return_state=return_state)
+    out = residual(xs, params.norm, lambda a: mlstm_layer(
+        params, a, seq_lengths=seq_lengths, mode=mode, chunk_size=chunk_size,
+        initial_state=initial_state, return_state=return_state))
     out, state = out if return_state else (out, None)
-    out = zero_padding(xs + out, valid_steps(xs, seq_lengths))
+    out = zero_padding(out, valid_steps(xs, seq_lengths))
     return (out, state) if return_state else out
 
 
@@ -685,10 +687,8 @@ def _slstm_after_cell(params: SLSTMBlockParams, x: Array, y: Array) -> Array:
     """x + GroupNorm(y), then + the gated feed-forward, at any number of steps."""
     dim, heads = params.norm.shape[0], params.r.shape[0]
     x = x + group_norm(y.reshape(y.shape[:-1] + (heads, dim // heads)), params.group_norm)
-    ffn = params.ffn_down.shape[0]
-    up = residual_layer_norm(x, params.ffn_norm) @ params.ffn_up
-    hidden = jax.nn.gelu(up[..., :ffn], approximate=False) * up[..., ffn:]
-    return x + hidden @ params.ffn_down
+    return residual(x, params.ffn_norm,
+                    lambda a: gated_gelu_feed_forward(a, params.ffn_up, params.ffn_down))
 
 
 def initial_slstm_block_state(params: SLSTMBlockParams, batch_shape: tuple[int, ...],
