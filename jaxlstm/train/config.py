@@ -35,7 +35,7 @@ class ModelConfig:
     num_layers: int = 1
     bidirectional: bool = False
     # A registered family or LSTM variant (jaxlstm.family.resolve), e.g. "lstm", "peephole";
-    # or one per layer, comma-separated: "lstm,peephole" (`jaxlstm configs --help` lists them)
+    # or one per layer, comma-separated: "lstm,peephole" (jaxlstm.family.names() lists them)
     cell: str = "lstm"
     num_heads: int = 4  # heads of a multi-head cell or block; divides hidden_size
     # Residual blocks in place of the cell stack, hidden_size being the residual width
