@@ -5,8 +5,8 @@ empty state and from a state left by a prefix, with variable lengths both ways; 
 input; `initial_state` typed as `apply`'s final state; the registry and the generated
 refusals."""
 
+import functools
 import inspect
-from functools import partial
 
 import chex
 import jax
@@ -33,67 +33,96 @@ PUBLIC = {"lstm": (jaxlstm.init_lstm, jaxlstm.lstm), "slstm": (jaxlstm.init_slst
           "gru": (jaxlstm.init_gru, jaxlstm.gru)}
 """The public functions each family wraps (the test may name families; the library may not)."""
 
-_steps = {}
 
-
-def make(name, options=None, dtype=jnp.float32):
+@functools.cache
+def _make(name, options=()):
     """The family, params with every leaf moved off its initialisation (the references start
-    some gates at zero, which would hide a gate read from the wrong place), and inputs."""
+    some gates at zero, which would hide a gate read from the wrong place), and inputs. One
+    jitted init and NumPy noise: eager random draws would compile a program per shape."""
     family = families.get(name)
-    params = family.init(jax.random.key(0), INPUT, HIDDEN, **(options or {}))
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    params = jax.tree.unflatten(tree, [a + 0.3 * jax.random.normal(k, a.shape, a.dtype)
-                                       for a, k in zip(leaves, keys)])
-    xs = jax.random.normal(jax.random.key(2), (2, STEPS, INPUT))
-    return family, *jax.tree.map(lambda a: a.astype(dtype), (params, xs))
+    params = jax.jit(lambda key: family.init(key, INPUT, HIDDEN, **dict(options)))(
+        jax.random.key(0))
+    rng = np.random.default_rng(1)
+    params = jax.tree.map(lambda a: jnp.asarray(
+        np.asarray(a) + 0.3 * rng.standard_normal(a.shape).astype(np.float32)), params)
+    xs = jnp.asarray(rng.standard_normal((2, STEPS, INPUT)).astype(np.float32))
+    return family, params, xs
 
 
-def apply(family, params, xs, mode, reverse=False, time_major=False, **kwargs):
-    run = jax.jit(partial(family.apply, mode=mode, reverse=reverse, time_major=time_major))
-    return run(params, xs, **kwargs)
+def make(name, options=None):
+    return _make(name, tuple(sorted((options or {}).items())))
+
+
+@functools.cache
+def _step(name):
+    return jax.jit(families.get(name).step)
 
 
 def loop(family, params, xs, state, reverse=False, lengths=None):
     """`family.step` over time, one sequence at a time when lengths are given (its valid
-    prefix only, zeros after it)."""
-    step = _steps.setdefault(family.name, jax.jit(family.step))
+    prefix only, zeros after it). NumPy around one jitted step per family, at batch 2 only
+    (a sequence alone runs as a batch of two copies of it)."""
+    xs, state = np.asarray(xs), jax.tree.map(np.asarray, state)
     if lengths is not None:
-        rows = [loop(family, params, xs[b:b + 1, :n], jax.tree.map(lambda a: a[b:b + 1], state),
-                     reverse) for b, n in enumerate(lengths)]
-        outputs = jnp.concatenate([jnp.pad(o, ((0, 0), (0, xs.shape[1] - o.shape[1]), (0, 0)))
-                                   for o, _ in rows])
-        return outputs, jax.tree.map(lambda *a: jnp.concatenate(a), *[s for _, s in rows])
+        twice = [[b, b] for b in range(len(lengths))]
+        rows = [loop(family, params, xs[b, :n], jax.tree.map(lambda a, b=b: a[b], state),
+                     reverse) for b, n in zip(twice, lengths)]
+        outputs = np.concatenate([np.pad(o[:1], ((0, 0), (0, xs.shape[1] - o.shape[1]), (0, 0)))
+                                  for o, _ in rows])
+        return outputs, jax.tree.map(lambda *a: np.concatenate([s[:1] for s in a]),
+                                     *[s for _, s in rows])
     outputs = [None] * xs.shape[1]
     for t in (reversed(range(xs.shape[1])) if reverse else range(xs.shape[1])):
-        outputs[t], state = step(params, xs[:, t], state)
-    return jnp.stack(outputs, axis=1), state
+        y, state = _step(family.name)(params, xs[:, t], state)
+        outputs[t] = np.asarray(y)
+    return np.stack(outputs, axis=1), jax.tree.map(np.asarray, state)
+
+
+LENGTHS = (STEPS, 2)
+
+
+@functools.cache
+def applied(name, mode, options):
+    """Every `apply` call the two tests below compare, for one case, in one jitted program
+    (compiling is what this file spends its time on): both directions from the default initial
+    state; a prefix and the rest from the state it left; with lengths, both directions, from
+    the empty state given explicitly."""
+    family, params, xs = make(name, dict(options))
+    empty = family.initial_state(params, (2,), jnp.float32)
+
+    def run(params, xs, empty):
+        apply = functools.partial(family.apply, params, mode=mode)
+        out = {"default": {reverse: apply(xs, reverse=reverse) for reverse in (False, True)}}
+        out["prefix_state"] = apply(xs[:, :2])[1]
+        out["continued"] = apply(xs[:, 2:], initial_state=out["prefix_state"])
+        out["lengths"] = {reverse: apply(xs, reverse=reverse, initial_state=empty,
+                                         seq_lengths=jnp.array(LENGTHS))
+                          for reverse in (False, True)}
+        return out
+
+    return jax.device_get(jax.jit(run)(params, xs, empty)), empty
 
 
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("name,mode,options", CASES, ids=IDS)
 def test_apply_is_step_in_a_loop(name, mode, options, reverse):
     family, params, xs = make(name, options)
-    empty = family.initial_state(params, (2,), jnp.float32)
-    outputs, final = apply(family, params, xs, mode, reverse)
-    want_outputs, want_final = loop(family, params, xs, empty, reverse)
-    chex.assert_trees_all_close((outputs, final), (want_outputs, want_final), **TOL)
-    # Given explicitly, the initial state is the default one.
-    chex.assert_trees_all_close(apply(family, params, xs, mode, reverse, initial_state=empty),
-                                (outputs, final), **TOL)
+    out, empty = applied(name, mode, tuple(options.items()))
+    chex.assert_trees_all_close(out["default"][reverse],
+                                loop(family, params, xs, empty, reverse), **TOL)
 
 
 @pytest.mark.parametrize("name,mode,options", CASES, ids=IDS)
 def test_a_state_left_by_a_prefix_continues_and_lengths_stop_each_sequence(name, mode, options):
     family, params, xs = make(name, options)
-    _, state = apply(family, params, xs[:, :2], mode)
-    chex.assert_trees_all_close(apply(family, params, xs[:, 2:], mode, initial_state=state),
-                                loop(family, params, xs[:, 2:], state), **TOL)
-    lengths, empty = (STEPS, 2), family.initial_state(params, (2,), jnp.float32)
-    for reverse in (False, True):  # reversed: each valid prefix backwards, padding in place
-        outputs, final = apply(family, params, xs, mode, reverse,
-                               seq_lengths=jnp.array(lengths))
-        want = loop(family, params, xs, empty, reverse, lengths=lengths)
+    out, empty = applied(name, mode, tuple(options.items()))
+    chex.assert_trees_all_close(out["continued"],
+                                loop(family, params, xs[:, 2:], out["prefix_state"]), **TOL)
+    # From the empty state given explicitly (test_apply_is_step_in_a_loop: the default one);
+    # reversed: each valid prefix backwards, padding in place.
+    for reverse in (False, True):
+        outputs, final = out["lengths"][reverse]
+        want = loop(family, params, xs, empty, reverse, lengths=LENGTHS)
         chex.assert_trees_all_close((outputs, final), want, **TOL)
         assert not np.any(np.asarray(outputs[1, 2:]))
 
@@ -101,17 +130,22 @@ def test_a_state_left_by_a_prefix_continues_and_lengths_stop_each_sequence(name,
 @pytest.mark.parametrize("name", list(PUBLIC))
 def test_time_major_none_options_and_the_initial_states_types(name):
     family, params, xs = make(name)
-    outputs, final = apply(family, params, xs, None)
-    chex.assert_trees_all_close(
-        apply(family, params, jnp.moveaxis(xs, 1, 0), None, time_major=True),
-        (jnp.moveaxis(outputs, 1, 0), final), **TOL)
     # None is "not given" for every option, whichever family takes it.
     nones = dict.fromkeys(["key", "zoneout_h", "unroll", "chunk_size", "fused_backward"])
-    chex.assert_trees_all_close(family.apply(params, xs, **nones), (outputs, final), **TOL)
+
+    @jax.jit
+    def run(params, xs):
+        return (family.apply(params, xs),
+                family.apply(params, jnp.moveaxis(xs, 1, 0), time_major=True),
+                family.apply(params, xs, **nones))
+
+    (outputs, final), time_major, with_nones = run(params, xs)
+    chex.assert_trees_all_close(time_major, (jnp.moveaxis(outputs, 1, 0), final), **TOL)
+    chex.assert_trees_all_close(with_nones, (outputs, final), **TOL)
     for dtype in (jnp.float32, jnp.bfloat16):  # initial_state is typed as apply's final state
-        family, params, xs = make(name, dtype=dtype)
-        _, final = jax.eval_shape(partial(family.apply, params), xs)
-        empty = family.initial_state(params, (2,), xs.dtype)
+        typed = jax.tree.map(lambda a, d=dtype: jax.ShapeDtypeStruct(a.shape, d), (params, xs))
+        _, final = jax.eval_shape(family.apply, *typed)
+        empty = jax.eval_shape(lambda p, d=dtype: family.initial_state(p, (2,), d), typed[0])
         assert jax.tree.structure(empty) == jax.tree.structure(final)
         assert ([(a.shape, a.dtype) for a in jax.tree.leaves(empty)]
                 == [(a.shape, a.dtype) for a in jax.tree.leaves(final)])
