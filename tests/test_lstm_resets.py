@@ -1,9 +1,13 @@
 """`resets` on the LSTM's time loop (`jaxlstm.lstm`, any variant, and `slstm` and `gru`, which
 run on the same loop): a batch of packed segments equals running each segment alone from the initial
 state, forwards and reversed, with lengths and a non-zero initial state; the fused backward's
-gradients equal autodiff's and the segment-by-segment computation's, with and without remat."""
+gradients equal autodiff's and the segment-by-segment computation's, with and without remat.
 
-from typing import NamedTuple
+Compiling is what this file spends its time on: each family's cases run in one jitted program,
+and the segments alone are the family's `step` in a Python loop (straight-line code, cheaper to
+compile than a scan per segment; `step` equals `apply` by tests/test_families.py)."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -11,17 +15,18 @@ import numpy as np
 import pytest
 
 import jaxlstm
+from jaxlstm import family as families
 from jaxlstm.xlstm.slstm import slstm
-
-
-class GRUState(NamedTuple):
-    h: jax.Array
 
 BATCH, STEPS, INPUT, HIDDEN = 2, 9, 3, 4
 TOL = {"atol": 1e-5, "rtol": 1e-5}
+GRAD_TOL = {"atol": 1e-4, "rtol": 1e-4}
 RESETS = np.array([[0, 0, 0, 1, 0, 0, 0, 1, 0],
                    [0, 1, 0, 0, 0, 0, 1, 1, 0]], bool)   # a one-step segment too
 LENGTHS = np.array([9, 7])                               # row 1's step 7 reset is padding
+DIRECTIONS = {"peephole": (False, True),   # peephole: the LSTM's path with weights;
+              "slstm": (True,), "gru": (False,)}   # the others ride the same loop
+CASES = [(family, reverse) for family, directions in DIRECTIONS.items() for reverse in directions]
 
 
 def segments(b):
@@ -30,20 +35,22 @@ def segments(b):
     return list(zip(starts, starts[1:] + [int(LENGTHS[b])]))
 
 
-def by_segments(run, params, xs, state0, reverse):
-    """Each segment alone from its row's initial state; outputs written in place, zeros in
-    padding; the final state is the last segment read (the first one when reversed)."""
+def by_segments(step, params, xs, state0, reverse):
+    """Each segment alone from its row's initial state, `step` by step (backwards when
+    reversed); outputs written in place, zeros in padding; the final state is the last segment
+    read (the first one when reversed)."""
     rows, finals = [], []
     for b in range(BATCH):
-        row = jnp.zeros((STEPS, HIDDEN), xs.dtype)
-        start = jax.tree.map(lambda a: a[b:b + 1], state0)
+        row = [jnp.zeros((HIDDEN,), xs.dtype)] * STEPS
         final = None
         for a, e in segments(b):
-            hs, last = run(params, xs[b:b + 1, a:e], initial_state=start, reverse=reverse)
-            row = row.at[a:e].set(hs[0])
-            if final is None or not reverse:
-                final = last if (not reverse or a == 0) else final
-        rows.append(row)
+            state = jax.tree.map(lambda s, b=b: s[b:b + 1], state0)
+            for t in reversed(range(a, e)) if reverse else range(a, e):
+                y, state = step(params, xs[b:b + 1, t], state)
+                row[t] = y[0]
+            if not reverse or a == 0:
+                final = state
+        rows.append(jnp.stack(row))
         finals.append(final)
     return jnp.stack(rows), jax.tree.map(lambda *a: jnp.concatenate(a), *finals)
 
@@ -52,64 +59,84 @@ def make(family):
     keys = jax.random.split(jax.random.key(0), 4)
     if family == "slstm":
         params = jaxlstm.init_slstm(keys[0], INPUT, HIDDEN, num_heads=2)
-        state_type, run = jaxlstm.SLSTMState, slstm
-    elif family == "gru":   # state h alone, as a one-field record for the helpers here
+        fields, run = len(jaxlstm.SLSTMState._fields), slstm
+    elif family == "gru":   # state h alone
         params = jaxlstm.init_gru(keys[0], INPUT, HIDDEN)
-        state_type = GRUState
-
-        def run(p, x, initial_state=None, **options):
-            hs, h = jaxlstm.gru(p, x, initial_state=initial_state.h, **options)
-            return hs, GRUState(h)
+        fields, run = 1, jaxlstm.gru
     else:
         params = jaxlstm.init_lstm(keys[0], INPUT, HIDDEN, cell=family)
-        state_type, run = jaxlstm.LSTMState, jaxlstm.lstm
+        fields, run = len(jaxlstm.LSTMState._fields), jaxlstm.lstm
     leaves, tree = jax.tree.flatten(params)
     params = jax.tree.unflatten(tree, [a + 0.3 * jax.random.normal(k, a.shape) for a, k in
                                        zip(leaves, jax.random.split(keys[1], len(leaves)))])
     xs = jax.random.normal(keys[2], (BATCH, STEPS, INPUT))
-    state0 = state_type(*(0.5 * jax.random.normal(k, (BATCH, HIDDEN)) for k in
-                          jax.random.split(keys[3], len(state_type._fields))))
+    state0 = [0.5 * jax.random.normal(k, (BATCH, HIDDEN)) for k in
+              jax.random.split(keys[3], fields)]
     if family == "slstm":   # m is a log-scale stabiliser: keep n > 0 as the cell does
+        state0 = jaxlstm.SLSTMState(*state0)
         state0 = state0._replace(n=jnp.abs(state0.n) + 0.5)
-    return params, xs, state0, run
+    state0 = state0[0] if family == "gru" else jaxlstm.LSTMState(*state0) \
+        if family == "peephole" else state0
+    return params, xs, state0, run, families.of(params).step
 
 
 def loss(outputs, final):
-    return jnp.sum(outputs ** 2) + sum(jnp.sum(jnp.sin(f)) for f in final)
+    return jnp.sum(outputs ** 2) + sum(jnp.sum(jnp.sin(f)) for f in jax.tree.leaves(final))
 
 
-@pytest.mark.parametrize("family, reverse", [   # peephole: the LSTM's path with weights;
-    ("peephole", False), ("peephole", True),     # the others ride the same loop
-    ("slstm", True), ("gru", False)], ids=str)
+@functools.cache
+def computed(family):
+    """Everything the test compares for `family`, both of its directions, in one jitted program
+    (compiling is what this file spends its time on): the packed call, the segments run alone,
+    and the gradients: the fused backward (with and without remat) against autodiff of the
+    same loop, and (once) autodiff against the segments'."""
+    params, xs, state0, run, step = make(family)
+
+    def everything(params, xs, state0):
+        out = {}
+        for reverse in DIRECTIONS[family]:
+            def packed(p, x, s, fused=True, remat=None, reverse=reverse):
+                return run(p, x, initial_state=s, seq_lengths=jnp.asarray(LENGTHS),
+                           resets=jnp.asarray(RESETS), reverse=reverse, fused_backward=fused,
+                           **({} if remat is None else {"remat_chunk": remat}))
+
+            def alone(p, x, s, reverse=reverse):
+                return by_segments(step, p, x, s, reverse)
+
+            def grad(f, **options):
+                return jax.grad(lambda *a: loss(*f(*a, **options)), argnums=(0, 1, 2))(
+                    params, xs, state0)
+
+            out[reverse] = {
+                "packed": packed(params, xs, state0), "alone": alone(params, xs, state0),
+                "autodiff": grad(packed, fused=False),
+                "fused": [grad(packed, fused=True, remat=remat)
+                          for remat in ((None, 2) if family == "peephole" else (None,))]}
+            if family == "peephole" and reverse:
+                out[reverse]["alone_grads"] = grad(alone)
+        return out
+
+    return jax.device_get(jax.jit(everything)(params, xs, state0))
+
+
+def assert_close(a, b, tol):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **tol), a, b)
+
+
+@pytest.mark.parametrize("family, reverse", CASES, ids=str)
 def test_packed_segments_equal_each_segment_alone(family, reverse):
-    params, xs, state0, run = make(family)
-
-    def packed(p, x, s, fused=True, remat=None):
-        return run(p, x, initial_state=s, seq_lengths=jnp.asarray(LENGTHS),
-                   resets=jnp.asarray(RESETS), reverse=reverse, fused_backward=fused,
-                   **({} if remat is None else {"remat_chunk": remat}))
-
-    want, want_final = by_segments(run, params, xs, state0, reverse)
-    got, final = jax.jit(packed)(params, xs, state0)
-    np.testing.assert_allclose(got, want, **TOL)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **TOL), final, want_final)
-
-    # The fused backward (with and without remat) against autodiff of the same loop.
-    grad = jax.jit(jax.grad(lambda *a, **k: loss(*packed(*a, **k)), argnums=(0, 1, 2)),
-                   static_argnames=("fused", "remat"))
-    want_grads = grad(params, xs, state0, fused=False)
-    if family == "peephole" and reverse:   # and autodiff against the segments, once
-        reference = jax.grad(lambda *a: loss(*by_segments(run, *a, reverse)),
-                             argnums=(0, 1, 2))(params, xs, state0)
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4),
-                     want_grads, reference)
-    for remat in (None, 2) if family == "peephole" else (None,):
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4),
-                     grad(params, xs, state0, fused=True, remat=remat), want_grads)
+    out = computed(family)[reverse]
+    assert_close(out["packed"], out["alone"], TOL)
+    # The fused backward (with and without remat) against autodiff of the same loop, and
+    # autodiff against the segments alone (once).
+    if "alone_grads" in out:
+        assert_close(out["autodiff"], out["alone_grads"], GRAD_TOL)
+    for fused in out["fused"]:
+        assert_close(fused, out["autodiff"], GRAD_TOL)
 
 
 def test_resets_are_checked():
-    params, xs, _, _ = make("lstm")
+    params, xs, *_ = make("lstm")
     with pytest.raises(TypeError, match="resets must be a boolean array, got dtype int32"):
         jaxlstm.lstm(params, xs, resets=jnp.zeros((BATCH, STEPS), jnp.int32))
     with pytest.raises(ValueError, match=r"resets must have shape \(batch..., T\) = \(2, 9\), "
