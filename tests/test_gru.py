@@ -8,6 +8,7 @@ jitted functions are built once per module.
 """
 
 import ast
+import functools
 import pathlib
 import sys
 from functools import partial
@@ -32,17 +33,23 @@ NEEDS_TORCH = ("needs torch, the `reference` extra: pip install torch==2.13.0 (t
                "then pip install -e '.[test,reference]'")
 
 
-def make_params(key=0, input_size=INPUT, hidden=HIDDEN):
-    """Params moved off their initialisation, so every bias is nonzero and distinct."""
-    params = jaxlstm.init_gru(jax.random.key(key), input_size, hidden)
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(key + 100), len(leaves))
-    return jax.tree.unflatten(tree, [a + 0.3 * jax.random.normal(k, a.shape)
-                                     for a, k in zip(leaves, keys)])
+_init = jax.jit(jaxlstm.init_gru, static_argnums=(1, 2))
+
+
+@functools.cache
+def make_params(key=0):
+    """Params moved off their initialisation, so every bias is nonzero and distinct. One
+    jitted init and NumPy noise (eager random draws compile a program per shape)."""
+    rng = np.random.default_rng(key + 100)
+    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a) + 0.3 * rng.standard_normal(
+        a.shape).astype(np.float32)), _init(jax.random.key(key), INPUT, HIDDEN))
 
 
 def inputs(shape=(BATCH, STEPS, INPUT), seed=1):
-    return jax.random.normal(jax.random.key(seed), shape)
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
+
+
+_cell = jax.jit(jaxlstm.gru_cell)
 
 
 def numpy_gru(params, xs, h0, lengths=None, reverse=False):
@@ -86,7 +93,7 @@ def test_matches_the_equations_in_a_numpy_loop(reverse):
     np.testing.assert_array_equal(np.asarray(hs)[2], 0.0)
     np.testing.assert_array_equal(np.asarray(h)[2], np.asarray(h0)[2])
     # One step by gru_cell, any batch shape (here none).
-    one = jaxlstm.gru_cell(params, h0[0], xs[0, 0])
+    one = _cell(params, h0[0], xs[0, 0])
     chex.assert_trees_all_close(one, numpy_gru(params, xs[:1, :1], h0[:1])[1][0], **TOL)
 
 
@@ -97,20 +104,30 @@ def test_the_reset_gate_scales_the_recurrent_bias():
     hidden = HIDDEN
     closed = params._replace(b=params.b.at[:hidden].set(-1e4))     # r = sigmoid(-1e4) = 0
     x, h = inputs((BATCH, INPUT)), inputs((BATCH, HIDDEN), seed=2)
-    base = jaxlstm.gru_cell(closed, h, x)
-    chex.assert_trees_all_close(jaxlstm.gru_cell(closed._replace(b_hn=closed.b_hn + 5.0), h, x),
+    base = _cell(closed, h, x)
+    chex.assert_trees_all_close(_cell(closed._replace(b_hn=closed.b_hn + 5.0), h, x),
                                 base, atol=0, rtol=0)
-    assert float(jnp.abs(jaxlstm.gru_cell(
-        closed._replace(b=closed.b.at[2 * hidden:].add(5.0)), h, x) - base).max()) > 1e-3
+    assert float(jnp.abs(_cell(closed._replace(b=closed.b.at[2 * hidden:].add(5.0)), h, x)
+                         - base).max()) > 1e-3
 
 
 def loss(params, xs, h0, lengths, reverse, fused_backward, unroll=None):
-    hs, h = run(params, xs, h0, lengths, reverse, fused_backward, unroll)
+    hs, h = jaxlstm.gru(params, xs, initial_state=h0, seq_lengths=lengths, reverse=reverse,
+                        fused_backward=fused_backward, unroll=unroll)
     readout = jnp.cos(jnp.arange(hs.size, dtype=hs.dtype).reshape(hs.shape))
     return jnp.sum(hs * readout) + jnp.sum(jnp.sin(h))
 
 
-grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)), static_argnums=(4, 5, 6))
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def fused_and_autodiff(params, xs, h0, lengths, reverse, unroll, direction, eps):
+    """Both backwards' gradients, and the fused form's loss a step ahead and behind along
+    `direction`, in one program."""
+    grads = {fused: jax.grad(loss, argnums=(0, 1, 2))(params, xs, h0, lengths, reverse, fused,
+                                                      unroll)
+             for fused in (True, False)}
+    ahead, behind = (loss(jax.tree.map(lambda p, d, s=sign: p + s * eps * d, params, direction),
+                          xs, h0, lengths, reverse, True, unroll) for sign in (1.0, -1.0))
+    return grads[True], grads[False], ahead, behind
 
 
 @pytest.mark.parametrize("reverse,unroll", [(False, None), (True, 2)])
@@ -119,71 +136,107 @@ def test_fused_backward_matches_autodiff(reverse, unroll):
     differentiating the same scan, with lengths, an initial state and (reversed) chunks of 2
     steps over 5 (a shorter last chunk)."""
     params, xs, h0 = make_params(), inputs(), inputs((BATCH, HIDDEN), seed=2)
-    lengths = jnp.asarray(LENGTHS)
-    fused = grads(params, xs, h0, lengths, reverse, True, unroll)
-    plain = grads(params, xs, h0, lengths, reverse, False, unroll)
-    chex.assert_trees_all_close(fused, plain, **GRAD_TOL)
     # And against a finite difference of the forward, along one direction.
     direction = jax.tree.map(lambda a: jnp.cos(jnp.arange(a.size, dtype=a.dtype)).reshape(
         a.shape), params)
     eps = 1e-3
-    ahead = loss(jax.tree.map(lambda p, d: p + eps * d, params, direction), xs, h0, lengths,
-                 reverse, True, unroll)
-    behind = loss(jax.tree.map(lambda p, d: p - eps * d, params, direction), xs, h0, lengths,
-                  reverse, True, unroll)
+    fused, plain, ahead, behind = fused_and_autodiff(params, xs, h0, jnp.asarray(LENGTHS),
+                                                     reverse, unroll, direction, eps)
+    chex.assert_trees_all_close(fused, plain, **GRAD_TOL)
     along = sum(jnp.vdot(g, d) for g, d in zip(jax.tree.leaves(fused[0]),
                                                jax.tree.leaves(direction)))
     np.testing.assert_allclose((ahead - behind) / (2 * eps), along, rtol=2e-2)
 
 
+@jax.jit
+def _layouts(params, two, xs):
+    """Every transformation and layout of test_jit_vmap_checkpoint_layouts_and_dtypes, in one
+    program (jit is the first of them)."""
+    out = {"jit": jaxlstm.gru(params, xs)}
+    # vmap over a second params set and over inputs; two batch dims; no batch dim; time-major.
+    out["vmap_params"] = jax.vmap(jaxlstm.gru, in_axes=(0, None))(two, xs)[0]
+    out["vmap_xs"] = jax.vmap(jaxlstm.gru, in_axes=(None, 0))(params, xs[None])
+    out["two_batch"] = jaxlstm.gru(params, jnp.stack([xs, xs]))
+    out["no_batch"] = jaxlstm.gru(params, xs[0])
+    out["time_major"] = jaxlstm.gru(params, jnp.moveaxis(xs, 1, 0), time_major=True)
+    # jax.checkpoint around the layer, gradient through it.
+    out["grad_checkpoint"] = jax.grad(
+        lambda p: jnp.sum(jax.checkpoint(jaxlstm.gru)(p, xs)[0]))(params)
+    out["grad"] = jax.grad(lambda p: jnp.sum(jaxlstm.gru(p, xs)[0]))(params)
+    # Dtypes: promoted from xs and params, outputs in it.
+    out["bfloat16"] = jaxlstm.gru(jax.tree.map(lambda a: a.astype(jnp.bfloat16), params),
+                                  xs.astype(jnp.bfloat16))
+    out["mixed"] = jaxlstm.gru(params, xs.astype(jnp.bfloat16))[0]
+    # Forward-mode through the autodiff form.
+    out["tangent"] = jax.jvp(lambda x: jaxlstm.gru(params, x, fused_backward=False)[0], (xs,),
+                             (jnp.ones_like(xs),))[1]
+    return out
+
+
 def test_jit_vmap_checkpoint_layouts_and_dtypes():
     params, xs = make_params(), inputs()
     eager_hs, eager_h = jaxlstm.gru(params, xs)
-    jit_hs, jit_h = jax.jit(jaxlstm.gru)(params, xs)
-    chex.assert_trees_all_close((jit_hs, jit_h), (eager_hs, eager_h), **TOL)
-    # vmap over a second params set and over inputs; two batch dims; no batch dim; time-major.
     two = jax.tree.map(lambda a, b: jnp.stack([a, b]), params, make_params(7))
-    hs2, _ = jax.vmap(jaxlstm.gru, in_axes=(0, None))(two, xs)
-    chex.assert_trees_all_close(hs2[0], eager_hs, **TOL)
-    chex.assert_trees_all_close(jax.vmap(jaxlstm.gru, in_axes=(None, 0))(params, xs[None]),
-                                (eager_hs[None], eager_h[None]), **TOL)
-    hs_2d, h_2d = jaxlstm.gru(params, jnp.stack([xs, xs]))
+    out = _layouts(params, two, xs)
+    chex.assert_trees_all_close(out["jit"], (eager_hs, eager_h), **TOL)
+    chex.assert_trees_all_close(out["vmap_params"][0], eager_hs, **TOL)
+    chex.assert_trees_all_close(out["vmap_xs"], (eager_hs[None], eager_h[None]), **TOL)
+    hs_2d, h_2d = out["two_batch"]
     chex.assert_trees_all_close((hs_2d[1], h_2d[1]), (eager_hs, eager_h), **TOL)
-    chex.assert_trees_all_close(jaxlstm.gru(params, xs[0]), (eager_hs[0], eager_h[0]), **TOL)
-    tm_hs, tm_h = jaxlstm.gru(params, jnp.moveaxis(xs, 1, 0), time_major=True)
+    chex.assert_trees_all_close(out["no_batch"], (eager_hs[0], eager_h[0]), **TOL)
+    tm_hs, tm_h = out["time_major"]
     chex.assert_trees_all_close((jnp.moveaxis(tm_hs, 0, 1), tm_h), (eager_hs, eager_h), **TOL)
-    # jax.checkpoint around the layer, gradient through it.
-    g_ckpt = jax.grad(lambda p: jnp.sum(jax.checkpoint(jaxlstm.gru)(p, xs)[0]))(params)
-    g = jax.grad(lambda p: jnp.sum(jaxlstm.gru(p, xs)[0]))(params)
-    chex.assert_trees_all_close(g_ckpt, g, **GRAD_TOL)
-    # Dtypes: promoted from xs and params, outputs in it.
-    bf16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
-    hs, h = jaxlstm.gru(bf16, xs.astype(jnp.bfloat16))
+    chex.assert_trees_all_close(out["grad_checkpoint"], out["grad"], **GRAD_TOL)
+    hs, h = out["bfloat16"]
     assert hs.dtype == h.dtype == jnp.bfloat16
     chex.assert_trees_all_close(hs.astype(jnp.float32), eager_hs, atol=5e-2)
-    assert jaxlstm.gru(params, xs.astype(jnp.bfloat16))[0].dtype == jnp.float32
-    # Forward-mode through the autodiff form.
-    tangent = jax.jvp(lambda x: jaxlstm.gru(params, x, fused_backward=False)[0], (xs,),
-                      (jnp.ones_like(xs),))[1]
-    assert tangent.shape == eager_hs.shape
+    assert out["mixed"].dtype == jnp.float32
+    assert out["tangent"].shape == eager_hs.shape
 
 
 def test_init_is_pytorchs_by_default_and_takes_initialisers():
-    params = jaxlstm.init_gru(jax.random.key(0), 5, 16)
+    # Both inits in one jitted program (eagerly, each random draw compiles its own).
+    params, custom = jax.jit(lambda key: (
+        jaxlstm.init_gru(key, 5, 16),
+        jaxlstm.init_gru(key, 5, 16, dtype=jnp.bfloat16,
+                         recurrent_init=jax.nn.initializers.orthogonal(),
+                         bias_init=jax.nn.initializers.ones)))(jax.random.key(0))
     assert jax.tree.map(jnp.shape, params) == jaxlstm.GRUParams((5, 48), (16, 48), (48,), (16,))
+    params = jax.tree.map(np.asarray, params)
     bound = 1 / np.sqrt(16)
     for a in (params.w_x, params.w_h, params.b[32:], params.b_hn):
-        assert float(jnp.abs(a).max()) <= bound and float(jnp.abs(a).min()) > 0
+        assert np.abs(a).max() <= bound and np.abs(a).min() > 0
     # r and z biases are a sum of PyTorch's two biases: within 2 / sqrt(H), beyond 1 / sqrt(H).
-    assert bound < float(jnp.abs(params.b[:32]).max()) <= 2 * bound
-    custom = jaxlstm.init_gru(jax.random.key(0), 5, 16, dtype=jnp.bfloat16,
-                              recurrent_init=jax.nn.initializers.orthogonal(),
-                              bias_init=jax.nn.initializers.ones)
+    assert bound < np.abs(params.b[:32]).max() <= 2 * bound
     assert custom.w_h.dtype == jnp.bfloat16
-    block = custom.w_h[:, :16].astype(jnp.float32)
-    chex.assert_trees_all_close(block.T @ block, jnp.eye(16), atol=2e-2)
+    block = np.asarray(custom.w_h[:, :16], np.float32)
+    chex.assert_trees_all_close(block.T @ block, np.eye(16), atol=2e-2)
     np.testing.assert_array_equal(custom.b, 1.0)
     np.testing.assert_array_equal(custom.b_hn, 1.0)
+
+
+@jax.jit
+def _stacks(xs, lengths):
+    """test_family_and_stacks's two stacks, their runs and their layers composed by hand, in
+    one program."""
+    key = jax.random.key(0)
+    params = jaxlstm.init_lstm_stack(key, INPUT, HIDDEN, cell="gru", num_layers=2,
+                                     bidirectional=True)
+    out = {"params": params, "stack": jaxlstm.lstm_stack(params, xs, seq_lengths=lengths)}
+    layer_input, finals = xs, []
+    for layer in params:
+        hs_f, h_f = jaxlstm.gru(layer.forward, layer_input, seq_lengths=lengths)
+        hs_b, h_b = jaxlstm.gru(layer.backward, layer_input, seq_lengths=lengths, reverse=True)
+        finals.append(jaxlstm.Directions(h_f, h_b))
+        layer_input = jnp.concatenate([hs_f, hs_b], axis=-1)
+    out["by_hand"] = (layer_input, tuple(finals))
+    # Layers of two families, options to the layers that take them.
+    mixed = jaxlstm.init_lstm_stack(jax.random.key(1), INPUT, HIDDEN, cell=("lstm", "gru"),
+                                    num_layers=2)
+    out["mixed"] = jaxlstm.lstm_stack(mixed, xs, unroll=2)[0]
+    out["mixed_by_hand"] = jaxlstm.gru(mixed[1].forward,
+                                       jaxlstm.lstm(mixed[0].forward, xs)[0])[0]
+    return out
 
 
 def test_family_and_stacks():
@@ -192,24 +245,12 @@ def test_family_and_stacks():
     stack step by step is in tests/test_decode.py, which runs every registered family.)"""
     gru_family = families.get("gru")
     assert families.of(make_params()) is gru_family and gru_family.label == "GRU"
-    params = jaxlstm.init_lstm_stack(jax.random.key(0), INPUT, HIDDEN, cell="gru", num_layers=2,
-                                     bidirectional=True)
-    assert params[1].backward.w_x.shape == (2 * HIDDEN, 3 * HIDDEN)
     xs, lengths = inputs(), jnp.asarray(LENGTHS)
-    out, finals = jax.jit(lambda p, x: jaxlstm.lstm_stack(p, x, seq_lengths=lengths))(params, xs)
-    layer_input = xs
-    for layer, final in zip(params, finals):
-        hs_f, h_f = jaxlstm.gru(layer.forward, layer_input, seq_lengths=lengths)
-        hs_b, h_b = jaxlstm.gru(layer.backward, layer_input, seq_lengths=lengths, reverse=True)
-        chex.assert_trees_all_close(final, jaxlstm.Directions(h_f, h_b), **TOL)
-        layer_input = jnp.concatenate([hs_f, hs_b], axis=-1)
-    chex.assert_trees_all_close(out, layer_input, **TOL)
-    # Layers of two families, options to the layers that take them.
-    mixed = jaxlstm.init_lstm_stack(jax.random.key(1), INPUT, HIDDEN, cell=("lstm", "gru"),
-                                    num_layers=2)
-    out, _ = jaxlstm.lstm_stack(mixed, xs, unroll=2)
-    want, _ = jaxlstm.gru(mixed[1].forward, jaxlstm.lstm(mixed[0].forward, xs)[0])
-    chex.assert_trees_all_close(out, want, **TOL)
+    out = _stacks(xs, lengths)
+    params = out["params"]
+    assert params[1].backward.w_x.shape == (2 * HIDDEN, 3 * HIDDEN)
+    chex.assert_trees_all_close(out["stack"], out["by_hand"], **TOL)
+    chex.assert_trees_all_close(out["mixed"], out["mixed_by_hand"], **TOL)
     with pytest.raises(ValueError, match=r"params\[0\]: zoneout_h applies to LSTM layers, not "
                                          r"to GRU \(family 'gru'\)"):
         jaxlstm.lstm_stack(params, xs, zoneout_h=0.1)
