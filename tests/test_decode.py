@@ -3,6 +3,8 @@ mixing them), reading a prompt with `lstm_stack` and stepping on with `stack_ste
 `lstm_stack`'s outputs and final state over the whole sequence; `generate` equals a Python
 loop of prefill, choose and step; the refusals."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -17,26 +19,38 @@ TOL = {"atol": 2e-5, "rtol": 2e-5}
 CELLS = list(families.names())   # mixed stacks: test_generate_is_prefill_choose_and_step
 
 
-def stack(cell, residual_widths=False):
-    params = jaxlstm.init_lstm_stack(jax.random.key(0), INPUT, HIDDEN, num_layers=2, cell=cell,
-                                     num_heads=2)
-    # Off the initialisation (some references start gates at zero, which hides bugs).
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    return jax.tree.unflatten(tree, [a + 0.3 * jax.random.normal(k, a.shape, a.dtype)
-                                     for a, k in zip(leaves, keys)])
+def noise(init, seed=1):
+    """Params of `init`'s structure and shapes, every leaf random: far off the initialisation
+    (some references start gates at zero, which hides bugs). Only the shapes come from
+    `init` (traced, not compiled); NumPy draws the numbers."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda a: jnp.asarray(0.5 * rng.standard_normal(a.shape), a.dtype),
+                        jax.eval_shape(init, jax.random.key(0)))
+
+
+@functools.cache
+def stack(cell):
+    return noise(lambda key: jaxlstm.init_lstm_stack(key, INPUT, HIDDEN, num_layers=2,
+                                                     cell=cell, num_heads=2))
 
 
 _step = jax.jit(jaxlstm.stack_step, static_argnames="residual")
 _whole = jax.jit(jaxlstm.lstm_stack, static_argnames="residual")
 
 
+@jax.jit
+def _whole_and_prompt(params, xs):
+    """The whole sequences and their prompts (one program), and the families' zero states."""
+    return (jaxlstm.lstm_stack(params, xs, residual=True),
+            jaxlstm.lstm_stack(params, xs[:, :PROMPT], residual=True),
+            jaxlstm.initial_stack_state(params, xs.shape[:1]))
+
+
 @pytest.mark.parametrize("cell", CELLS, ids=str)
 def test_prefill_then_step_is_the_whole_sequence(cell):
     params = stack(cell)
-    xs = jax.random.normal(jax.random.key(2), (2, STEPS, INPUT))
-    want, want_state = _whole(params, xs, residual=True)
-    got, state = _whole(params, xs[:, :PROMPT], residual=True)
+    xs = np.random.default_rng(2).standard_normal((2, STEPS, INPUT)).astype(np.float32)
+    (want, want_state), (got, state), zero = _whole_and_prompt(params, xs)
     outputs = [got]
     for t in range(PROMPT, STEPS):
         y, state = _step(params, xs[:, t], state, residual=True)
@@ -44,7 +58,7 @@ def test_prefill_then_step_is_the_whole_sequence(cell):
     chex.assert_trees_all_close(jnp.concatenate(outputs, axis=1), want, **TOL)
     chex.assert_trees_all_close(state, want_state, **TOL)
     # From the families' zero states, step by step from the first input.
-    state = jaxlstm.initial_stack_state(params, (2,))
+    state = zero
     for t in range(STEPS):
         y, state = _step(params, xs[:, t], state, residual=True)
     np.testing.assert_allclose(y, want[:, -1], **TOL)
@@ -52,9 +66,11 @@ def test_prefill_then_step_is_the_whole_sequence(cell):
 
 def test_generate_is_prefill_choose_and_step():
     params = stack(("mlstm", "slstm"))
-    w = jax.random.normal(jax.random.key(3), (HIDDEN, INPUT))
-    prompt = jax.random.normal(jax.random.key(4), (2, PROMPT, INPUT))
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((HIDDEN, INPUT)).astype(np.float32)
+    prompt = rng.standard_normal((2, PROMPT, INPUT)).astype(np.float32)
 
+    @jax.jit
     def choose(key, y):       # a deterministic part and a random part, both fed back
         token = jax.random.categorical(key, y @ w)
         return jnp.tanh(y @ w) + jax.nn.one_hot(token, INPUT), token
@@ -62,18 +78,19 @@ def test_generate_is_prefill_choose_and_step():
     tokens, state = jax.jit(lambda p, x, k: jaxlstm.generate(p, x, 5, choose, key=k))(
         params, prompt, jax.random.key(5))
     assert tokens.shape == (2, 5) and tokens.dtype == jnp.int32
-    outputs, want_state = jaxlstm.lstm_stack(params, prompt)
+    # The loop by hand, of jitted pieces (eagerly, each of their operations compiles).
+    outputs, want_state = _whole(params, prompt)
     y, keys, want = outputs[:, -1], jax.random.split(jax.random.key(5), 5), []
     for key in keys:
         x, token = choose(key, y)
         want.append(token)
-        y, want_state = jaxlstm.stack_step(params, x, want_state)
+        y, want_state = _step(params, x, want_state)
     np.testing.assert_array_equal(tokens, jnp.stack(want, axis=1))
     chex.assert_trees_all_close(state, want_state, **TOL)
 
 
 def test_refusals():
-    params = jaxlstm.init_lstm_stack(jax.random.key(0), INPUT, HIDDEN, bidirectional=True)
+    params = noise(lambda key: jaxlstm.init_lstm_stack(key, INPUT, HIDDEN, bidirectional=True))
     x = jnp.zeros((2, INPUT))
     with pytest.raises(ValueError, match="params must be a unidirectional stack"):
         jaxlstm.stack_step(params, x, ())
@@ -105,9 +122,7 @@ def test_sampling_a_trained_model_equals_rereading_the_text_each_step(model):
     config = ModelConfig(hidden_size=4, num_heads=2,
                          **({"num_layers": 2} if "cell" in model else {}), **model)
     trained = Model(config, spec)
-    params = trained.init(jax.random.key(0))
-    params = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(jax.random.key(7), a.shape),
-                          params)   # off the initialisation (zero-initialised parts)
+    params = noise(trained.init, seed=7)   # off the initialisation (zero-initialised parts)
     ids = sample(params, np.array(prompt), length, vocab, key=jax.random.key(1),
                  temperature=temperature, model=trained)
     # The whole text so far, padded to one shape, read with its length: one compile.
