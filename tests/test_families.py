@@ -36,15 +36,15 @@ PUBLIC = {"lstm": (jaxlstm.init_lstm, jaxlstm.lstm), "slstm": (jaxlstm.init_slst
 
 @functools.cache
 def _make(name, options=()):
-    """The family, params with every leaf moved off its initialisation (the references start
-    some gates at zero, which would hide a gate read from the wrong place), and inputs. One
-    jitted init and NumPy noise: eager random draws would compile a program per shape."""
+    """The family, params with every leaf random (far off the initialisation: the references
+    start some gates at zero, which would hide a gate read from the wrong place), and inputs.
+    Only the shapes come from `init` (traced, not compiled); NumPy draws the numbers."""
     family = families.get(name)
-    params = jax.jit(lambda key: family.init(key, INPUT, HIDDEN, **dict(options)))(
-        jax.random.key(0))
+    shapes = jax.eval_shape(lambda key: family.init(key, INPUT, HIDDEN, **dict(options)),
+                            jax.random.key(0))
     rng = np.random.default_rng(1)
-    params = jax.tree.map(lambda a: jnp.asarray(
-        np.asarray(a) + 0.3 * rng.standard_normal(a.shape).astype(np.float32)), params)
+    params = jax.tree.map(lambda a: jnp.asarray(0.5 * rng.standard_normal(a.shape), a.dtype),
+                          shapes)
     xs = jnp.asarray(rng.standard_normal((2, STEPS, INPUT)).astype(np.float32))
     return family, params, xs
 
