@@ -5,6 +5,7 @@ w.r.t. params, inputs and initial state), forwards and reversed, with and withou
 the protocol's `apply` passes `resets` on; bad `resets` are refused by name. (The LSTM's time
 loop, for the LSTM, sLSTM and GRU: tests/test_lstm_resets.py.)"""
 
+import functools
 from functools import partial
 from itertools import pairwise
 from typing import NamedTuple
@@ -40,21 +41,28 @@ TOL = {"mlstm": {"atol": 1e-4, "rtol": 1e-4}, "min_lstm": {"atol": 2e-5, "rtol":
 GRAD_TOL = {"atol": 2e-4, "rtol": 2e-3}
 
 
+def noise(shapes, rng, scale=0.5):
+    """Random arrays in `shapes` (a tree of shapes and dtypes), drawn by NumPy: eager random
+    draws would compile a program per shape."""
+    return jax.tree.map(lambda a: jnp.asarray(scale * rng.standard_normal(a.shape), a.dtype),
+                        shapes)
+
+
+def init_noise(init, rng):
+    """Params of `init`'s structure, every leaf random (off the initialisation); only the
+    shapes come from `init` (traced, not compiled)."""
+    return noise(jax.eval_shape(init, jax.random.key(0)), rng)
+
+
+@functools.cache
 def make(name):
-    """Params with every leaf moved off its initialisation (0.3 * noise), inputs, and a random
-    (non-zero) initial state."""
+    """Params with every leaf random, inputs, and a random (non-zero) initial state."""
     family = families.get(name)
-    params = family.init(jax.random.key(0), INPUT, HIDDEN, **OPTIONS[name])
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    params = jax.tree.unflatten(tree, [a + 0.3 * jax.random.normal(k, a.shape, a.dtype)
-                                       for a, k in zip(leaves, keys)])
-    xs = jax.random.normal(jax.random.key(2), (len(RESETS), STEPS, INPUT))
-    empty = family.initial_state(params, (len(RESETS),), jnp.float32)
-    leaves, tree = jax.tree.flatten(empty)
-    keys = jax.random.split(jax.random.key(3), len(leaves))
-    state = jax.tree.unflatten(tree, [jax.random.normal(k, a.shape, a.dtype)
-                                      for a, k in zip(leaves, keys)])
+    rng = np.random.default_rng(1)
+    params = init_noise(lambda key: family.init(key, INPUT, HIDDEN, **OPTIONS[name]), rng)
+    xs = noise(jax.ShapeDtypeStruct((len(RESETS), STEPS, INPUT), jnp.float32), rng, 1.0)
+    state = noise(jax.eval_shape(lambda p: family.initial_state(p, (len(RESETS),), jnp.float32),
+                                 params), rng, 1.0)
     return params, xs, state
 
 
@@ -129,16 +137,48 @@ def as_plan(lengths, reverse):
     return Plan(*(jnp.asarray(a) for a in plan(lengths, reverse)))
 
 
+LENGTH_CASES = {"all": None, "lengths": LENGTHS}
+
+
+@functools.cache
+def packed_results(name, mode):
+    """The packed call both ways, with and without lengths, in one jitted program (compiling
+    is what this file spends its time on)."""
+    params, xs, state = make(name)
+
+    @jax.jit
+    def run(params, xs, state):
+        return {(reverse, key): packed(name, params, xs, state, jnp.asarray(RESETS),
+                                       None if lengths is None else jnp.asarray(lengths),
+                                       mode=mode, reverse=reverse)
+                for reverse in (False, True) for key, lengths in LENGTH_CASES.items()}
+
+    return jax.device_get(run(params, xs, state))
+
+
+@functools.cache
+def segment_results(name):
+    """The reference, each segment alone, for each direction and lengths, in one program
+    (shared by the family's modes)."""
+    params, xs, state = make(name)
+    plans = {(reverse, key): as_plan(lengths, reverse)
+             for reverse in (False, True) for key, lengths in LENGTH_CASES.items()}
+
+    @jax.jit
+    def run(params, xs, state, plans):
+        return {case: by_segments(name, params, xs, state, plan, reverse=case[0])
+                for case, plan in plans.items()}
+
+    return jax.device_get(run(params, xs, state, plans))
+
+
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("name,mode", CASES, ids=[f"{n}-{m}" for n, m in CASES])
 def test_equals_each_segment_alone(name, mode, reverse):
-    params, xs, state = make(name)
-    for lengths in (None, LENGTHS):
-        got = packed(name, params, xs, state, jnp.asarray(RESETS),
-                     None if lengths is None else jnp.asarray(lengths), mode=mode,
-                     reverse=reverse)
-        want = by_segments(name, params, xs, state, as_plan(lengths, reverse), reverse=reverse)
-        chex.assert_trees_all_close(got, want, **TOL[name])
+    for key in LENGTH_CASES:
+        got = packed_results(name, mode)[reverse, key]
+        chex.assert_trees_all_close(got, segment_results(name)[reverse, key], **TOL[name])
+    _, _, state = make(name)
     outputs, final = got  # with lengths: padding outputs zero, a length-0 row keeps its state
     assert not np.any(np.asarray(outputs[3])) and not np.any(np.asarray(outputs[2, 6:]))
     chex.assert_trees_all_equal(jax.tree.map(lambda a: a[3], final),
@@ -155,16 +195,15 @@ def _loss(outputs, final):
 
 
 @partial(jax.jit, static_argnames=("name", "mode", "reverse"))
-def packed_grads(name, params, xs, state, resets, lengths, *, mode, reverse):
-    return jax.grad(lambda p, x, s: _loss(*packed(name, p, x, s, resets, lengths, mode=mode,
-                                                  reverse=reverse)), argnums=(0, 1, 2))(
-        params, xs, state)
+def both_grads(name, params, xs, state, resets, lengths, plan, *, mode, reverse):
+    """The packed call's gradients and the segments' (the reference), in one program."""
+    def grads(run):
+        return jax.grad(lambda p, x, s: _loss(*run(p, x, s)), argnums=(0, 1, 2))(
+            params, xs, state)
 
-
-@partial(jax.jit, static_argnames=("name", "reverse"))
-def reference_grads(name, params, xs, state, plan, *, reverse):
-    return jax.grad(lambda p, x, s: _loss(*by_segments(name, p, x, s, plan, reverse=reverse)),
-                    argnums=(0, 1, 2))(params, xs, state)
+    return (grads(lambda p, x, s: packed(name, p, x, s, resets, lengths, mode=mode,
+                                         reverse=reverse)),
+            grads(lambda p, x, s: by_segments(name, p, x, s, plan, reverse=reverse)))
 
 
 @pytest.mark.parametrize("name,mode,reverse", [("mlstm", "chunkwise", True),
@@ -172,9 +211,8 @@ def reference_grads(name, params, xs, state, plan, *, reverse):
                                                ("min_gru", "sequential", True)])
 def test_gradients_equal_each_segment_alone(name, mode, reverse):
     params, xs, state = make(name)
-    got = packed_grads(name, params, xs, state, jnp.asarray(RESETS), jnp.asarray(LENGTHS),
-                       mode=mode, reverse=reverse)
-    want = reference_grads(name, params, xs, state, as_plan(LENGTHS, reverse), reverse=reverse)
+    got, want = both_grads(name, params, xs, state, jnp.asarray(RESETS), jnp.asarray(LENGTHS),
+                           as_plan(LENGTHS, reverse), mode=mode, reverse=reverse)
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(got))
     chex.assert_trees_all_close(got, want, **GRAD_TOL)
     # Row 4 starts every step from the initial state: its gradient gathers from 11 segments.
@@ -185,7 +223,7 @@ def test_gradients_equal_each_segment_alone(name, mode, reverse):
 def test_time_major_two_batch_dims_and_the_protocol(name, mode):
     """resets stay (batch..., T) with time-major inputs; the protocol's apply passes them on."""
     params, xs, state = make(name)
-    want = packed(name, params, xs, state, jnp.asarray(RESETS), None, mode=mode, reverse=True)
+    want = packed_results(name, mode)[True, "all"]   # test_equals_each_segment_alone's
     two = partial(jax.tree.map, lambda a: a.reshape((2, 3) + a.shape[1:]))
     family = families.get(name)
     run = jax.jit(partial(family.apply, mode=mode, reverse=True, time_major=True,
@@ -198,14 +236,20 @@ def test_time_major_two_batch_dims_and_the_protocol(name, mode):
 
 def test_a_stack_passes_resets_to_every_layer():
     """Through the protocol's apply, both directions: a bidirectional stack of an mLSTM and a
-    minLSTM layer over two packed documents equals the stack over each alone."""
-    params = jaxlstm.init_lstm_stack(jax.random.key(0), INPUT, HIDDEN, num_layers=2,
-                                     cell=("mlstm", "min_lstm"), bidirectional=True)
-    xs = jax.random.normal(jax.random.key(1), (2, 7, INPUT))
-    run = jax.jit(partial(jaxlstm.lstm_stack, mode="parallel"))
-    packed_out, _ = run(params, xs, resets=jnp.zeros((2, 7), bool).at[:, 4].set(True))
-    alone = jnp.concatenate([run(params, xs[:, :4])[0], run(params, xs[:, 4:])[0]], axis=1)
-    chex.assert_trees_all_close(packed_out, alone, **TOL["mlstm"])
+    minLSTM layer over two packed documents equals the stack over each alone. One call (one
+    compile): rows 0-1 packed, 2-3 the first documents alone, 4-5 the second ones alone,
+    each document as its own row with its length."""
+    rng = np.random.default_rng(2)
+    params = init_noise(lambda key: jaxlstm.init_lstm_stack(
+        key, INPUT, HIDDEN, num_layers=2, cell=("mlstm", "min_lstm"), bidirectional=True), rng)
+    xs = rng.standard_normal((2, 7, INPUT)).astype(np.float32)
+    batch = np.concatenate([xs, xs, np.pad(xs[:, 4:], ((0, 0), (0, 4), (0, 0)))])
+    resets = np.zeros((6, 7), bool)
+    resets[:2, 4] = True
+    out, _ = jax.jit(partial(jaxlstm.lstm_stack, mode="parallel"))(
+        params, batch, resets=resets, seq_lengths=np.array([7, 7, 4, 4, 3, 3]))
+    alone = jnp.concatenate([out[2:4, :4], out[4:, :3]], axis=1)
+    chex.assert_trees_all_close(out[:2], alone, **TOL["mlstm"])
 
 
 def test_the_protocol_passes_resets_only_when_given_and_refuses_a_function_without_them():
