@@ -32,7 +32,11 @@ from flax import nnx
 
 from jaxlstm.family import Family, check_mode, check_options, get
 from jaxlstm.flax.params import cast_for_compute
-from jaxlstm.flax.recurrent import dict_to_params, params_to_dict
+from jaxlstm.flax.recurrent import (
+    dict_to_params,
+    params_to_dict,
+    state_in_compute_dtype,
+)
 
 Array = jax.Array
 Dtype = Any
@@ -71,15 +75,6 @@ def _apply_options(module: Any) -> dict[str, Any]:
     return options
 
 
-def _state_in_compute_dtype(family: Family, params: Any, state: Any, dtype: Dtype) -> Any:
-    """`state` cast to the dtype the family keeps its state in when computing in `dtype`:
-    its `initial_state`'s for that dtype (wider than `dtype` where the family keeps a wider
-    state, so casting loses nothing the family would keep)."""
-    zeros = jax.eval_shape(lambda p: family.initial_state(p, (), dtype), params)
-    state_dtype = jnp.result_type(*jax.tree.leaves(zeros))
-    return jax.tree.map(lambda a: jnp.asarray(a).astype(state_dtype), state)
-
-
 def _run(module: Any, params: Any, inputs: Array, *, initial_state: Any, time_major: bool | None,
          mode: str | None, return_state: bool, **arguments: Any) -> Any:
     """The family's `apply` with the module's options, in the module's `dtype`."""
@@ -92,7 +87,7 @@ def _run(module: Any, params: Any, inputs: Array, *, initial_state: Any, time_ma
     dtype = module.dtype
     params, inputs = cast_for_compute(dtype, (params, inputs))
     if dtype is not None and initial_state is not None:
-        initial_state = _state_in_compute_dtype(family, params, initial_state, dtype)
+        initial_state = state_in_compute_dtype(family, params, initial_state, dtype)
     outputs, state = family.apply(params, inputs, initial_state=initial_state,
                                   time_major=time_major, **arguments, **options)
     return (outputs, state) if return_state else outputs

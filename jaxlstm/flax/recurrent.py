@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxlstm import family as families
+from jaxlstm.family import Family
 from jaxlstm.flax.params import cast_for_compute
 from jaxlstm.stack import Directions, init_lstm_stack, lstm_stack
 
@@ -51,6 +53,28 @@ def dict_to_params(tree: Mapping[str, Any], like: Any) -> Any:
     return tree
 
 
+def state_in_compute_dtype(family: Family, params: Any, state: Any, dtype: Dtype) -> Any:
+    """`state` cast to the dtype the family keeps its state in when computing in `dtype`:
+    its `initial_state`'s for that dtype (wider than `dtype` where the family keeps a wider
+    state, so casting loses nothing the family would keep)."""
+    zeros = jax.eval_shape(lambda p: family.initial_state(p, (), dtype), params)
+    state_dtype = jnp.result_type(*jax.tree.leaves(zeros))
+    return jax.tree.map(lambda a: jnp.asarray(a).astype(state_dtype), state)
+
+
+def _stack_state_in_compute_dtype(params: Any, state: Any, dtype: Dtype) -> Any:
+    """A stack's initial state, each layer's and direction's as its family keeps it when
+    computing in `dtype` (`state_in_compute_dtype`); a state not shaped as the stack's (one
+    `Directions` per layer) is cast whole, for `lstm_stack` to refuse with its message."""
+    if not (isinstance(state, (tuple, list)) and len(state) == len(params)
+            and all(isinstance(s, Directions) for s in state)):
+        return cast_for_compute(dtype, state)
+    return tuple(Directions(*(None if s is None or p is None
+                              else state_in_compute_dtype(families.of(p), p, s, dtype)
+                              for p, s in zip(layer, layer_state)))
+                 for layer, layer_state in zip(params, state))
+
+
 def _init_stack(key: Array, in_features: int, hidden_size: int, cell: Any, num_layers: int,
                 bidirectional: bool, param_dtype: Dtype, init_options: Mapping | None) -> Any:
     return init_lstm_stack(key, in_features, hidden_size, num_layers=num_layers,
@@ -62,7 +86,9 @@ def _run(params: Any, inputs: Array, *, dtype: Dtype | None, seq_lengths: Any,
          initial_state: Any, time_major: bool, merge: str, dropout: float, residual: bool,
          apply_options: Mapping | None, key: Array | None, deterministic: bool,
          return_state: bool) -> Any:
-    params, inputs, initial_state = cast_for_compute(dtype, (params, inputs, initial_state))
+    params, inputs = cast_for_compute(dtype, (params, inputs))
+    if dtype is not None and initial_state is not None:
+        initial_state = _stack_state_in_compute_dtype(params, initial_state, dtype)
     outputs, state = lstm_stack(params, inputs, initial_state=initial_state,
                                 seq_lengths=seq_lengths, time_major=time_major, merge=merge,
                                 dropout_rate=dropout, residual=residual, key=key,
