@@ -86,39 +86,64 @@ def _build(kind, blocks):
 
 
 def _steps(step, params, xs, state):
-    """`step` over the time axis of xs (batch, T, I) from `state`, in a scan."""
+    """`step` over the time axis of xs (batch, T, I) from `state`, in a scan: the outputs and
+    the state after every step (time first)."""
     def body(state, x_t):
         y_t, state = step(params, x_t, state)
-        return state, y_t
+        return state, (y_t, state)
 
-    state, ys = jax.lax.scan(body, state, jnp.moveaxis(xs, 1, 0))
-    return jnp.moveaxis(ys, 0, 1), state
+    _, (ys, states) = jax.lax.scan(body, state, jnp.moveaxis(xs, 1, 0))
+    return jnp.moveaxis(ys, 0, 1), states
+
+
+def _rows(tree, start, stop):
+    return jax.tree.map(lambda a: a[start:stop], tree)
+
+
+def _concat(*trees):
+    return jax.tree.map(lambda *a: jnp.concatenate(a), *trees)
+
+
+def _pad_to_steps(xs):
+    return jnp.pad(xs, ((0, 0), (0, STEPS - xs.shape[1]), (0, 0)))
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _decode(kind, params, xs, rest, lengths, alone):
-    """Every way of reading the sequences this file compares, in one program."""
+    """Every way of reading the sequences this file compares, in one program of three calls
+    of the whole-sequence stack and one scan of steps (compiling is what this file spends its
+    time on; the calls share them by taking several sets of rows at once, rows being
+    independent)."""
     run, step, initial = STACKS[kind].run, STACKS[kind].step, STACKS[kind].initial
-    out = {}
-    # The whole sequences and the sequences run alone in one batch (its rows are independent).
+    out, batch = {}, xs.shape[0]
+    # The whole sequences and the sequences run alone (no lengths, no initial state).
     whole, whole_state = run(params, jnp.concatenate([xs, alone]), return_state=True)
-    batch = xs.shape[0]
     out["whole"], out["alone"] = whole[:batch], whole[batch:]
-    out["whole_state"] = jax.tree.map(lambda a: a[:batch], whole_state)
+    out["whole_state"] = _rows(whole_state, 0, batch)
     out["prompt"], prompt_state = run(params, xs[:, :PROMPT], return_state=True)
-    out["resumed"], out["resumed_state"] = run(params, xs[:, PROMPT:], return_state=True,
-                                               initial_state=prompt_state)
-    out["padded"], padded_state = run(params, xs, seq_lengths=lengths, return_state=True)
-    out["from_zero"], out["from_zero_state"] = _steps(step, params, xs,
-                                                      initial(params, xs.shape[:1]))
-    # Stepping on after the prompt and after the padded sequences, in one batch: the rest
-    # is padded to the prompt's continuation (steps after REST are not compared).
-    rest = jnp.pad(rest, ((0, 0), (0, STEPS - PROMPT - REST), (0, 0)))
-    states = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), prompt_state, padded_state)
-    stepped, stepped_state = _steps(step, params, jnp.concatenate([xs[:, PROMPT:], rest]),
-                                    states)
-    out["stepped"], out["continued"] = stepped[:batch], stepped[batch:, :REST]
-    out["stepped_state"] = jax.tree.map(lambda a: a[:batch], stepped_state)
+    # The rest read in the fast form from the prompt's state (its steps, then padding past
+    # their length), and the padded sequences from the zero state given explicitly.
+    zero = initial(params, xs.shape[:1])
+    both, both_state = run(params, jnp.concatenate([_pad_to_steps(xs[:, PROMPT:]), xs]),
+                           seq_lengths=jnp.concatenate([jnp.full(batch, STEPS - PROMPT),
+                                                        lengths]),
+                           initial_state=_concat(prompt_state, zero), return_state=True)
+    out["resumed"], out["padded"] = both[:batch, :STEPS - PROMPT], both[batch:]
+    out["resumed_state"] = _rows(both_state, 0, batch)
+    padded_state = _rows(both_state, batch, 2 * batch)
+    # Steps, in one scan of STEPS steps over three sets of rows: from the zero state over the
+    # whole sequences; from the prompt's state over the rest of them; from the padded
+    # sequences' states over `rest` (steps after REST are not compared). Each set's state is
+    # taken after its own last step.
+    ys, states = _steps(step, params, jnp.concatenate([xs, _pad_to_steps(xs[:, PROMPT:]),
+                                                       _pad_to_steps(rest)]),
+                        _concat(zero, prompt_state, padded_state))
+    out["from_zero"] = ys[:batch]
+    out["from_zero_state"] = _rows(jax.tree.map(lambda a: a[-1], states), 0, batch)
+    out["stepped"] = ys[batch:2 * batch, :STEPS - PROMPT]
+    out["stepped_state"] = _rows(jax.tree.map(lambda a: a[STEPS - PROMPT - 1], states),
+                                 batch, 2 * batch)
+    out["continued"] = ys[2 * batch:, :REST]
     return out
 
 
