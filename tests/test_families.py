@@ -181,7 +181,7 @@ def test_declared_options_are_the_wrapped_functions_keywords(name):
 
 def test_refusals_are_generated_from_the_declarations():
     family, params, xs = make("mlstm")
-    with pytest.raises(ValueError, match=r"^zoneout_h applies to LSTM layers, not to mLSTM "
+    with pytest.raises(ValueError, match=r"^zoneout_h applies to LSTM and GRU layers, not to mLSTM "
                                          r"\(family 'mlstm'\)\.$"):
         family.apply(params, xs, zoneout_h=0.1)
     with pytest.raises(ValueError, match=r"^unroll applies to LSTM, sLSTM and GRU layers, not to "

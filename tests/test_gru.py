@@ -251,9 +251,9 @@ def test_family_and_stacks():
     assert params[1].backward.w_x.shape == (2 * HIDDEN, 3 * HIDDEN)
     chex.assert_trees_all_close(out["stack"], out["by_hand"], **TOL)
     chex.assert_trees_all_close(out["mixed"], out["mixed_by_hand"], **TOL)
-    with pytest.raises(ValueError, match=r"params\[0\]: zoneout_h applies to LSTM layers, not "
+    with pytest.raises(ValueError, match=r"params\[0\]: zoneout_c applies to LSTM layers, not "
                                          r"to GRU \(family 'gru'\)"):
-        jaxlstm.lstm_stack(params, xs, zoneout_h=0.1)
+        jaxlstm.lstm_stack(params, xs, zoneout_c=0.1)
     with pytest.raises(ValueError, match="proj_size apply to LSTM layers, not to cell='gru'"):
         jaxlstm.init_lstm_stack(jax.random.key(0), INPUT, HIDDEN, cell="gru", proj_size=2)
 

@@ -197,7 +197,7 @@ def test_slstm_layers_stack_like_lstm_layers():
         assert isinstance(finals[n].backward, SLSTMState)
         chex.assert_trees_all_close(finals[n], Directions(s_f, s_b), **TOL)
     chex.assert_trees_all_close(out, layer_input, **TOL)
-    with pytest.raises(ValueError, match=r"params\[0\]: zoneout_h applies to LSTM layers, "
+    with pytest.raises(ValueError, match=r"params\[0\]: zoneout_h applies to LSTM and GRU layers, "
                                          "not to sLSTM"):
         jaxlstm.lstm_stack(params, xs, zoneout_h=0.1)
     with pytest.raises(ValueError, match="proj_size apply to LSTM layers"):

@@ -212,6 +212,6 @@ def test_the_gru_trains_on_every_api(tmp_path, api):
     assert result.status == "completed" and np.isfinite(result.summary["final"]["loss"])
     if api == "functional":
         with pytest.raises(ConfigError, match=re.escape(
-                "model.zoneout_h: does not apply to cell 'gru' (got 0.1; it applies to LSTM "
+                "model.zoneout_c: does not apply to cell 'gru' (got 0.1; it applies to LSTM "
                 "layers)")):
-            load_config(PARITY, ["model.cell=gru", "model.zoneout_h=0.1"])
+            load_config(PARITY, ["model.cell=gru", "model.zoneout_c=0.1"])

@@ -39,6 +39,7 @@ FAMILY = Family(
     name="gru", label="GRU", params_type=GRUParams, init=init_gru,
     apply=checked_apply("gru", gru), step=_step, initial_state=_initial_state, sizes=_sizes,
     init_options=frozenset({"dtype", "input_init", "recurrent_init", "bias_init"}),
-    apply_options=frozenset({"unroll", "fused_backward"}),
+    apply_options=frozenset({"unroll", "fused_backward", "remat_chunk", "recurrent_dropout",
+                             "zoneout_h", "key", "deterministic"}),
 )
 """The GRU behind the family protocol (`jaxlstm.family`)."""

@@ -18,10 +18,13 @@ from jaxlstm.recurrence import (
     lstm_loop,
     lstm_loop_autodiff,
 )
+from jaxlstm.regularisation import draw_recurrent_masks
 from jaxlstm.scan import from_loop_layout, loop_sizes
 from jaxlstm.validation import (
     check_features,
     check_floating,
+    check_positive_int,
+    check_rate,
     check_resets,
     check_seq_lengths,
 )
@@ -40,6 +43,11 @@ def gru(
     unroll: int | bool | None = None,
     fused_backward: bool = True,
     resets: Array | None = None,
+    remat_chunk: int | None = None,
+    recurrent_dropout: float = 0.0,
+    zoneout_h: float = 0.0,
+    key: Array | None = None,
+    deterministic: bool = True,
 ) -> tuple[Array, Array]:
     """Runs a GRU layer over a sequence, with the conventions of `jaxlstm.lstm`.
 
@@ -81,6 +89,16 @@ def gru(
             the same either way.
         resets: bool (batch..., T), True at the first step of each segment: each segment
             runs as if alone, from `initial_state` (as in `jaxlstm.lstm`).
+        remat_chunk: if set, the backward stores only the state at the start of each segment
+            of `remat_chunk` steps and recomputes the rest (as in `jaxlstm.lstm`).
+        recurrent_dropout: rate of variational dropout on h_{t-1} before W_h (one mask per
+            sequence, Gal & Ghahramani 2016), in [0, 1); the update z * h_{t-1} reads the
+            undropped h, as PyTorch-style variational GRUs do.
+        zoneout_h: zoneout rate on h, in [0, 1): each unit keeps its previous value with this
+            probability (Krueger et al. 2017); at evaluation its expectation.
+        key: PRNG key for the masks; required when `deterministic=False` and a rate is set.
+        deterministic: True (the default) runs without recurrent dropout and with zoneout's
+            expectation, as at evaluation.
 
     Returns:
         `(hs, h_last)`: hs (batch..., T, H) (or (T, batch..., H) if `time_major`), h_last
@@ -100,6 +118,12 @@ def gru(
             f"xs must have rank >= 2, {layout} with I={input_size}, got shape {xs.shape}."
         )
     check_features(xs, input_size, "xs")
+    remat_chunk = check_positive_int(remat_chunk, "remat_chunk", allow_none=True)
+    rates = (check_rate(recurrent_dropout, "recurrent_dropout"), check_rate(zoneout_h, "zoneout_h"))
+    training = not deterministic and any(rates)
+    if training and key is None:
+        raise ValueError("key is required when deterministic=False and recurrent_dropout or "
+                         "zoneout_h is set.")
 
     xs_tm = xs if time_major else jnp.moveaxis(xs, -2, 0)
     num_steps, batch_shape = xs_tm.shape[0], xs_tm.shape[1:-1]
@@ -123,8 +147,18 @@ def gru(
     batch_size = math.prod(batch_shape)
     chunk, backward_chunk, segment = loop_sizes(unroll, num_steps, batch_size, hidden_size)
     options = LoopOptions(reverse=bool(reverse), chunk=chunk, return_gates=False,
-                          backward_chunk=backward_chunk, grad_segment=segment, cell=GRU_CELL)
+                          remat_chunk=remat_chunk, backward_chunk=backward_chunk,
+                          grad_segment=segment, cell=GRU_CELL,
+                          zoneout=(0.0, 0.0) if training else (rates[1], 0.0))
     flat_lengths = None if seq_lengths is None else seq_lengths.reshape(batch_size)
+    rec_mask = keep_h = None
+    if training:
+        # The LSTM's masks with H = R and no cell state (a GRU's state is h alone).
+        masks = draw_recurrent_masks(key, num_steps, batch_shape, hidden_size, hidden_size,
+                                     *rates, 0.0, dtype=dtype)
+        rec_mask, keep_h = (None if m is None else m.reshape(m.shape[:-1 - len(batch_shape)]
+                                                             + (batch_size, m.shape[-1]))
+                            for m in masks[:2])
     # To the loop, a GRU layer is an LSTM layer with non-additive pre-activations whose step
     # weights are (b_hn, b).
     as_lstm = LSTMParams(w_x=w_x, w_h=w_h, b=b, cell=b_hn)
@@ -132,7 +166,8 @@ def gru(
     flat_resets = loop_resets(resets, reverse, flat_lengths)
     final, hs = loop(as_lstm, xs_tm.reshape((num_steps, batch_size, input_size)),
                      GRUCarry(h0.reshape((batch_size, hidden_size))),
-                     LoopMasks(lengths=flat_lengths, resets=flat_resets), options)
+                     LoopMasks(lengths=flat_lengths, rec_mask=rec_mask, keep_h=keep_h,
+                               resets=flat_resets), options)
     final, hs = from_loop_layout(final, hs, batch_shape, time_major)
     return hs, final.h
 
