@@ -30,35 +30,51 @@ TOL = {"atol": 1e-6, "rtol": 1e-6}
 
 
 def inputs(shape=(BATCH, STEPS, INPUT), seed=0, dtype=jnp.float32):
-    return jax.random.normal(jax.random.key(seed), shape, dtype)
+    """NumPy draws (eager jax.random compiles a program per shape), as `dtype`."""
+    rng = np.random.default_rng(seed)
+    draw = rng.standard_normal(shape)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        draw = draw + 1j * rng.standard_normal(shape)
+    return jnp.asarray(draw, dtype)
 
 
 def perturbed(variables):
     """Off the initialisation (zero biases would hide a bias read from the wrong place)."""
-    leaves, tree = jax.tree.flatten(variables)
-    keys = jax.random.split(jax.random.key(9), len(leaves))
-    return jax.tree.unflatten(tree, [a + 0.3 * jax.random.normal(k, a.shape, a.dtype)
-                                     for a, k in zip(leaves, keys)])
+    rng = np.random.default_rng(9)
+    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a) + 0.3 * rng.standard_normal(
+        a.shape).astype(np.float32)), variables)
 
 
 def test_same_params_and_numbers_as_flax_in_rnn_and_in_jaxlstm_gru():
     xs, lengths = inputs(), jnp.array([STEPS, 2])
     ours = nn.RNN(GRUCell(HIDDEN), return_carry=True)
     theirs = nn.RNN(nn.GRUCell(HIDDEN), return_carry=True)
-    variables = theirs.init(jax.random.key(7), xs)
-    # Names, shapes and numbers from the same seed: the same tree, bit for bit.
-    chex.assert_trees_all_equal(ours.init(jax.random.key(7), xs), variables)
+    # Names, shapes and numbers from the same seed: the same tree, bit for bit. (Each jitted
+    # program here runs what would compile operation by operation eagerly.)
+    variables, our_variables = jax.jit(lambda key, xs: (theirs.init(key, xs),
+                                                        ours.init(key, xs)))(
+        jax.random.key(7), xs)
+    chex.assert_trees_all_equal(our_variables, variables)
     variables = perturbed(variables)
-    for options in ({}, {"seq_lengths": lengths}, {"seq_lengths": lengths, "reverse": True,
-                                                     "keep_order": True}):
-        chex.assert_trees_all_close(ours.apply(variables, xs, **options),
-                                    theirs.apply(variables, xs, **options), **TOL)
-    # The same weights run whole sequences in jaxlstm.gru (its fused loop), and back exactly.
-    params = to_gru_params(variables["params"]["cell"])
-    carry, ys = theirs.apply(variables, xs, seq_lengths=lengths)
-    hs, h = jaxlstm.gru(params, xs, seq_lengths=lengths)
+    options = ({}, {"seq_lengths": lengths}, {"seq_lengths": lengths, "reverse": True,
+                                              "keep_order": True})
+
+    @jax.jit
+    def runs(variables, xs):
+        # The same weights run whole sequences in jaxlstm.gru (its fused loop).
+        return ([(ours.apply(variables, xs, **o), theirs.apply(variables, xs, **o))
+                 for o in options],
+                jaxlstm.gru(to_gru_params(variables["params"]["cell"]), xs,
+                            seq_lengths=lengths))
+
+    pairs, (hs, h) = runs(variables, xs)
+    for got, want in pairs:
+        chex.assert_trees_all_close(got, want, **TOL)
+    carry, ys = pairs[1][1]   # Flax's, with lengths
     chex.assert_trees_all_close(hs[1, :2], ys[1, :2], **TOL)   # Flax keeps computing past a
     chex.assert_trees_all_close(h, carry, **TOL)             # length; jaxlstm writes zeros
+    # And back exactly.
+    params = to_gru_params(variables["params"]["cell"])
     chex.assert_trees_all_equal(from_gru_params(params), variables["params"]["cell"])
 
 
@@ -66,7 +82,7 @@ def test_initialisers_dtypes_activations_and_inputs_as_flax():
     x = inputs((BATCH, INPUT))
 
     def both(cell_options, x=x, carry_dtype=jnp.float32):
-        carry = jax.random.normal(jax.random.key(3), (BATCH, HIDDEN), carry_dtype)
+        carry = inputs((BATCH, HIDDEN), seed=3, dtype=carry_dtype)
         results = []
         for cell in (nn.GRUCell(HIDDEN, **cell_options), GRUCell(HIDDEN, **cell_options)):
             variables = cell.init(jax.random.key(4), carry, x)
@@ -107,16 +123,21 @@ def test_bidirectional_two_batch_dims_time_major_and_unroll_as_flax():
                                 return_carry=True)
 
     theirs = bidirectional(nn.GRUCell)
-    variables = perturbed(theirs.init(jax.random.key(0), xs, seq_lengths=lengths))
-    chex.assert_trees_all_close(
-        bidirectional(GRUCell).apply(variables, xs, seq_lengths=lengths),
-        theirs.apply(variables, xs, seq_lengths=lengths), **TOL)
     time_major = jnp.moveaxis(xs, 2, 0)
-    theirs = nn.RNN(nn.GRUCell(HIDDEN), time_major=True)
-    variables = perturbed(theirs.init(jax.random.key(1), time_major))
-    chex.assert_trees_all_close(nn.RNN(GRUCell(HIDDEN), time_major=True).apply(variables,
-                                                                                time_major),
-                                theirs.apply(variables, time_major), **TOL)
+    theirs_tm = nn.RNN(nn.GRUCell(HIDDEN), time_major=True)
+    # Each side in one jitted program (eagerly every operation compiles on its own).
+    variables, variables_tm = jax.tree.map(perturbed, jax.jit(lambda: (
+        theirs.init(jax.random.key(0), xs, seq_lengths=lengths),
+        theirs_tm.init(jax.random.key(1), time_major)))())
+
+    def runs(bidirectional_rnn, time_major_rnn):
+        return jax.jit(lambda v, v_tm: (
+            bidirectional_rnn.apply(v, xs, seq_lengths=lengths),
+            time_major_rnn.apply(v_tm, time_major)))(variables, variables_tm)
+
+    chex.assert_trees_all_close(
+        runs(bidirectional(GRUCell), nn.RNN(GRUCell(HIDDEN), time_major=True)),
+        runs(theirs, theirs_tm), **TOL)
 
 
 def test_to_gru_params_names_what_it_expected():
