@@ -85,19 +85,20 @@ LENGTHS = (STEPS, 2)
 def applied(name, mode, options):
     """Every `apply` call the two tests below compare, for one case, in one jitted program
     (compiling is what this file spends its time on): both directions from the default initial
-    state; a prefix and the rest from the state it left; with lengths, both directions, from
-    the empty state given explicitly."""
+    state; with lengths, both directions, from the empty state given explicitly; the rest of
+    the sequences after a prefix, from the state the forward call with lengths left (row 1:
+    after its 2 steps; row 0: after all of them)."""
     family, params, xs = make(name, dict(options))
     empty = family.initial_state(params, (2,), jnp.float32)
 
     def run(params, xs, empty):
         apply = functools.partial(family.apply, params, mode=mode)
         out = {"default": {reverse: apply(xs, reverse=reverse) for reverse in (False, True)}}
-        out["prefix_state"] = apply(xs[:, :2])[1]
-        out["continued"] = apply(xs[:, 2:], initial_state=out["prefix_state"])
         out["lengths"] = {reverse: apply(xs, reverse=reverse, initial_state=empty,
                                          seq_lengths=jnp.array(LENGTHS))
                           for reverse in (False, True)}
+        out["prefix_state"] = out["lengths"][False][1]
+        out["continued"] = apply(xs[:, 2:], initial_state=out["prefix_state"])
         return out
 
     return jax.device_get(jax.jit(run)(params, xs, empty)), empty
@@ -130,17 +131,18 @@ def test_a_state_left_by_a_prefix_continues_and_lengths_stop_each_sequence(name,
 @pytest.mark.parametrize("name", list(PUBLIC))
 def test_time_major_none_options_and_the_initial_states_types(name):
     family, params, xs = make(name)
-    # None is "not given" for every option, whichever family takes it.
+    # None is "not given" for every option, whichever family takes it (and mode: the
+    # family's default). Both calls in one program, against the step loop.
     nones = dict.fromkeys(["key", "zoneout_h", "unroll", "chunk_size", "fused_backward"])
 
     @jax.jit
     def run(params, xs):
-        return (family.apply(params, xs),
-                family.apply(params, jnp.moveaxis(xs, 1, 0), time_major=True),
+        return (family.apply(params, jnp.moveaxis(xs, 1, 0), time_major=True),
                 family.apply(params, xs, **nones))
 
-    (outputs, final), time_major, with_nones = run(params, xs)
-    chex.assert_trees_all_close(time_major, (jnp.moveaxis(outputs, 1, 0), final), **TOL)
+    time_major, with_nones = run(params, xs)
+    outputs, final = loop(family, params, xs, family.initial_state(params, (2,), jnp.float32))
+    chex.assert_trees_all_close(time_major, (np.moveaxis(outputs, 1, 0), final), **TOL)
     chex.assert_trees_all_close(with_nones, (outputs, final), **TOL)
     for dtype in (jnp.float32, jnp.bfloat16):  # initial_state is typed as apply's final state
         typed = jax.tree.map(lambda a, d=dtype: jax.ShapeDtypeStruct(a.shape, d), (params, xs))
