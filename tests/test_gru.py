@@ -260,6 +260,8 @@ def test_family_and_stacks():
 
 def test_bad_input_raises_clear_errors():
     params, xs = make_params(), inputs()
+    lstm_params = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), jax.eval_shape(
+        lambda key: jaxlstm.init_lstm(key, INPUT, HIDDEN), jax.random.key(0)))  # no compile
     with pytest.raises(ValueError, match=r"xs must have 3 features on its last axis .*"
                                          r"got shape \(3, 5, 7\)"):
         jaxlstm.gru(params, jnp.zeros((BATCH, STEPS, 7)))
@@ -278,7 +280,7 @@ def test_bad_input_raises_clear_errors():
         jaxlstm.gru(params._replace(w_x=jnp.zeros((INPUT, HIDDEN))), xs)
     with pytest.raises(TypeError, match=r"params must be GRUParams\(w_x, w_h, b, b_hn\), got "
                                         r"LSTMParams without a 'b_hn' field"):
-        jaxlstm.gru(jaxlstm.init_lstm(jax.random.key(0), INPUT, HIDDEN), xs)
+        jaxlstm.gru(lstm_params, xs)
     with pytest.raises(ValueError, match=r"initial_state must have shape \(3, 4\) \(batch shape "
                                          r"\(3,\), hidden_size 4\), got \(3, 5\)"):
         jaxlstm.gru(params, xs, initial_state=jnp.zeros((BATCH, HIDDEN + 1)))
