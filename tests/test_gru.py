@@ -33,16 +33,18 @@ NEEDS_TORCH = ("needs torch, the `reference` extra: pip install torch==2.13.0 (t
                "then pip install -e '.[test,reference]'")
 
 
-_init = jax.jit(jaxlstm.init_gru, static_argnums=(1, 2))
+def noise(init, seed):
+    """Params of `init`'s structure, every leaf random, so every bias is nonzero and distinct.
+    Only the shapes come from `init` (traced, not compiled: random draws compile slowly);
+    NumPy draws the numbers."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda a: jnp.asarray(0.5 * rng.standard_normal(a.shape), a.dtype),
+                        jax.eval_shape(init, jax.random.key(0)))
 
 
 @functools.cache
 def make_params(key=0):
-    """Params moved off their initialisation, so every bias is nonzero and distinct. One
-    jitted init and NumPy noise (eager random draws compile a program per shape)."""
-    rng = np.random.default_rng(key + 100)
-    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a) + 0.3 * rng.standard_normal(
-        a.shape).astype(np.float32)), _init(jax.random.key(key), INPUT, HIDDEN))
+    return noise(lambda k: jaxlstm.init_gru(k, INPUT, HIDDEN), key + 100)
 
 
 def inputs(shape=(BATCH, STEPS, INPUT), seed=1):
@@ -216,13 +218,10 @@ def test_init_is_pytorchs_by_default_and_takes_initialisers():
 
 
 @jax.jit
-def _stacks(xs, lengths):
-    """test_family_and_stacks's two stacks, their runs and their layers composed by hand, in
-    one program."""
-    key = jax.random.key(0)
-    params = jaxlstm.init_lstm_stack(key, INPUT, HIDDEN, cell="gru", num_layers=2,
-                                     bidirectional=True)
-    out = {"params": params, "stack": jaxlstm.lstm_stack(params, xs, seq_lengths=lengths)}
+def _stacks(params, mixed, xs, lengths):
+    """test_family_and_stacks's two stacks' runs and their layers composed by hand, in one
+    program."""
+    out = {"stack": jaxlstm.lstm_stack(params, xs, seq_lengths=lengths)}
     layer_input, finals = xs, []
     for layer in params:
         hs_f, h_f = jaxlstm.gru(layer.forward, layer_input, seq_lengths=lengths)
@@ -231,8 +230,6 @@ def _stacks(xs, lengths):
         layer_input = jnp.concatenate([hs_f, hs_b], axis=-1)
     out["by_hand"] = (layer_input, tuple(finals))
     # Layers of two families, options to the layers that take them.
-    mixed = jaxlstm.init_lstm_stack(jax.random.key(1), INPUT, HIDDEN, cell=("lstm", "gru"),
-                                    num_layers=2)
     out["mixed"] = jaxlstm.lstm_stack(mixed, xs, unroll=2)[0]
     out["mixed_by_hand"] = jaxlstm.gru(mixed[1].forward,
                                        jaxlstm.lstm(mixed[0].forward, xs)[0])[0]
@@ -246,8 +243,11 @@ def test_family_and_stacks():
     gru_family = families.get("gru")
     assert families.of(make_params()) is gru_family and gru_family.label == "GRU"
     xs, lengths = inputs(), jnp.asarray(LENGTHS)
-    out = _stacks(xs, lengths)
-    params = out["params"]
+    params = noise(lambda key: jaxlstm.init_lstm_stack(key, INPUT, HIDDEN, cell="gru",
+                                                       num_layers=2, bidirectional=True), 1)
+    mixed = noise(lambda key: jaxlstm.init_lstm_stack(key, INPUT, HIDDEN, cell=("lstm", "gru"),
+                                                      num_layers=2), 2)
+    out = _stacks(params, mixed, xs, lengths)
     assert params[1].backward.w_x.shape == (2 * HIDDEN, 3 * HIDDEN)
     chex.assert_trees_all_close(out["stack"], out["by_hand"], **TOL)
     chex.assert_trees_all_close(out["mixed"], out["mixed_by_hand"], **TOL)
