@@ -56,27 +56,27 @@ def by_segments(step, params, xs, state0, reverse):
 
 
 def make(family):
-    keys = jax.random.split(jax.random.key(0), 4)
+    """Params random in every leaf (NumPy noise in the shapes eval_shape gives: no init or
+    random draw to compile), inputs, a non-zero initial state, the public function and the
+    family's step."""
     if family == "slstm":
-        params = jaxlstm.init_slstm(keys[0], INPUT, HIDDEN, num_heads=2)
-        fields, run = len(jaxlstm.SLSTMState._fields), slstm
+        init, fields, run = (lambda key: jaxlstm.init_slstm(key, INPUT, HIDDEN, num_heads=2),
+                             jaxlstm.SLSTMState, slstm)
     elif family == "gru":   # state h alone
-        params = jaxlstm.init_gru(keys[0], INPUT, HIDDEN)
-        fields, run = 1, jaxlstm.gru
+        init, fields, run = (lambda key: jaxlstm.init_gru(key, INPUT, HIDDEN), None,
+                             jaxlstm.gru)
     else:
-        params = jaxlstm.init_lstm(keys[0], INPUT, HIDDEN, cell=family)
-        fields, run = len(jaxlstm.LSTMState._fields), jaxlstm.lstm
-    leaves, tree = jax.tree.flatten(params)
-    params = jax.tree.unflatten(tree, [a + 0.3 * jax.random.normal(k, a.shape) for a, k in
-                                       zip(leaves, jax.random.split(keys[1], len(leaves)))])
-    xs = jax.random.normal(keys[2], (BATCH, STEPS, INPUT))
-    state0 = [0.5 * jax.random.normal(k, (BATCH, HIDDEN)) for k in
-              jax.random.split(keys[3], fields)]
+        init, fields, run = (lambda key: jaxlstm.init_lstm(key, INPUT, HIDDEN, cell=family),
+                             jaxlstm.LSTMState, jaxlstm.lstm)
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda a: jnp.asarray(0.5 * rng.standard_normal(a.shape), a.dtype),
+                          jax.eval_shape(init, jax.random.key(0)))
+    xs = jnp.asarray(rng.standard_normal((BATCH, STEPS, INPUT)), jnp.float32)
+    state0 = [jnp.asarray(0.5 * rng.standard_normal((BATCH, HIDDEN)), jnp.float32)
+              for _ in (fields._fields if fields else "h")]
+    state0 = fields(*state0) if fields else state0[0]
     if family == "slstm":   # m is a log-scale stabiliser: keep n > 0 as the cell does
-        state0 = jaxlstm.SLSTMState(*state0)
         state0 = state0._replace(n=jnp.abs(state0.n) + 0.5)
-    state0 = state0[0] if family == "gru" else jaxlstm.LSTMState(*state0) \
-        if family == "peephole" else state0
     return params, xs, state0, run, families.of(params).step
 
 
