@@ -390,9 +390,10 @@ class LSTM(nnx.Module):
         return arrange_outputs(result, return_carry, return_gates)
 
 
+from jaxlstm.flax.gru_dropin_nnx import GRUCell  # nnx.GRUCell's drop-in
 from jaxlstm.flax.layer import NnxLayer as Layer  # one layer of any family
 from jaxlstm.flax.named_nnx import MLSTM, SLSTM, MinGRU, MinLSTM  # families by name
 from jaxlstm.flax.recurrent import NnxRecurrent as Recurrent  # any family's stack
 
-__all__ = ["LSTM", "MLSTM", "SLSTM", "LSTMCell", "Layer", "MinGRU", "MinLSTM",
+__all__ = ["LSTM", "MLSTM", "SLSTM", "GRUCell", "LSTMCell", "Layer", "MinGRU", "MinLSTM",
            "OptimizedLSTMCell", "Recurrent"]
