@@ -11,7 +11,8 @@ modules' carry to and from Flax's `(c, h)`.
 
 `GRUCell` is a drop-in for linen's `nn.GRUCell` (Flax's param names, computed by jaxlstm's GRU
 gate functions; `jaxlstm.flax.gru_dropin`), and `to_gru_params` / `from_gru_params` convert its
-params to and from `GRUParams` for `jaxlstm.gru`. They load with flax on first use, so
+params to and from `GRUParams` for `jaxlstm.gru`; `jaxlstm.flax.nnx.GRUCell` is the same for
+`nnx.GRUCell` (`jaxlstm.flax.gru_dropin_nnx`). They load with flax on first use, so
 `import jaxlstm.flax` itself still imports no flax.
 """
 
