@@ -1,7 +1,7 @@
-"""Decoding (`jaxlstm.decode`): for a two-layer stack of every registered family (and a stack
-mixing them), reading a prompt with `lstm_stack` and stepping on with `stack_step` gives
-`lstm_stack`'s outputs and final state over the whole sequence; `generate` equals a Python
-loop of prefill, choose and step; the refusals."""
+"""Decoding (`jaxlstm.decode`): for a stack with a layer of every registered family, reading a
+prompt with `lstm_stack` and stepping on with `stack_step` gives `lstm_stack`'s outputs and
+final state (each layer's) over the whole sequence; `generate` equals a Python loop of
+prefill, choose and step; the refusals."""
 
 import functools
 
@@ -16,7 +16,7 @@ from jaxlstm import family as families
 
 INPUT, HIDDEN, STEPS, PROMPT = 3, 4, 6, 4
 TOL = {"atol": 2e-5, "rtol": 2e-5}
-CELLS = list(families.names())   # mixed stacks: test_generate_is_prefill_choose_and_step
+CELLS = tuple(families.names())
 
 
 def noise(init, seed=1):
@@ -30,7 +30,8 @@ def noise(init, seed=1):
 
 @functools.cache
 def stack(cell):
-    return noise(lambda key: jaxlstm.init_lstm_stack(key, INPUT, HIDDEN, num_layers=2,
+    """A stack of one layer per family in `cell`."""
+    return noise(lambda key: jaxlstm.init_lstm_stack(key, INPUT, HIDDEN, num_layers=len(cell),
                                                      cell=cell, num_heads=2))
 
 
@@ -46,22 +47,33 @@ def _whole_and_prompt(params, xs):
             jaxlstm.initial_stack_state(params, xs.shape[:1]))
 
 
-@pytest.mark.parametrize("cell", CELLS, ids=str)
-def test_prefill_then_step_is_the_whole_sequence(cell):
-    params = stack(cell)
+@functools.cache
+def prefilled_and_stepped():
+    """One stack with a layer of every family (residual between the layers of equal width)
+    read whole; read as a prompt and stepped on; stepped from the families' zero states. Two
+    programs (the whole-sequence reads, the step) for every family."""
+    params = stack(CELLS)
     xs = np.random.default_rng(2).standard_normal((2, STEPS, INPUT)).astype(np.float32)
     (want, want_state), (got, state), zero = _whole_and_prompt(params, xs)
     outputs = [got]
     for t in range(PROMPT, STEPS):
         y, state = _step(params, xs[:, t], state, residual=True)
         outputs.append(y[:, None])
-    chex.assert_trees_all_close(jnp.concatenate(outputs, axis=1), want, **TOL)
-    chex.assert_trees_all_close(state, want_state, **TOL)
-    # From the families' zero states, step by step from the first input.
-    state = zero
+    from_zero = zero
     for t in range(STEPS):
-        y, state = _step(params, xs[:, t], state, residual=True)
-    np.testing.assert_allclose(y, want[:, -1], **TOL)
+        y_zero, from_zero = _step(params, xs[:, t], from_zero, residual=True)
+    return want, want_state, jnp.concatenate(outputs, axis=1), state, y_zero, from_zero
+
+
+@pytest.mark.parametrize("layer, cell", list(enumerate(CELLS)), ids=CELLS)
+def test_prefill_then_step_is_the_whole_sequence(layer, cell):
+    """The layer of `cell`: its state after the prompt and the steps, and after the steps from
+    the zero state; the stack's outputs (which every layer feeds)."""
+    want, want_state, outputs, state, y_zero, from_zero = prefilled_and_stepped()
+    chex.assert_trees_all_close(state[layer], want_state[layer], **TOL)
+    chex.assert_trees_all_close(from_zero[layer], want_state[layer], **TOL)
+    chex.assert_trees_all_close(outputs, want, **TOL)
+    np.testing.assert_allclose(y_zero, want[:, -1], **TOL)
 
 
 def test_generate_is_prefill_choose_and_step():
