@@ -141,33 +141,25 @@ LENGTH_CASES = {"all": None, "lengths": LENGTHS}
 
 
 @functools.cache
-def packed_results(name, mode):
-    """The packed call both ways, with and without lengths, in one jitted program (compiling
-    is what this file spends its time on)."""
-    params, xs, state = make(name)
-
-    @jax.jit
-    def run(params, xs, state):
-        return {(reverse, key): packed(name, params, xs, state, jnp.asarray(RESETS),
-                                       None if lengths is None else jnp.asarray(lengths),
-                                       mode=mode, reverse=reverse)
-                for reverse in (False, True) for key, lengths in LENGTH_CASES.items()}
-
-    return jax.device_get(run(params, xs, state))
-
-
-@functools.cache
-def segment_results(name):
-    """The reference, each segment alone, for each direction and lengths, in one program
-    (shared by the family's modes)."""
+def results(name):
+    """For every mode of the family, the packed call both ways, with and without lengths; and
+    the reference, each segment alone, both ways, with and without lengths; all in one jitted
+    program (compiling is what this file spends its time on)."""
     params, xs, state = make(name)
     plans = {(reverse, key): as_plan(lengths, reverse)
              for reverse in (False, True) for key, lengths in LENGTH_CASES.items()}
 
     @jax.jit
     def run(params, xs, state, plans):
-        return {case: by_segments(name, params, xs, state, plan, reverse=case[0])
-                for case, plan in plans.items()}
+        segments = {case: by_segments(name, params, xs, state, plan, reverse=case[0])
+                    for case, plan in plans.items()}
+        packed_calls = {
+            (mode, reverse, key): packed(name, params, xs, state, jnp.asarray(RESETS),
+                                         None if lengths is None else jnp.asarray(lengths),
+                                         mode=mode, reverse=reverse)
+            for mode in families.get(name).modes for reverse in (False, True)
+            for key, lengths in LENGTH_CASES.items()}
+        return {"packed": packed_calls, "segments": segments}
 
     return jax.device_get(run(params, xs, state, plans))
 
@@ -176,8 +168,8 @@ def segment_results(name):
 @pytest.mark.parametrize("name,mode", CASES, ids=[f"{n}-{m}" for n, m in CASES])
 def test_equals_each_segment_alone(name, mode, reverse):
     for key in LENGTH_CASES:
-        got = packed_results(name, mode)[reverse, key]
-        chex.assert_trees_all_close(got, segment_results(name)[reverse, key], **TOL[name])
+        got = results(name)["packed"][mode, reverse, key]
+        chex.assert_trees_all_close(got, results(name)["segments"][reverse, key], **TOL[name])
     _, _, state = make(name)
     outputs, final = got  # with lengths: padding outputs zero, a length-0 row keeps its state
     assert not np.any(np.asarray(outputs[3])) and not np.any(np.asarray(outputs[2, 6:]))
@@ -223,7 +215,7 @@ def test_gradients_equal_each_segment_alone(name, mode, reverse):
 def test_time_major_two_batch_dims_and_the_protocol(name, mode):
     """resets stay (batch..., T) with time-major inputs; the protocol's apply passes them on."""
     params, xs, state = make(name)
-    want = packed_results(name, mode)[True, "all"]   # test_equals_each_segment_alone's
+    want = results(name)["packed"][mode, True, "all"]   # test_equals_each_segment_alone's
     two = partial(jax.tree.map, lambda a: a.reshape((2, 3) + a.shape[1:]))
     family = families.get(name)
     run = jax.jit(partial(family.apply, mode=mode, reverse=True, time_major=True,
