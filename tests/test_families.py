@@ -81,17 +81,22 @@ def loop(family, params, xs, state, reverse=False, lengths=None):
 LENGTHS = (STEPS, 2)
 
 
-@functools.cache
 def applied(name, mode, options):
-    """Every `apply` call the two tests below compare, for one case, in one jitted program
-    (compiling is what this file spends its time on): both directions from the default initial
+    return _applied(name, options)[mode]
+
+
+@functools.cache
+def _applied(name, options):
+    """Every `apply` call the two tests below compare, for every mode CASES runs with these
+    params, in one jitted program (compiling is what this file spends its time on): both
+    directions from the default initial
     state; with lengths, both directions, from the empty state given explicitly; the rest of
     the sequences after a prefix, from the state the forward call with lengths left (row 1:
     after its 2 steps; row 0: after all of them)."""
     family, params, xs = make(name, dict(options))
     empty = family.initial_state(params, (2,), jnp.float32)
 
-    def run(params, xs, empty):
+    def run_mode(params, xs, empty, mode):
         apply = functools.partial(family.apply, params, mode=mode)
         out = {"default": {reverse: apply(xs, reverse=reverse) for reverse in (False, True)}}
         out["lengths"] = {reverse: apply(xs, reverse=reverse, initial_state=empty,
@@ -101,7 +106,10 @@ def applied(name, mode, options):
         out["continued"] = apply(xs[:, 2:], initial_state=out["prefix_state"])
         return out
 
-    return jax.device_get(jax.jit(run)(params, xs, empty)), empty
+    modes = [mode for n, mode, o in CASES if n == name and tuple(o.items()) == options]
+    out = jax.device_get(jax.jit(lambda *a: [run_mode(*a, mode) for mode in modes])(
+        params, xs, empty))
+    return {mode: (result, empty) for mode, result in zip(modes, out)}
 
 
 @pytest.mark.parametrize("reverse", [False, True])
