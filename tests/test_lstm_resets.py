@@ -89,7 +89,7 @@ def computed(family):
     """Everything the test compares for `family`, both of its directions, in one jitted program
     (compiling is what this file spends its time on): the packed call, the segments run alone,
     and the gradients: the fused backward (with and without remat) against autodiff of the
-    same loop, and (once) autodiff against the segments'."""
+    same loop, and (once) autodiff's against the segments' own gradients."""
     params, xs, state0, run, step = make(family)
 
     def everything(params, xs, state0):
