@@ -25,20 +25,26 @@ from jaxlstm.xlstm.blocks import init_xlstm_stack
 DIM, IN, T = 16, 3, 7
 
 
-def _moved(params, key):
-    """Every leaf off its initialisation (zero norms and biases would hide a swapped field)."""
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    return jax.tree.unflatten(tree, [leaf + 0.1 * jax.random.normal(k, leaf.shape, leaf.dtype)
-                                     for leaf, k in zip(leaves, keys)])
+def _init_mixed():
+    return init_block_stack(jax.random.key(0), IN, DIM, "mlsg", num_heads=2, qkv_block_size=2,
+                            expansion=1.5, ffn_factor=2)
 
 
 @pytest.fixture(scope="module")
 def mixed():
-    """One stack of every registered kind, both papers' blocks interleaved."""
-    params = init_block_stack(jax.random.key(0), IN, DIM, "mlsg", num_heads=2,
-                              qkv_block_size=2, expansion=1.5, ffn_factor=2)
-    return _moved(params, jax.random.key(1))
+    """One stack of every registered kind, both papers' blocks interleaved, random in every
+    leaf (zero norms and biases would hide a swapped field), drawn by NumPy in the shapes the
+    init gives (traced, not compiled: the tests' time is compile time)."""
+    rng = np.random.default_rng(1)
+    return jax.tree.map(lambda a: jnp.asarray(0.3 * rng.standard_normal(a.shape), a.dtype),
+                        jax.eval_shape(_init_mixed))
+
+
+# Shared by the tests below, so that each program compiles once.
+_whole = jax.jit(lambda p, x, forms: block_stack(p, x, return_state=True,
+                                                 mode=forms and dict(forms)),
+                 static_argnums=2)
+_FORMS = (("m", "recurrent"), ("l", "sequential"), ("g", "parallel"))
 
 
 def test_the_registry_lists_every_kind_once_by_its_letter():
@@ -53,24 +59,23 @@ def test_the_registry_lists_every_kind_once_by_its_letter():
 def test_the_papers_stacks_are_the_generic_stack_bit_for_bit():
     """init_xlstm_stack / init_min_block_stack make the same params from the same key as
     init_block_stack with their options, and run the same computation."""
-    key, xs = jax.random.key(3), jax.random.normal(jax.random.key(4), (2, T, IN))
-    for papers, letters, options in (
-            (init_xlstm_stack(key, IN, DIM, "ms", num_heads=2), "ms", {"num_heads": 2}),
-            (init_min_block_stack(key, IN, DIM, "gl", expansion=2.0), "gl",
-             {"expansion": 2.0})):
-        generic = init_block_stack(key, IN, DIM, letters, **options)
+    key = jax.random.key(3)
+    both = jax.jit(lambda k: (
+        (init_xlstm_stack(k, IN, DIM, "ms", num_heads=2),
+         init_block_stack(k, IN, DIM, "ms", num_heads=2)),
+        (init_min_block_stack(k, IN, DIM, "gl", expansion=2.0),
+         init_block_stack(k, IN, DIM, "gl", expansion=2.0))))
+    for papers, generic in both(key):
         assert isinstance(generic, BlockStackParams)
         for a, b in zip(jax.tree.leaves(papers), jax.tree.leaves(generic), strict=True):
             np.testing.assert_array_equal(a, b)
 
 
 def test_a_mixed_stack_reads_a_prompt_then_steps_as_one_call_over_the_sequence(mixed):
-    xs = jax.random.normal(jax.random.key(5), (2, T, IN))
-    forms = {"m": "recurrent", "l": "sequential", "g": "parallel"}
-    whole, final = jax.jit(lambda p, x: block_stack(p, x, return_state=True, mode=forms))(
-        mixed, xs)
+    xs = jnp.asarray(np.random.default_rng(5).standard_normal((2, T, IN)), jnp.float32)
+    whole, final = _whole(mixed, xs, _FORMS)
     prompt = 4
-    _, state = jax.jit(lambda p, x: block_stack(p, x, return_state=True))(mixed, xs[:, :prompt])
+    _, state = _whole(mixed, xs[:, :prompt], None)
     step = jax.jit(block_stack_step)
     for t in range(prompt, T):
         y, state = step(mixed, xs[:, t], state)
@@ -83,13 +88,14 @@ def test_a_mixed_stack_reads_a_prompt_then_steps_as_one_call_over_the_sequence(m
 
 
 def test_padded_sequences_equal_each_sequence_alone_and_are_zero_past_their_end(mixed):
-    xs = jax.random.normal(jax.random.key(6), (2, T, IN))
-    lengths = jnp.array([T, 3])
-    run = jax.jit(lambda p, x, n: block_stack(p, x, seq_lengths=n))
-    padded = run(mixed, xs, lengths)
-    alone = run(mixed, xs[1:], jnp.array([3]))  # the same program's shapes differ in batch only
-    np.testing.assert_allclose(padded[1, :3], alone[0, :3], rtol=2e-5, atol=2e-5)
-    np.testing.assert_array_equal(padded[1, 3:], 0.0)
+    xs = jnp.asarray(np.random.default_rng(5).standard_normal((2, T, IN)), jnp.float32)
+    padded = jax.jit(lambda p, x, n: block_stack(p, x, seq_lengths=n))(mixed, xs,
+                                                                       jnp.array([T, 4]))
+    alone, _ = _whole(mixed, xs[:, :4], None)  # the first 4 steps of each, unpadded
+    np.testing.assert_allclose(padded[1, :4], alone[1], rtol=2e-5, atol=2e-5)
+    np.testing.assert_array_equal(padded[1, 4:], 0.0)
+    whole, _ = _whole(mixed, xs, _FORMS)
+    np.testing.assert_allclose(padded[0], whole[0], rtol=2e-5, atol=2e-5)
 
 
 @pytest.mark.parametrize("call, message", [
@@ -114,14 +120,15 @@ def test_refusals_name_the_argument_and_the_kinds(mixed, call, message):
         call(mixed)
 
 
-def test_options_reach_only_the_kinds_that_declare_them():
-    """chunk_size goes to the mLSTM blocks only (the other kinds do not take it), and mode to
-    every kind with forms."""
-    params = init_block_stack(jax.random.key(7), IN, DIM, "ms", num_heads=2, qkv_block_size=2)
-    xs = jax.random.normal(jax.random.key(8), (1, 10, IN))
-    run = jax.jit(lambda p, x: block_stack(p, x, mode="chunkwise", chunk_size=4))
-    np.testing.assert_allclose(run(params, xs), jax.jit(block_stack)(params, xs),
+def test_options_reach_only_the_kinds_that_declare_them(mixed):
+    """chunk_size goes to the mLSTM blocks only (the other kinds do not take it; chunks of 3
+    do not divide T), the form to the kind the mapping names: the same function as the other
+    forms."""
+    xs = jnp.asarray(np.random.default_rng(5).standard_normal((2, T, IN)), jnp.float32)
+    chunked = jax.jit(lambda p, x: block_stack(p, x, mode={"m": "chunkwise"}, chunk_size=3))
+    np.testing.assert_allclose(chunked(mixed, xs), _whole(mixed, xs, _FORMS)[0],
                                rtol=2e-5, atol=2e-5)
+    only_s = jax.eval_shape(lambda: init_block_stack(jax.random.key(7), IN, DIM, "s"))
     with pytest.raises(ValueError, match="chunk_size applies to mLSTM blocks, not to the "
                                          "apply of blocks 's'"):
-        block_stack(init_block_stack(jax.random.key(7), IN, DIM, "s"), xs, chunk_size=4)
+        block_stack(only_s, xs, chunk_size=4)
