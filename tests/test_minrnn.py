@@ -215,8 +215,9 @@ def test_stack_refuses_lstm_options():
         jaxlstm.init_lstm_stack(key, INPUT, HIDDEN, cell="min_gru", proj_size=2)
     params = jaxlstm.init_lstm_stack(key, INPUT, HIDDEN, cell="min_lstm")
     assert isinstance(params[0].forward, jaxlstm.MinLSTMParams)
-    for options, takers in (({"zoneout_h": 0.1}, "LSTM"), ({"return_gates": True}, "LSTM and "
-                            "sLSTM"), ({"unroll": 2}, "LSTM, sLSTM and GRU")):
+    for options, takers in (({"zoneout_h": 0.1}, "LSTM and GRU"),
+                            ({"return_gates": True}, "LSTM and sLSTM"),
+                            ({"unroll": 2}, "LSTM, sLSTM and GRU")):
         with pytest.raises(ValueError, match=f"params\\[0\\]: {next(iter(options))} applies to "
                                              f"{takers} layers, not to minLSTM"):
             jaxlstm.lstm_stack(params, xs, **options)
