@@ -34,19 +34,6 @@ def test_slstm_trains_on_variable_length_sequences(tmp_path):
     assert "lstm" in params
 
 
-def test_blocks_of_any_kinds_train_and_read_the_last_valid_step(tmp_path):
-    """model.blocks: residual blocks instead of the cell stack, any mix of the registered
-    kinds (an sLSTM block over a minGRU block, the two papers' blocks in one stack)."""
-    from jaxlstm.blocks import kind_of
-
-    config = load_config(PARITY, [*TINY_PARITY, "model.blocks=gs", f"runs_root={tmp_path}"])
-    result = run_experiment(config)
-    assert result.status == "completed" and np.isfinite(result.summary["final"]["loss"])
-    params = final_params(result.run_dir, config).params
-    assert set(params) == {"blocks", "head"}
-    assert [kind_of(block).letter for block in params["blocks"].blocks] == ["g", "s"]
-
-
 def test_mlstm_trains_on_variable_lengths_and_a_resumed_run_equals_an_uninterrupted_one(
         tmp_path):
     """Parity (variable lengths, the "last" read-out) with a bidirectional two-layer mLSTM and
@@ -115,9 +102,14 @@ def test_options_that_do_not_apply_are_one_line_config_errors(overrides, key):
     assert "\n" not in message and key in message and PARITY in message, message
 
 
-def test_sampling_command_generates_text_from_a_block_run(tmp_path, capsys):
-    """(Cell stacks: test_train's sampling test and tests/test_decode.py.)"""
+def test_blocks_of_any_kinds_train_and_the_sampling_command_generates_from_them(tmp_path,
+                                                                               capsys):
+    """model.blocks: residual blocks instead of the cell stack, any mix of the registered
+    kinds (an mLSTM block over a minLSTM block: the two papers' blocks in one stack), trained,
+    then sampled by the command. (The "last" read-out of blocks on variable lengths:
+    test_train_minrnn; cell stacks' sampling: test_train and tests/test_decode.py.)"""
     from experiments.sample import main
+    from jaxlstm.blocks import kind_of
 
     config = load_config(os.path.join(ROOT, "configs", "text.yaml"), [
         "task.options.seq_len=12", "model.blocks=ml", "model.num_heads=2",
@@ -126,6 +118,9 @@ def test_sampling_command_generates_text_from_a_block_run(tmp_path, capsys):
         "training.eval_every=2", "logging.progress=false", "logging.tensorboard=false",
         "logging.plots=false", "checkpointing.every=2", f"runs_root={tmp_path}"])
     result = run_experiment(config)
+    params = final_params(result.run_dir, config).params
+    assert set(params) == {"blocks", "head"}
+    assert [kind_of(block).letter for block in params["blocks"].blocks] == ["m", "l"]
     assert os.path.getsize(os.path.join(result.run_dir, "samples.txt")) > 400
     assert main([result.run_dir, "--prompt", "def ", "--length", "20"]) == 0
     text = capsys.readouterr().out
