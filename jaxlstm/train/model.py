@@ -10,10 +10,10 @@ them into the module inside the pure function, so the runner treats all three al
 
 Any other registered family (`jaxlstm.family`): `model.cell` names it (or one per layer),
 and the stack's layers are of that family (params `{"lstm": stack, "head": ...}`, run by
-`jaxlstm.lstm_stack`, in the form `model.mode` picks, by default the family's
-`default_mode` on the running backend, for a family with several forms). The "last" read-out is the output each direction of the last
-layer ends on (forwards at each sequence's last valid step, backwards at step 0): the h of its
-final state, for every family.
+`jaxlstm.lstm_stack`, in the form `model.mode` picks, by default the family's `default_mode`
+on the running backend, for a family with several forms). The "last" read-out is the output
+each direction of the last layer ends on (forwards at each sequence's last valid step,
+backwards at step 0): the h of its final state, for every family.
 
 `blocks="msm"` (functional API only) replaces the cell stack by residual blocks, one per
 letter of any registered kinds (`jaxlstm.blocks.block_stack`: an input projection to
