@@ -138,15 +138,10 @@ def min_gru(
     its last valid step down to step 0. Padded steps get a_t = 1, b_t = 0 (log b_t a large
     negative finite number, so gradients stay finite).
 
-    Segment resets (packed documents, continuous batching): `resets[..., t]` True marks the
-    first step of a segment (recurrentgemma's `segment_pos == 0`). No state crosses a segment
-    boundary and every segment starts from `initial_state`: the result equals running each
-    segment alone. Forwards, the state is h_0 again before each marked step; with
-    `reverse=True`, before the last step of each segment (step t with resets[..., t + 1]).
-    The final state is the one after the last segment run (for `reverse`, the segment holding
-    step 0). Both modes stay one scan: the coefficients of a reset step become
-    (0, b_t + a_t h_0), or, in log space, its scan element carries a flag
-    (`jaxlstm.minrnn.log_scan`). resets[..., 0] and resets at padded steps change nothing.
+    Segment resets (`resets`, the protocol's convention in `jaxlstm.family`): each segment
+    runs as if alone, from `initial_state`. Both modes stay one scan: a reset step's
+    coefficients become (0, b_t + a_t h_0), or, in log space, its scan element carries a flag
+    (`jaxlstm.minrnn.log_scan`).
 
     Dtype: the promoted dtype of `xs` and `params` (as `jaxlstm.lstm`); gates and the
     recurrence run in at least float32 (bfloat16 inputs are scanned in float32), and the

@@ -259,7 +259,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     return config
 
 
-def _with_forms(model: ModelConfig) -> list[Any]:
+def _with_forms(model: ModelConfig, path: str = "config") -> list[Any]:
     """What `model.mode` chooses the form of: the block kinds (`jaxlstm.blocks.BlockKind`) of
     `model.blocks`, or the layer families (`jaxlstm.family.Family`) of `model.cell`, that
     have several forms; each has `modes`, and a `family` or is one."""
@@ -267,7 +267,7 @@ def _with_forms(model: ModelConfig) -> list[Any]:
 
     if model.blocks is not None:
         return [k for k in block_kinds.kinds(model.blocks) if k.modes]
-    return [f for f in cell_families(model) if f.modes]
+    return [f for f in cell_families(model, path) if f.modes]
 
 
 def default_mode(model: ModelConfig, backend: str) -> str | dict[str, str] | None:
@@ -452,16 +452,14 @@ def block_options(model: ModelConfig) -> dict[str, Any]:
 
 
 def _check_mode(model: ModelConfig, path: str) -> None:
-    """`model.mode` names a form of every cell (or block) that has forms."""
+    """`model.mode` names a form of every cell (or block) that has forms (`model.blocks`
+    already checked)."""
     if model.mode is None:
         return
     from jaxlstm import blocks as block_kinds
     from jaxlstm import family as families
 
-    if model.blocks is not None:
-        _check_blocks(model, path)
-    owners = _with_forms(model) if model.blocks is not None else [
-        f for f in cell_families(model, path) if f.modes]
+    owners = _with_forms(model, path)
     if not owners:
         names = [f.name for f in map(families.get, families.names()) if f.modes]
         kinds = [k for k in block_kinds.letters() if block_kinds.kind(k).modes]
@@ -517,12 +515,13 @@ def _check_cell_options(model: ModelConfig, path: str) -> None:
     divide."""
     from jaxlstm import family as families
 
-    _check_mode(model, path)
     if model.num_heads < 1:
         raise ConfigError(f"{path}: model.num_heads: expected a positive int, got "
                           f"{model.num_heads!r}.")
     if model.blocks is not None:
         _check_blocks(model, path)
+    _check_mode(model, path)
+    if model.blocks is not None:
         return
     layer_families = cell_families(model, path)
     defaults = ModelConfig()
