@@ -42,7 +42,9 @@ def test_quick_run_times_jaxlstm_and_anchors_and_writes_reports(tmp_path):
     for impl in jax_rows:
         measured = {r["pass"] for r in rows if r["impl"] == impl}
         assert measured == {"forward", "fwd_bwd"}, impl
-    assert all(r["median_ms"] > 0 and r["min_ms"] > 0 and r["repeats"] >= 3 for r in rows)
+    # At least the quick budget's 3 calls, or 2 where a call starved by another process ran
+    # into its max_s (Budget.done): the suite's own load can do that to the torch row.
+    assert all(r["median_ms"] > 0 and r["min_ms"] > 0 and r["repeats"] >= 2 for r in rows)
     assert all(r["compile_ms"] > 0 for r in rows if r["impl"] in jax_rows)
     # jaxlstm's modules are compared with jaxlstm, size by size, and are never an anchor.
     modules = {(c["impl"], c["pass"]) for c in results["vs_jaxlstm"]}
