@@ -47,6 +47,7 @@ import jax.numpy as jnp
 from jaxlstm import gates
 from jaxlstm.cell import LSTMState
 from jaxlstm.params import LSTMParams
+from jaxlstm.validation import is_known
 from jaxlstm.variants import VARIANTS, CellVariant
 
 Array = jax.Array
@@ -164,7 +165,17 @@ def _divisor_near(num_steps: int, target: int) -> int:
 
 
 def auto_chunks(num_steps: int, batch_size: int, hidden_size: int) -> tuple[int, int, int]:
-    """(forward chunk, backward chunk, gradient segment) in steps, for a problem of this size."""
+    """(forward chunk, backward chunk, gradient segment) in steps, for a problem of this size.
+
+    Under `jax.export` with symbolic dimensions, a size may be unknown when the program is
+    built: an unknown T gets one step per iteration (a chunk must divide T); an unknown batch
+    is taken at its smallest, one row, the batch of streaming inference that exported models
+    serve (the choice only moves speed, never results).
+    """
+    if not is_known(num_steps):
+        return 1, 1, 1
+    if not is_known(batch_size):
+        batch_size = 1
     work = batch_size * hidden_size
     if work <= _SMALL_STEP:
         forward, backward = 4, 2
@@ -262,12 +273,17 @@ def scan_in_chunks(
     split = num_chunks * chunk
 
     def scan_main(c: Any) -> tuple[Any, Any, Any]:
-        main_xs = (
-            jax.tree.map(lambda a: a[:split].reshape((num_chunks, chunk) + a.shape[1:]), xs),
-            jax.tree.map(lambda a: a[:num_chunks], chunk_xs),
-        )
+        if chunk == 1:  # whole axes, no slice: also what a T only known at run time needs
+            main_xs = (jax.tree.map(lambda a: jax.lax.expand_dims(a, (1,)), xs), chunk_xs)
+        else:
+            main_xs = (
+                jax.tree.map(lambda a: a[:split].reshape((num_chunks, chunk) + a.shape[1:]),
+                             xs),
+                jax.tree.map(lambda a: a[:num_chunks], chunk_xs),
+            )
         c, (ys, chunk_ys) = jax.lax.scan(chunk_fn, c, main_xs, reverse=reverse)
-        return c, jax.tree.map(lambda a: a.reshape((split,) + a.shape[2:]), ys), chunk_ys
+        return c, jax.tree.map(lambda a: a.reshape((split,) + a.shape[2:]) if chunk != 1
+                               else jax.lax.squeeze(a, (1,)), ys), chunk_ys
 
     if not tail:
         return scan_main(carry)
@@ -449,8 +465,10 @@ def step_weights(params: LSTMParams, options: LoopOptions) -> StepWeights:
 
 
 def _per_step(xs: Array, masks: LoopMasks) -> StepInputs:
-    return StepInputs(jnp.arange(xs.shape[0], dtype=jnp.int32), masks.keep_h, masks.keep_c,
-                      masks.resets)
+    # The step numbers as an iota of xs's own time axis (jax2onnx gives jnp.arange of a
+    # symbolic T a length of its own, which the scan then refuses to pair with xs).
+    steps = jax.lax.broadcasted_iota(jnp.int32, xs.shape[:1], 0)
+    return StepInputs(steps, masks.keep_h, masks.keep_c, masks.resets)
 
 
 def _run_forward(params: LSTMParams, xs, state0, masks: LoopMasks, options: LoopOptions, *,

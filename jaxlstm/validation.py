@@ -209,3 +209,9 @@ def check_rate(value: Any, name: str) -> float:
     if not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {value}.")
     return float(value)
+
+
+def is_known(size: Any) -> bool:
+    """Whether an array dimension is a number when the program is built, not a symbol that
+    `jax.export` (or a converter such as jax2onnx) leaves to run time."""
+    return isinstance(size, int)

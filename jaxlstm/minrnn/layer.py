@@ -26,6 +26,7 @@ from jaxlstm.validation import (
     check_resets,
     check_seq_lengths,
     check_size,
+    is_known,
     shape_str,
 )
 
@@ -172,7 +173,9 @@ def min_layer(
 
     z = input_projection(xs_tm.astype(dtype), params.w_x.astype(dtype),
                          params.b.astype(dtype)).astype(work)
-    if mode == "parallel":
+    # jax.lax.associative_scan needs a known T: under jax.export with a symbolic length (an
+    # exported model's any length) the parallel form runs as the sequential one, its equal.
+    if mode == "parallel" and is_known(num_steps):
         log_a, log_b = log_scan.mask_log_coefficients(*cell.log_coefficients(z), valid)
         hs, h_last = log_scan.log_linear_recurrence(log_a, log_b, h0, reverse=bool(reverse),
                                                     starts=starts)

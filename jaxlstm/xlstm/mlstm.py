@@ -52,6 +52,7 @@ from jaxlstm.validation import (
     check_positive_int,
     check_resets,
     check_seq_lengths,
+    is_known,
     shape_str,
 )
 from jaxlstm.xlstm import mlstm_gates as gates
@@ -439,15 +440,16 @@ def _run(q, k, v, i_pre, f_pre, dtype, mode, chunk_size, initial_state, seq_leng
     state = MLSTMState(*(a.reshape((size,) + a.shape[len(batch_shape):])
                          for a in initial_state))
 
-    time = jnp.arange(steps)
+    # (An iota, not jnp.arange(steps)[None]: jax2onnx cannot index a range of a symbolic T.)
+    time = jax.lax.broadcasted_iota(jnp.int32, (1, steps), 1)      # (1, T)
     order = valid = None
     if seq_lengths is not None:
         lengths = jnp.clip(seq_lengths.reshape(size), 0, steps)
-        valid = time[None, :] < lengths[:, None]                   # (N, T)
+        valid = time < lengths[:, None]                             # (N, T)
         if reverse:  # each valid prefix backwards, the padding where it is
-            order = jnp.where(valid, lengths[:, None] - 1 - time[None, :], time[None, :])
+            order = jnp.where(valid, lengths[:, None] - 1 - time, time)
     elif reverse:
-        order = jnp.broadcast_to(time[::-1][None, :], (size, steps))
+        order = jnp.broadcast_to(time[:, ::-1], (size, steps))
     starts = None
     if resets is not None:
         # The steps before which the memory is the initial state again, at their own
@@ -479,9 +481,12 @@ def _run(q, k, v, i_pre, f_pre, dtype, mode, chunk_size, initial_state, seq_leng
     if mode == "recurrent":
         hs, final = _recurrent(q, k, v, i_pre, log_f, state, starts)
     else:
-        chunk = steps if mode == "parallel" else min(chunk_size, steps)
+        # Under jax.export with a symbolic T (an exported model's any length), the chunk is
+        # the chunk size and the padding always applied: its width is only known at run time.
+        known = is_known(steps)
+        chunk = steps if mode == "parallel" else min(chunk_size, steps) if known else chunk_size
         padded = -(-steps // chunk) * chunk
-        if padded != steps:  # frozen padding steps at the end, as past a sequence's end
+        if not known or padded != steps:  # frozen padding steps at the end, as past the end
             def pad(a, value):
                 widths = [(0, 0)] * a.ndim
                 widths[2] = (0, padded - steps)
