@@ -254,3 +254,18 @@ def test_sweep_runs_each_size_at_each_t_and_stops_at_the_caps():
         ("short", 2, None), ("short", 10**6, None),
         ("linear", 10**6, "forward"), ("linear", 10**6, "fwd_bwd")}
     assert all("--max-call-s" in k["reason"] for k in skipped if k["impl"] == "linear")
+
+
+def test_streaming_rows_time_the_exported_step_in_jax_and_onnx_runtime():
+    from jaxlstm.benchmark.harness import QUICK_BUDGET
+    from jaxlstm.benchmark.streaming import BATCHES, run_streaming_experiment
+
+    result = run_streaming_experiment(QUICK_BUDGET)
+    assert [row["batch"] for row in result["rows"]] == list(BATCHES)
+    assert all(row["jax_ms"] > 0 for row in result["rows"])
+    if all(importlib.util.find_spec(m) for m in ("jax2onnx", "onnxruntime")):
+        assert result["skipped"] is None
+        assert all(row["onnxruntime_ms"] > 0 and row["onnxruntime_vs_jax"] > 0
+                   for row in result["rows"])
+    else:
+        assert "jax2onnx" in result["skipped"] or "onnxruntime" in result["skipped"]

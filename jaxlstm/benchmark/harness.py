@@ -166,6 +166,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=("JSON list of configurations for --memory: keyword arguments "
                               "of jaxlstm.lstm, or {\"cell\": \"min_lstm\", ...} for a min "
                               "cell (default: plain backprop and remat_chunk 100)"))
+    parser.add_argument("--streaming", action="store_true",
+                        help=("also time one streaming step of an exported model at batch 1 "
+                              "and 32: jitted JAX and ONNX Runtime (jaxlstm[onnx])"))
     parser.add_argument("--steps", type=_positive_ints,
                         help=("sequence lengths, comma-separated: run each size at each T (its B, "
                               "I, H kept) and report time against T"))
@@ -387,5 +390,9 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     if args.memory:
         results["memory"] = run_memory_experiment(MemoryProblem(steps=args.memory_steps),
                                                   args.memory_configs or CONFIGS)
+    if args.streaming:
+        from jaxlstm.benchmark.streaming import run_streaming_experiment
+
+        results["streaming"] = run_streaming_experiment(budget)
     write_outputs(results, out, args.json)
     return results

@@ -378,6 +378,17 @@ def markdown(results: Results) -> str:
     if results.get("memory"):
         parts += ["## Long sequences: one training step", ""]
         parts += _memory_table(results["memory"]) + [""]
+    if results.get("streaming"):
+        streaming = results["streaming"]
+        parts += ["## Streaming: one exported step", "",
+                  (f"{streaming['model']}; median ms per step with the state fed back, and "
+                   "ONNX Runtime's time over jitted JAX's (same run)."), "",
+                  "| batch | jax.jit ms | ONNX Runtime ms | ONNX Runtime / JAX |",
+                  "|---|---|---|---|"]
+        parts += [f"| {r['batch']} | {_fmt(r['jax_ms'])} | {_fmt(r.get('onnxruntime_ms'))} "
+                  f"| {_fmt(r.get('onnxruntime_vs_jax'))} |" for r in streaming["rows"]]
+        parts += [f"- skipped {streaming['skipped']}"] if streaming["skipped"] else []
+        parts += [""]
     for skipped in results["skipped"]:
         parts.append(f"- skipped {skipped['impl']}: {skipped['reason']}")
     settings = results["settings"]

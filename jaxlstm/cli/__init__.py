@@ -3,14 +3,15 @@
     jaxlstm train CONFIG [key=value ...] [--resume]
     jaxlstm launch CONFIG [key=value[,value...] ...] [--executor slurm|local] [flags]
     jaxlstm sample RUN_DIR [--prompt TEXT] [--length N] [--temperature T] [--seed S]
+    jaxlstm export RUN_DIR [--format stablehlo|onnx] [--what sequence|step] [--out PATH] ...
     jaxlstm runs [NAME] [--root DIR] [--json]
     jaxlstm compare RUN RUN [RUN ...] [--root DIR] [--out PATH]
     jaxlstm data convert SRC DEST | info PATH [--task NAME] [option=value ...]
     jaxlstm configs
     jaxlstm bench [--quick] ...
 
-The top layer of the package: it calls `jaxlstm.train`, `jaxlstm.launch` and
-`jaxlstm.benchmark`, and nothing in the package imports it. Each command is a
+The top layer of the package: it calls `jaxlstm.train`, `jaxlstm.launch`, `jaxlstm.export`
+and `jaxlstm.benchmark`, and nothing in the package imports it. Each command is a
 `main(argv) -> int` in its own module; see `jaxlstm.cli.exits` for the exit codes they share.
 """
 
@@ -39,14 +40,25 @@ _guarded = ([signum for signum, default in _DEFAULTS.items()
 for _signum in _guarded:
     signal.signal(_signum, _exit_at_once)
 
-from jaxlstm.cli import bench, compare, data, launch, reference, runs, sample, shipped, train
+from jaxlstm.cli import (
+    bench,
+    compare,
+    data,
+    export,
+    launch,
+    reference,
+    runs,
+    sample,
+    shipped,
+    train,
+)
 from jaxlstm.cli.exits import DONE, UsageError, command
 
 for _signum in _guarded:
     signal.signal(_signum, _DEFAULTS[_signum])
 
-COMMANDS = {"train": train, "launch": launch, "sample": sample, "runs": runs,
-            "compare": compare, "data": data, "configs": shipped, "bench": bench}
+COMMANDS = {"train": train, "launch": launch, "sample": sample, "export": export,
+            "runs": runs, "compare": compare, "data": data, "configs": shipped, "bench": bench}
 
 
 def overview() -> str:

@@ -38,8 +38,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxlstm import family as families
-from jaxlstm.blocks import block_stack, block_stack_step, init_block_stack
-from jaxlstm.decode import stack_step
+from jaxlstm.blocks import (
+    block_stack,
+    block_stack_step,
+    init_block_stack,
+    initial_block_stack_state,
+)
+from jaxlstm.decode import initial_stack_state, stack_step
 from jaxlstm.flax.linen import LSTM as LinenLSTM
 from jaxlstm.flax.nnx import LSTM as NnxLSTM
 from jaxlstm.flax.params import to_lstm_params
@@ -295,6 +300,16 @@ def decoder(params: Params, model: Model | None = None) -> tuple[Any, Any, Array
         raise ValueError("sampling needs a unidirectional model.")
     return (lambda xs: lstm_stack(stack, xs, **mode),
             lambda x, state: stack_step(stack, x, state), w, b)
+
+
+def decoder_initial_state(params: Params, batch_shape: tuple[int, ...],
+                          model: Model | None = None) -> Any:
+    """The state `decoder`'s `step` starts a sequence from (what its `prefill` starts from):
+    each layer's or block's family's initial state, float32."""
+    if isinstance(params, Mapping) and "blocks" in params:
+        return initial_block_stack_state(params["blocks"], batch_shape, jnp.float32)
+    stack, _, _ = stack_and_head(params, model)
+    return initial_stack_state(stack, batch_shape, jnp.float32)
 
 
 def stack_and_head(params: Params, model: Model | None = None) -> tuple[Any, Array, Array]:

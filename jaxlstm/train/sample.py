@@ -80,20 +80,43 @@ def sample(params: Any, prompt_ids: np.ndarray, length: int, vocab_size: int, *,
     return np.asarray(tokens[0])
 
 
-def restore_params(run_dir: str | os.PathLike, config: ExperimentConfig, task: Any) -> Any:
-    """The params of `run_dir`'s latest checkpoint, for the model `config` and `task` describe.
+CHECKPOINTS = ("latest", "best")
 
+
+def restore_params(run_dir: str | os.PathLike, config: ExperimentConfig, task: Any) -> Any:
+    """The params of `run_dir`'s latest checkpoint, for the model `config` and `task` describe
+    (`restore_checkpoint`'s, for "latest")."""
+    try:
+        return restore_checkpoint(run_dir, config, task)[0]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{os.fspath(run_dir)} has no checkpoint to sample from."
+                                ) from None
+
+
+def restore_checkpoint(run_dir: str | os.PathLike, config: ExperimentConfig, task: Any, *,
+                       which: str = "latest") -> tuple[Any, int]:
+    """The params of a checkpoint of `run_dir`, for the model `config` and `task` describe,
+    and the checkpoint's step.
+
+    `which`: "latest", the newest regular checkpoint; "best", the newest in `best_checkpoint/`
+    (the state with the best validation metric, `checkpointing.keep_best`).
     The checkpoints are opened read-only: nothing in the run folder is created or changed.
 
     Raises:
-        FileNotFoundError: the run folder has no checkpoint.
-        ValueError: the latest checkpoint does not restore cleanly (damaged or unfinished).
+        FileNotFoundError: the run folder has no such checkpoint.
+        ValueError: `which` is neither, or the checkpoint does not restore cleanly (damaged or
+            unfinished).
     """
-    directory = os.path.join(os.fspath(run_dir), "checkpoints")
-    missing = FileNotFoundError(f"{os.fspath(run_dir)} has no checkpoint to sample from.")
+    if which not in CHECKPOINTS:
+        raise ValueError(f"which must be one of {', '.join(CHECKPOINTS)}, got {which!r}.")
+    folder = "checkpoints" if which == "latest" else "best_checkpoint"
+    directory = os.path.join(os.fspath(run_dir), folder)
+    kind = "checkpoint" if which == "latest" else "best checkpoint"
+    missing = FileNotFoundError(f"{os.fspath(run_dir)} has no {kind} ({folder}/ holds none).")
     if not os.path.isdir(directory):
         raise missing
-    checkpoints = Checkpoints(directory, config.checkpointing.keep, read_only=True)
+    checkpoints = Checkpoints(directory, config.checkpointing.keep if which == "latest"
+                              else None, read_only=True)
     try:
         step = checkpoints.latest_step()
         if step is None:
@@ -106,7 +129,7 @@ def restore_params(run_dir: str | os.PathLike, config: ExperimentConfig, task: A
                                   schedule=schedule, task_metrics=task.metrics,
                                   seed=config.training.seed)
         try:
-            return checkpoints.restore(state, step).params
+            return checkpoints.restore(state, step).params, step
         except Exception as err:  # noqa: BLE001 - orbax and tensorstore raise many types
             reason = " ".join(str(err).split("\n")[0].split())[:160] or type(err).__name__
             raise ValueError(f"checkpoint {step} in {directory} does not restore: "
