@@ -117,7 +117,7 @@ def test_stablehlo_export_is_for_cpu_cuda_and_tpu_with_symbolic_sizes(tmp_path):
 def test_a_step_export_starts_from_the_models_initial_state(tmp_path):
     model, params = model_and_params("blocks")
     _, signature = model_function(params, model, "step")
-    # The mLSTM block's stabiliser state starts where the family starts it, not always at 0.
+    # Each leaf is described by the value its family's initial state holds (every element).
     from jaxlstm.train.model import decoder_initial_state
 
     start = jax.tree.leaves(decoder_initial_state(params, (1,), model))

@@ -14,7 +14,8 @@ block stack), both plain functions of arrays, so that any exporter can trace the
   from each leaf's `initial` value and feeds each step's state into the next.
 
 B (and T) are symbolic in the exported programs: `Signature` gives them names ("batch",
-"time") that the formats keep.
+"time") that the formats keep. The sequence computes in the run's `model.dtype`, as training
+evaluated it; the step in float32, as `jaxlstm sample` decodes.
 """
 
 from __future__ import annotations

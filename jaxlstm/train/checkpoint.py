@@ -53,6 +53,18 @@ _ORBAX_METADATA = "_CHECKPOINT_METADATA"  # written last, when a step's folder i
 _TMP_MARK = ".orbax-checkpoint-tmp"
 
 
+class _Manager(ocp.CheckpointManager):
+    """orbax's manager without its preemption check. The runner stops on SIGTERM itself, at
+    the same step on every process (`jaxlstm.train.interrupts`), with JAX's preemption service
+    off (`jaxlstm.train.distributed.start`); with that service off, orbax 0.12 treats every
+    step as "no preemption", but orbax before it raised on a multi-process save
+    ("Preemption sync manager has not been initialized"), and the `onnx` extra's jax2onnx
+    installs orbax 0.11.36. This answers as orbax 0.12 does, on any version."""
+
+    def reached_preemption(self, step: int) -> bool:
+        return False
+
+
 class NonFiniteState(ValueError):
     """A state holding NaN or inf: it is not saved."""
 
@@ -198,7 +210,7 @@ class Checkpoints:
                       if aside is None else os.path.abspath(os.fspath(aside)))
         self._saved_here: set[int] = set()
         with _absl_warnings_silenced():
-            self._manager = ocp.CheckpointManager(
+            self._manager = _Manager(
                 self.directory,
                 options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
                                                      read_only=read_only),
