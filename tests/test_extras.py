@@ -78,8 +78,11 @@ def test_the_test_extra_pulls_no_torch_and_ci_installs_the_reference_extra():
     ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
           if line.strip() and not line.lstrip().startswith("#")]
     pinned = next(i for i, line in enumerate(ci) if re.search(r"\btorch==[\d.]+", line))
-    reference = next(i for i, line in enumerate(ci) if ".[test,reference]" in line)
+    reference = next(i for i, line in enumerate(ci) if ".[test,reference" in line)
     assert pinned < reference  # the CPU wheel first, so the extra's torch is already there
+    # The onnx extra's converter caps orbax-checkpoint: it is its own extra, which CI adds.
+    assert "jax2onnx" in _names(extras["onnx"]) and "jax2onnx" not in _names(extras["test"])
+    assert re.search(r"\.\[test,reference,onnx\]", ci[reference])
 
 
 def test_every_torch_test_skips_with_a_reason_without_torch():
