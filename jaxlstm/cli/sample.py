@@ -74,17 +74,16 @@ def _run_config(run_dir: str) -> ExperimentConfig:
 
 def _text_task(config: ExperimentConfig, run_dir: str) -> Any:
     """The run's task, which must be one with text to sample (it can `decode`)."""
-    from jaxlstm.tasks import TASKS, make_task
+    from jaxlstm.tasks import TASKS
 
     if not hasattr(TASKS.get(config.task.name), "decode"):
         text_tasks = [name for name, task in TASKS.items() if hasattr(task, "decode")]
         raise UsageError(f"{run_dir}: task {config.task.name!r} has no text to sample; "
                          f"sampling needs a run of a text task ({', '.join(text_tasks)}).")
-    task_class = TASKS[config.task.name]
+    from jaxlstm.train.sample import run_task
+
     try:
-        if hasattr(task_class, "from_run_folder"):  # its vocabulary is in the run folder
-            return task_class.from_run_folder(run_dir)
-        return make_task(config.task.name, **config.task.options)
+        return run_task(config, run_dir)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{os.path.join(run_dir, 'config.yaml')}: {err}") from None
 

@@ -115,7 +115,7 @@ def export_run(run_dir: str | os.PathLike, *, format: str = "stablehlo",
     """
     from jaxlstm.train.config import load_config
     from jaxlstm.train.model import Model
-    from jaxlstm.train.sample import restore_checkpoint
+    from jaxlstm.train.sample import restore_checkpoint, run_task
 
     check_request(format, what, checkpoint)
     run_dir = os.fspath(run_dir)
@@ -123,7 +123,7 @@ def export_run(run_dir: str | os.PathLike, *, format: str = "stablehlo",
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"{run_dir}: not a run folder (it has no config.yaml).")
     config = load_config(config_path, [] if mode is None else [f"model.mode={mode}"])
-    task = _task(config, run_dir)
+    task = run_task(config, run_dir)
     out = os.fspath(out) if out is not None else default_out(run_dir, format, what)
     _check_out(os.path.abspath(out))
     if checkpoint is None:
@@ -147,16 +147,6 @@ def _trace_once(function: Any, signature: Any) -> None:
     jax.eval_shape(function, *(jax.ShapeDtypeStruct(tuple(sizes.get(d, d) for d in t.shape),
                                                     np.dtype(t.dtype))
                                for t in signature.inputs))
-
-
-def _task(config: Any, run_dir: str) -> Any:
-    """The run's task (for its spec: sizes and read-out)."""
-    from jaxlstm.tasks import TASKS, make_task
-
-    task_class = TASKS.get(config.task.name)
-    if hasattr(task_class, "from_run_folder"):  # its vocabulary is in the run folder
-        return task_class.from_run_folder(run_dir)
-    return make_task(config.task.name, **config.task.options)
 
 
 def _check_out(out: str) -> None:

@@ -83,6 +83,21 @@ def sample(params: Any, prompt_ids: np.ndarray, length: int, vocab_size: int, *,
 CHECKPOINTS = ("latest", "best")
 
 
+def run_task(config: ExperimentConfig, run_dir: str | os.PathLike) -> Any:
+    """The task a run was trained on: rebuilt from its config, or read from the run folder
+    where the task keeps what it needs there (a text file's vocabulary).
+
+    Raises:
+        TypeError, ValueError: as `jaxlstm.tasks.make_task`, for the config's task options.
+    """
+    from jaxlstm.tasks import TASKS, make_task
+
+    task_class = TASKS.get(config.task.name)
+    if hasattr(task_class, "from_run_folder"):  # its vocabulary is in the run folder
+        return task_class.from_run_folder(os.fspath(run_dir))
+    return make_task(config.task.name, **config.task.options)
+
+
 def restore_params(run_dir: str | os.PathLike, config: ExperimentConfig, task: Any) -> Any:
     """The params of `run_dir`'s latest checkpoint, for the model `config` and `task` describe
     (`restore_checkpoint`'s, for "latest")."""
