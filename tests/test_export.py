@@ -197,7 +197,7 @@ def test_the_command_exports_a_run_that_runs_without_its_config(trained_run, tmp
 
 
 @pytest.mark.parametrize("case", ["no run", "no checkpoint", "not an export", "unwritable",
-                                  "bad mode", "format"])
+                                  "bad mode", "no converter", "format"])
 def test_bad_input_is_one_line_and_exit_2(case, trained_run, tmp_path, capsys, monkeypatch):
     run, args = trained_run, ["--out", tmp_path / "x"]
     if case == "no run":
@@ -215,6 +215,11 @@ def test_bad_input_is_one_line_and_exit_2(case, trained_run, tmp_path, capsys, m
         args, expected = ["--out", tmp_path / "file" / "x"], "is not a folder"
     elif case == "bad mode":   # the quickstart's LSTM has one form: refused by key
         args, expected = [*args, "--mode", "recurrent"], "model.mode"
+    elif case == "no converter":
+        from jaxlstm.export import onnx as onnx_format
+
+        monkeypatch.setattr(onnx_format, "available", lambda: False)
+        args, expected = [*args, "--format", "onnx"], "--format onnx needs jax2onnx: pip install"
     else:                      # a model the format's converter cannot express
         from jaxlstm.export import onnx as onnx_format
 
