@@ -56,7 +56,7 @@ def _parser() -> OneLineParser:
 def _check_run(args: argparse.Namespace) -> None:
     """Raises UsageError for a missing run folder or an output path that cannot be one."""
     from jaxlstm.export import onnx as onnx_format
-    from jaxlstm.export.run import DESCRIPTION, default_out
+    from jaxlstm.export.run import check_out, default_out
 
     if not os.path.isdir(args.run_dir):
         raise UsageError(f"{args.run_dir}: no such run folder.")
@@ -65,16 +65,10 @@ def _check_run(args: argparse.Namespace) -> None:
     if args.format == "onnx" and not onnx_format.available():
         raise UsageError(f"--format onnx needs jax2onnx: {onnx_format.INSTALL}")
     out = os.path.abspath(args.out or default_out(args.run_dir, args.format, args.what))
-    if os.path.lexists(out) and not os.path.isfile(os.path.join(out, DESCRIPTION)):
-        raise UsageError(f"--out {out} exists and is not an export (no {DESCRIPTION}); "
-                         "choose another path.")
-    parent = os.path.dirname(out)
-    while not os.path.isdir(parent):  # the nearest folder that exists must take a new one
-        if os.path.lexists(parent):
-            raise UsageError(f"--out {out}: {parent} is not a folder.")
-        parent = os.path.dirname(parent)
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out}: {parent} is not writable.")
+    try:
+        check_out(out)
+    except ValueError as err:
+        raise UsageError(f"--out {err}") from None
     args.out = out
 
 

@@ -67,15 +67,15 @@ def export_model(params: Any, model: Any, out: str | os.PathLike, *,
         source: what the model came from, recorded in `export.json`.
 
     Raises:
-        ValueError: a bad format or what, a bidirectional model for "step", or `out` holding
-            something that is not an export.
+        ValueError: a bad format or what, a bidirectional model for "step", or an `out`
+            that cannot take an export (`check_out`).
         ModuleNotFoundError: "onnx" without jax2onnx.
         NotImplementedError: the converter cannot express one of the model's operations.
         OSError: `out` cannot be written.
     """
     check_request(format, what, None)
     out = os.path.abspath(os.fspath(out))
-    _check_out(out)
+    check_out(out)
     function, signature = model_function(params, model, what)
     _trace_once(function, signature)
     if format == "stablehlo":
@@ -125,7 +125,7 @@ def export_run(run_dir: str | os.PathLike, *, format: str = "stablehlo",
     config = load_config(config_path, [] if mode is None else [f"model.mode={mode}"])
     task = run_task(config, run_dir)
     out = os.fspath(out) if out is not None else default_out(run_dir, format, what)
-    _check_out(os.path.abspath(out))
+    check_out(os.path.abspath(out))  # before the checkpoint is read
     if checkpoint is None:
         best = os.path.join(run_dir, "best_checkpoint")
         checkpoint = "best" if os.path.isdir(best) and any(
@@ -149,12 +149,21 @@ def _trace_once(function: Any, signature: Any) -> None:
                                for t in signature.inputs))
 
 
-def _check_out(out: str) -> None:
-    """Raises ValueError where `out` exists and is not an earlier export (never replaced)."""
+def check_out(out: str) -> None:
+    """Raises ValueError unless the folder `out` can take an export: it does not exist, or
+    holds an earlier export (which is replaced, never anything else), and the nearest folder
+    above it that exists is writable."""
     if os.path.lexists(out) and not (os.path.isdir(out) and
                                      os.path.isfile(os.path.join(out, DESCRIPTION))):
         raise ValueError(f"{out} exists and is not an export (no {DESCRIPTION} in it); "
                          "choose another --out.")
+    parent = os.path.dirname(out)
+    while not os.path.isdir(parent):  # the nearest folder that exists must take a new one
+        if os.path.lexists(parent):
+            raise ValueError(f"{out}: {parent} is not a folder.")
+        parent = os.path.dirname(parent)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{out}: {parent} is not writable.")
 
 
 def _write_folder(out: str, files: dict[str, bytes]) -> None:
