@@ -43,6 +43,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import jax
+
 Array = Any
 
 
@@ -100,7 +102,12 @@ class Family:
 
     def default_mode(self, backend: str) -> str | None:
         """The form to run on `backend` ("cpu", "gpu", "tpu") when none is asked for: its
-        `backend_modes` entry, else `modes[0]`; None for a family with one form."""
+        `backend_modes` entry, else `modes[0]`; None for a family with one form.
+
+        This is the one rule behind every `mode=None`: the sequence functions (`mlstm`,
+        `min_lstm`, `min_gru`, through `form`), the stacks and blocks and the Flax modules
+        that pass None on, and the runner (`jaxlstm.train.config.default_mode`). The
+        measurements behind each family's choice are in its `backend_modes`' docstring."""
         if not self.modes:
             return None
         return self.backend_modes.get(backend, self.modes[0])
@@ -115,6 +122,14 @@ _REGISTRY = {
     "gru": "jaxlstm.gru_family.family",
 }
 """Name -> the module whose `FAMILY` it is; adding a family is one line here."""
+
+
+def form(name: str, mode: str | None) -> str | None:
+    """The form family `name` runs in: `mode` when given, else its `default_mode` on the
+    backend JAX runs on (`jax.default_backend()`, read when the function is traced)."""
+    if mode is not None:
+        return mode
+    return get(name).default_mode(jax.default_backend())
 
 
 def names() -> tuple[str, ...]:

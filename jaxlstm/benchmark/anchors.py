@@ -16,14 +16,17 @@ timed the way its Flax anchor is: they measure what the module layer costs, not 
 `nn.RNN` / `nnx.RNN` (the drop-in use), again on the same arrays.
 
 The xLSTM rows (`XLSTM_KEYS`) time another function, one xLSTM cell with `XLSTM_HEADS` heads at
-the same (B, T, I, H): jaxlstm's sLSTM (`slstm`) and mLSTM in each form (`mlstm_chunkwise`,
-`mlstm_parallel`, `mlstm_recurrent`), and their references in torch on the CPU:
+the same (B, T, I, H): jaxlstm's sLSTM (`slstm`), its mLSTM as the plain call (`mlstm`: the
+backend's default form and chunk size) and in each form (`mlstm_chunkwise`, `mlstm_parallel`,
+`mlstm_recurrent`, each at the call's own chunk size, as a user gets it), and their
+references in torch on the CPU:
 `xlstm_slstm_vanilla` (NX-AI's `sLSTMCell`, vanilla backend, after a dense nn.Linear(I, 4H) for
 the input projection, which is what jaxlstm's W_x computes; the reference's `sLSTMLayer` has
 per-head projections and needs I = H) and `mlstm_kernels_chunkwise` (mlstm_kernels' native
 torch chunkwise kernel with its custom backward, after nn.Linear q, k, v and gate projections).
-Both chunkwise rows use the same chunk size, the largest divisor of T up to 64, since
-mlstm_kernels' kernel needs T divisible by it. These rows run only when `--only` names them
+The reference's chunk is the largest divisor of T up to 64, since mlstm_kernels' kernel needs
+T divisible by it. The report also sets each xLSTM row against the LSTM (`jaxlstm`) at the same
+size when both ran. These rows run only when `--only` names them
 (`Impl.default` is False): they are not anchors of the LSTM, and the default run is unchanged.
 """
 
@@ -347,7 +350,7 @@ XLSTM_HEADS = 4
 
 
 def xlstm_chunk_size(steps: int) -> int:
-    """The chunk of both chunkwise mLSTM rows: the largest divisor of T up to 64."""
+    """The chunk of the mlstm_kernels row: the largest divisor of T up to 64."""
     return max(c for c in range(1, min(steps, 64) + 1) if steps % c == 0)
 
 
@@ -359,14 +362,15 @@ def _slstm_setup(size: Size) -> tuple[Apply, Any]:
     return (lambda p, xs: slstm(p, xs)[0]), params
 
 
-def _mlstm_setup(mode: str) -> Callable[[Size], tuple[Apply, Any]]:
+def _mlstm_setup(mode: str | None) -> Callable[[Size], tuple[Apply, Any]]:
+    """`mlstm(params, xs, mode=mode)` at the call's own chunk size, as a user gets it; `mode`
+    None is the plain call (the backend's default form)."""
     def setup(size: Size) -> tuple[Apply, Any]:
         from jaxlstm.xlstm.mlstm import init_mlstm, mlstm
 
         params = init_mlstm(jax.random.key(0), size.input_size, size.hidden_size,
                             num_heads=XLSTM_HEADS)
-        chunk = xlstm_chunk_size(size.steps)
-        return (lambda p, xs: mlstm(p, xs, mode=mode, chunk_size=chunk)[0]), params
+        return (lambda p, xs: mlstm(p, xs, mode=mode)[0]), params
 
     return setup
 
@@ -444,8 +448,10 @@ def _mlstm_kernels_build(torch: Any, size: Size) -> tuple[Any, Callable[[Any], A
 def xlstm_implementations() -> list[Impl]:
     """The xLSTM rows (run only when `--only` names them), each jaxlstm row before its
     reference."""
-    modes = [_jax_impl(f"mlstm_{mode}", f"jaxlstm mlstm ({mode})", _mlstm_setup(mode),
-                       default=False) for mode in ("chunkwise", "parallel", "recurrent")]
+    modes = [_jax_impl("mlstm", "jaxlstm mlstm (default form)", _mlstm_setup(None),
+                       default=False)]
+    modes += [_jax_impl(f"mlstm_{mode}", f"jaxlstm mlstm ({mode})", _mlstm_setup(mode),
+                        default=False) for mode in ("chunkwise", "parallel", "recurrent")]
     return [
         _jax_impl("slstm", "jaxlstm slstm", _slstm_setup, default=False),
         _torch_xlstm_impl("xlstm_slstm_vanilla", "xlstm sLSTMCell (vanilla, torch)", "xlstm",
@@ -458,6 +464,7 @@ def xlstm_implementations() -> list[Impl]:
 
 XLSTM_REFERENCES = {
     "slstm": "xlstm_slstm_vanilla",
+    "mlstm": "mlstm_kernels_chunkwise",
     "mlstm_chunkwise": "mlstm_kernels_chunkwise",
     "mlstm_parallel": "mlstm_kernels_chunkwise",
     "mlstm_recurrent": "mlstm_kernels_chunkwise",
@@ -467,7 +474,7 @@ XLSTM_REFERENCES = {
 XLSTM_KEYS = (*XLSTM_REFERENCES, "xlstm_slstm_vanilla", "mlstm_kernels_chunkwise")
 
 
-def _min_rnn_setup(cell: str, mode: str) -> Callable[[Size], tuple[Apply, Any]]:
+def _min_rnn_setup(cell: str, mode: str | None) -> Callable[[Size], tuple[Apply, Any]]:
     def setup(size: Size) -> tuple[Apply, Any]:
         init, run = {"min_lstm": (jaxlstm.init_min_lstm, jaxlstm.min_lstm),
                      "min_gru": (jaxlstm.init_min_gru, jaxlstm.min_gru)}[cell]
@@ -478,11 +485,26 @@ def _min_rnn_setup(cell: str, mode: str) -> Callable[[Size], tuple[Apply, Any]]:
 
 
 def min_rnn_implementations() -> list[Impl]:
-    """The minLSTM / minGRU rows (run only when `--only` names them), each cell in its parallel
-    (associative scan) and sequential (`lax.scan`) modes; compared with the `jaxlstm` row."""
-    return [_jax_impl(f"{cell}_{mode}", f"jaxlstm {cell} ({mode})", _min_rnn_setup(cell, mode),
-                      default=False)
-            for cell in ("min_lstm", "min_gru") for mode in ("parallel", "sequential")]
+    """The minLSTM / minGRU rows (run only when `--only` names them), each cell as the plain
+    call (`mode` not given: the backend's default form) and in its parallel (associative
+    scan) and sequential (`lax.scan`) modes; compared with the `jaxlstm` row."""
+    rows = []
+    for cell in ("min_lstm", "min_gru"):
+        rows.append(_jax_impl(cell, f"jaxlstm {cell} (default form)",
+                              _min_rnn_setup(cell, None), default=False))
+        rows += [_jax_impl(f"{cell}_{mode}", f"jaxlstm {cell} ({mode})",
+                           _min_rnn_setup(cell, mode), default=False)
+                 for mode in ("parallel", "sequential")]
+    return rows
+
+
+DEFAULT_FORMS = {
+    "mlstm": ("mlstm_chunkwise", "mlstm_parallel", "mlstm_recurrent"),
+    "min_lstm": ("min_lstm_parallel", "min_lstm_sequential"),
+    "min_gru": ("min_gru_parallel", "min_gru_sequential"),
+}
+"""Each plain-call row (the function without `mode`, as a user calls it) and the rows of its
+forms: the report sets the plain call against the fastest form measured beside it."""
 
 
 MIN_RNN_KEYS = tuple(impl.key for impl in min_rnn_implementations())

@@ -383,6 +383,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         "comparisons": report.compare(rows, machine["jax_backend"]),
         "vs_jaxlstm": report.compare_modules(rows),
         "vs_reference": report.compare_xlstm(rows),
+        "default_forms": report.compare_default_forms(rows),
         "skipped": skipped,
     }
     if args.steps:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxlstm.benchmark.anchors import (
+    DEFAULT_FORMS,
     OTHER_FUNCTION_KEYS,
     XLSTM_HEADS,
     XLSTM_KEYS,
@@ -116,11 +117,34 @@ def compare_xlstm(rows: list[dict]) -> list[dict]:
         reference = _row(rows, XLSTM_REFERENCES[row["impl"]], row["size"], row["pass"])
         if reference is None:
             continue
+        lstm = _row(rows, SUBJECT, row["size"], row["pass"])
         comparisons.append({
             "size": row["size"], "pass": row["pass"], "impl": row["impl"],
             "label": row["label"], "ms": row["median_ms"],
             "reference": reference["label"], "reference_ms": reference["median_ms"],
             "vs_reference": row["median_ms"] / reference["median_ms"],
+            "lstm_ms": None if lstm is None else lstm["median_ms"],
+            "vs_lstm": None if lstm is None else row["median_ms"] / lstm["median_ms"],
+        })
+    return comparisons
+
+
+def compare_default_forms(rows: list[dict]) -> list[dict]:
+    """Each plain-call row (`DEFAULT_FORMS`: the function without `mode`) against the fastest
+    of its forms measured in the same run, size and pass: `vs_fastest` is the plain call's
+    median over that form's (1: the default is the fastest form)."""
+    comparisons = []
+    for row in (r for r in rows if r["impl"] in DEFAULT_FORMS):
+        forms = [r for form in DEFAULT_FORMS[row["impl"]]
+                 if (r := _row(rows, form, row["size"], row["pass"])) is not None]
+        if not forms:
+            continue
+        fastest = min(forms, key=lambda r: r["median_ms"])
+        comparisons.append({
+            "size": row["size"], "pass": row["pass"], "impl": row["impl"],
+            "label": row["label"], "ms": row["median_ms"], "fastest": fastest["label"],
+            "fastest_ms": fastest["median_ms"], "vs_fastest": row["median_ms"]
+            / fastest["median_ms"],
         })
     return comparisons
 
@@ -223,12 +247,25 @@ def _scaling_tables(results: Results) -> list[str]:
 
 
 def _xlstm_table(comparisons: list[dict]) -> list[str]:
-    lines = ["| size | pass | jaxlstm | ms | reference | ms | jaxlstm / reference |",
+    lines = [("| size | pass | jaxlstm | ms | reference | ms | jaxlstm / reference "
+              "| LSTM ms | / LSTM |"),
+             "|---" * 9 + "|"]
+    for c in comparisons:
+        lines.append(
+            f"| {c['size']} | {PASS_LABELS[c['pass']]} | {c['label']} | {_fmt(c['ms'])} "
+            f"| {c['reference']} | {_fmt(c['reference_ms'])} | {c['vs_reference']:.3f} "
+            f"| {_fmt(c.get('lstm_ms'))} | {_fmt(c.get('vs_lstm'))} |"
+        )
+    return lines
+
+
+def _default_forms_table(comparisons: list[dict]) -> list[str]:
+    lines = ["| size | pass | plain call | ms | fastest form | ms | plain / fastest |",
              "|---" * 7 + "|"]
     for c in comparisons:
         lines.append(
             f"| {c['size']} | {PASS_LABELS[c['pass']]} | {c['label']} | {_fmt(c['ms'])} "
-            f"| {c['reference']} | {_fmt(c['reference_ms'])} | {c['vs_reference']:.3f} |"
+            f"| {c['fastest']} | {_fmt(c['fastest_ms'])} | {c['vs_fastest']:.3f} |"
         )
     return lines
 
@@ -362,8 +399,14 @@ def markdown(results: Results) -> str:
     if results.get("vs_reference"):
         parts += ["## xLSTM cells vs their references (same run)", "",
                   (f"One cell, {XLSTM_HEADS} heads, at each size's (B, T, I, H); the references "
-                   "run in torch on the CPU."), ""]
+                   "run in torch on the CPU; LSTM: the `jaxlstm` row (one LSTM layer) at the "
+                   "same size, when it ran."), ""]
         parts += _xlstm_table(results["vs_reference"]) + [""]
+    if results.get("default_forms"):
+        parts += ["## Plain calls vs their fastest form (same run)", "",
+                  ("Each function called without `mode` (the backend's default form and, for "
+                   "the mLSTM, its default chunk size) against the fastest of its forms."), ""]
+        parts += _default_forms_table(results["default_forms"]) + [""]
     if results.get("scaling"):
         scaling = results["scaling"]
         parts += ["## Time against sequence length T", "",

@@ -3,7 +3,7 @@
 declaring its family, its attributes and which of them are options of the family's `init` or
 `apply`. Any other family runs as `jaxlstm.flax.linen.Layer(hidden_size, family=name)`.
 
-    model = MinLSTM(hidden_size=64)                   # mode="parallel": one associative scan
+    model = MinLSTM(hidden_size=64)                   # mode=None: the backend's fastest form
     variables = model.init(key, xs)                   # the input size is read from xs
     outputs, h = model.apply(variables, xs, seq_lengths=lengths, return_state=True)
 
@@ -57,8 +57,9 @@ class MLSTM(FamilyLayer):
         hidden_size: heads * d_v.
         num_heads: heads, each with its own matrix memory.
         qk_size: d_k per head (default d_v).
-        mode: "chunkwise" (default), "parallel" or "recurrent": the same function.
-        chunk_size: for "chunkwise".
+        mode: "chunkwise", "parallel" or "recurrent": the same function; None (the
+            default): the backend's fastest (`jaxlstm.family.form`, as `jaxlstm.mlstm`).
+        chunk_size: for "chunkwise"; None (the default): chosen from T, as `jaxlstm.mlstm`.
         time_major, dtype, param_dtype: as `SLSTM`'s.
     """
 
@@ -69,8 +70,8 @@ class MLSTM(FamilyLayer):
     hidden_size: int
     num_heads: int = 4
     qk_size: int | None = None
-    mode: str = "chunkwise"
-    chunk_size: int = 64
+    mode: str | None = None
+    chunk_size: int | None = None
     time_major: bool = False
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
@@ -82,7 +83,7 @@ class _MinRNN(FamilyLayer):
     apply_fields: ClassVar[tuple[str, ...]] = ("mode",)
 
     hidden_size: int
-    mode: str = "parallel"
+    mode: str | None = None
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
@@ -95,8 +96,9 @@ class MinLSTM(_MinRNN):
 
     Attributes:
         hidden_size: H.
-        mode: "parallel" (default, `jax.lax.associative_scan` in log space) or
-            "sequential" (`jax.lax.scan`): the same function.
+        mode: "parallel" (`jax.lax.associative_scan` in log space) or "sequential"
+            (`jax.lax.scan`): the same function; None (the default): the backend's fastest
+            (`jaxlstm.family.form`: sequential on a CPU, parallel on accelerators).
         dtype: computation dtype; None keeps the promoted dtype of the params and inputs.
         param_dtype: dtype the params are stored in.
 

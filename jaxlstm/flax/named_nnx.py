@@ -49,8 +49,9 @@ class MLSTM(NnxFamilyLayer):
     apply_fields = ("mode", "chunk_size")
 
     def __init__(self, in_features: int, hidden_size: int, *, num_heads: int = 4,
-                 qk_size: int | None = None, mode: str = "chunkwise", chunk_size: int = 64,
-                 time_major: bool = False, dtype: Dtype | None = None,
+                 qk_size: int | None = None, mode: str | None = None,
+                 chunk_size: int | None = None, time_major: bool = False,
+                 dtype: Dtype | None = None,
                  param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
         self.mode, self.chunk_size = mode, chunk_size
         self.time_major, self.dtype = time_major, dtype
@@ -63,7 +64,7 @@ class _MinRNN(NnxFamilyLayer):
 
     apply_fields = ("mode",)
 
-    def __init__(self, in_features: int, hidden_size: int, *, mode: str = "parallel",
+    def __init__(self, in_features: int, hidden_size: int, *, mode: str | None = None,
                  dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32,
                  rngs: nnx.Rngs):
         self.mode, self.dtype = mode, dtype
@@ -76,7 +77,8 @@ class MinLSTM(_MinRNN):
     Args:
         in_features: I.
         hidden_size: H.
-        mode: "parallel" (default) or "sequential", as `jaxlstm.flax.linen.MinLSTM`'s.
+        mode: "parallel" or "sequential"; None (the default): the backend's fastest, as
+            `jaxlstm.flax.linen.MinLSTM`'s.
         dtype: computation dtype; None keeps the promoted dtype of the params and inputs.
         param_dtype: dtype the params are stored in.
         rngs: `nnx.Rngs`; one key of its 'params' stream initialises (`init_min_lstm`).

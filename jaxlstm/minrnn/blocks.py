@@ -189,7 +189,7 @@ def _cell_family(cell: Any) -> Family:
 
 
 def _run_cell(cell: MinLSTMParams | MinGRUParams, xs: Array, seq_lengths: Any,
-              mode: str, initial_state: Array | None) -> tuple[Array, Array]:
+              mode: str | None, initial_state: Array | None) -> tuple[Array, Array]:
     _cell_family(cell)  # refuses other cells
     run = min_lstm if isinstance(cell, MinLSTMParams) else min_gru
     return run(cell, xs, seq_lengths=seq_lengths, mode=mode, initial_state=initial_state)
@@ -200,7 +200,7 @@ def min_block(
     xs: Array,
     *,
     seq_lengths: Array | None = None,
-    mode: str = "parallel",
+    mode: str | None = None,
     initial_state: MinRNNBlockState | None = None,
     return_state: bool = False,
 ) -> Array | tuple[Array, MinRNNBlockState]:
@@ -210,7 +210,8 @@ def min_block(
         params: `MinRNNBlockParams` (`init_min_block`).
         xs: (batch..., T, D).
         seq_lengths: integer array of the batch shape, valid steps per sequence.
-        mode: the min-RNN's form, "parallel" (associative scan) or "sequential".
+        mode: the min-RNN's form, "parallel" (associative scan) or "sequential"; None: the
+            fastest on the backend (`jaxlstm.family.form`: sequential on a CPU).
         initial_state: `MinRNNBlockState` to start from (a state this function or
             `min_block_step` returned); None: zeros (`initial_min_block_state`).
         return_state: also return the state after each sequence's last valid step.
@@ -333,7 +334,7 @@ def min_block_stack(
     xs: Array,
     *,
     seq_lengths: Array | None = None,
-    mode: str = "parallel",
+    mode: str | None = None,
     initial_state: MinRNNStackState | None = None,
     return_state: bool = False,
 ) -> Array | tuple[Array, MinRNNStackState]:
@@ -343,7 +344,8 @@ def min_block_stack(
         params: `MinRNNStackParams` (`init_min_block_stack`).
         xs: (batch..., T, input_size).
         seq_lengths: integer array of the batch shape, valid steps per sequence.
-        mode: "parallel" or "sequential", for every block's min-RNN.
+        mode: "parallel" or "sequential", for every block's min-RNN; None: the fastest on
+            the backend (`jaxlstm.family.form`: sequential on a CPU).
         initial_state: one `MinRNNBlockState` per block to start from (this function's with
             `return_state`, `min_block_stack_step`'s or `initial_min_block_stack_state`);
             None: zeros.

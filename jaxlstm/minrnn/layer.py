@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxlstm.family import Family, checked_apply
+from jaxlstm.family import Family, checked_apply, form
 from jaxlstm.minrnn import log_scan
 from jaxlstm.minrnn.min_gates import input_projection
 from jaxlstm.validation import (
@@ -139,7 +139,7 @@ def min_layer(
     seq_lengths: Array | None,
     reverse: bool,
     time_major: bool,
-    mode: str,
+    mode: str | None,
     resets: Array | None = None,
 ) -> tuple[Array, Array]:
     """A min cell over a sequence; the arguments and results of `jaxlstm.min_lstm`."""
@@ -151,6 +151,7 @@ def min_layer(
             f"xs must have rank >= 2, {layout} with I={input_size}, got shape {xs.shape}."
         )
     check_features(xs, input_size, "xs")
+    mode = form(cell.name, mode)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}.")
 

@@ -107,7 +107,7 @@ def min_lstm(
     seq_lengths: Array | None = None,
     reverse: bool = False,
     time_major: bool = False,
-    mode: str = "parallel",
+    mode: str | None = None,
     resets: Array | None = None,
 ) -> tuple[Array, Array]:
     """Runs a minLSTM layer over a sequence.
@@ -123,14 +123,16 @@ def min_lstm(
     The pre-activations of all steps are one matmul; the recurrence h_t = a_t h_{t-1} + b_t
     then runs in one of two modes (`jaxlstm.minrnn.log_scan`):
 
-    * "parallel" (default): `jax.lax.associative_scan` on (log a_t, log b_t), O(log T) deep,
+    * "parallel": `jax.lax.associative_scan` on (log a_t, log b_t), O(log T) deep,
       h_t = exp(sum log a) * h_0 + exp(scan from zero); h_0 may be any real value.
     * "sequential": `jax.lax.scan` over (a_t, b_t), one step after another, the same
       arithmetic as `min_lstm_cell`.
 
     Both agree to float32 rounding and are safe under `jit`, `vmap` and `grad` (autodiff).
-    On a CPU "sequential" is 2-25x faster (measured in `jaxlstm.minrnn.log_scan`); "parallel"
-    is for accelerators, where its O(log T) depth pays.
+    Without `mode`, the call runs the form that is fastest on the backend JAX runs on, by the
+    rule every family, stack, Flax module and the runner share (`jaxlstm.family.form`):
+    "sequential" on a CPU, where it is 2-25x faster (measured in `jaxlstm.minrnn.log_scan`),
+    "parallel" on accelerators, where its O(log T) depth pays.
 
     Variable length follows PyTorch's packed sequences, as `jaxlstm.lstm`: outputs at padded
     steps (t >= seq_lengths[b]) are exactly zero, the final state is h after the last valid
@@ -155,7 +157,7 @@ def min_lstm(
         seq_lengths: integer array of the batch shape: valid steps per sequence.
         reverse: run from the last step to the first.
         time_major: whether time is the leading axis of `xs` (and of the outputs).
-        mode: "parallel" or "sequential".
+        mode: "parallel" or "sequential"; None (the default): the backend's fastest.
         resets: bool (batch..., T), time last whatever `time_major`: True at the first step
             of each segment; None (the default) for one segment per sequence.
 

@@ -349,8 +349,8 @@ def mlstm_layer(
     xs: Array,
     *,
     seq_lengths: Array | None = None,
-    mode: str = "chunkwise",
-    chunk_size: int = 64,
+    mode: str | None = None,
+    chunk_size: int | None = None,
     initial_state: MLSTMBlockState | None = None,
     return_state: bool = False,
 ) -> Array | tuple[Array, MLSTMBlockState]:
@@ -435,8 +435,8 @@ def mlstm_block(
     xs: Array,
     *,
     seq_lengths: Array | None = None,
-    mode: str = "chunkwise",
-    chunk_size: int = 64,
+    mode: str | None = None,
+    chunk_size: int | None = None,
     initial_state: MLSTMBlockState | None = None,
     return_state: bool = False,
 ) -> Array | tuple[Array, MLSTMBlockState]:
@@ -446,8 +446,9 @@ def mlstm_block(
         params: `MLSTMBlockParams` (`init_mlstm_block`).
         xs: (batch..., T, D).
         seq_lengths: integer array of the batch shape, valid steps per sequence.
-        mode: the mLSTM form, one of "chunkwise", "parallel", "recurrent" (same function).
-        chunk_size: steps per chunk in "chunkwise" mode.
+        mode: the mLSTM form, one of "chunkwise", "parallel", "recurrent" (same function);
+            None: the fastest on the backend (`jaxlstm.family.form`).
+        chunk_size: steps per chunk in "chunkwise" mode; None: chosen from T (`mlstm`).
         initial_state: `MLSTMBlockState` to start from (a state this function or
             `mlstm_block_step` returned); None: the empty one (`initial_mlstm_block_state`).
         return_state: also return the state after each sequence's last valid step.
@@ -461,7 +462,7 @@ def mlstm_block(
         >>> mlstm_block(p, jnp.ones((2, 10, 16))).shape
         (2, 10, 16)
     """
-    if mode not in MODES:
+    if mode is not None and mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}.")
     xs = check_block_xs(xs, params.norm.shape[0])
     out = residual(xs, params.norm, lambda a: mlstm_layer(
@@ -788,8 +789,8 @@ def xlstm_stack(
     xs: Array,
     *,
     seq_lengths: Array | None = None,
-    mode: str = "chunkwise",
-    chunk_size: int = 64,
+    mode: str | None = None,
+    chunk_size: int | None = None,
     initial_state: XLSTMStackState | None = None,
     return_state: bool = False,
 ) -> Array | tuple[Array, XLSTMStackState]:

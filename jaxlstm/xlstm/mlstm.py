@@ -26,7 +26,7 @@ The three forms compute the same function (to rounding) and take and return the 
 * "recurrent": `lax.scan` over steps of the stabilised update; it stores only (C, n, m).
 * "parallel": the quadratic form over the whole sequence, with the log-gate matrix
   log D[t, s] = F_t - F_s + i~_s and the row maximum as stabiliser; O(T^2) memory.
-* "chunkwise" (default): the parallel form within chunks of `chunk_size` steps, with (C, n, m)
+* "chunkwise" (the default): the parallel form within chunks of `chunk_size` steps, with (C, n, m)
   carried from chunk to chunk; time and memory linear in T.
 
 In every form the stabiliser m_t is the recurrent one, max(log f_t + m_{t-1}, i~_t), which is
@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxlstm.family import Family, checked_apply
+from jaxlstm.family import Family, checked_apply, form
 from jaxlstm.validation import (
     check_floating,
     check_positive_int,
@@ -148,10 +148,20 @@ def init_mlstm(
 # --- public functions ---------------------------------------------------------------------------
 
 
-def _check_mode(mode: Any, chunk_size: Any) -> int:
+def default_chunk_size(steps: Any, backend: str) -> int:  # interim, until the measured rule
+    if not is_known(steps):
+        return 64
+    divisors = [c for c in range(32, min(steps, 64) + 1) if steps % c == 0]
+    return max(divisors) if divisors else min(steps, 64)
+
+
+def _check_mode(mode: Any, chunk_size: Any) -> tuple[str, int | None]:
+    """The form to run (`mode`, or the backend's fastest: `jaxlstm.family.form`) and the
+    checked `chunk_size` (None: chosen from T when the chunks are made, `_run`)."""
+    mode = form("mlstm", mode)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}.")
-    return check_positive_int(chunk_size, "chunk_size")
+    return mode, None if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
 
 
 def _check_state(state: Any, batch_shape, heads: int, d_k: int, d_v: int, name: str) -> None:
@@ -186,8 +196,8 @@ def mlstm_qkv(
     i_pre: Array,
     f_pre: Array,
     *,
-    mode: str = "chunkwise",
-    chunk_size: int = 64,
+    mode: str | None = None,
+    chunk_size: int | None = None,
     initial_state: MLSTMState | None = None,
     seq_lengths: Array | None = None,
     reverse: bool = False,
@@ -216,7 +226,7 @@ def mlstm_qkv(
         `(hs, final_state)`: hs (batch..., T, heads, d_v) in the promoted dtype of the inputs,
         final_state an `MLSTMState` in at least float32.
     """
-    chunk_size = _check_mode(mode, chunk_size)
+    mode, chunk_size = _check_mode(mode, chunk_size)
     q, k, v = (check_floating(a, name) for a, name in ((q, "q"), (k, "k"), (v, "v")))
     i_pre, f_pre = check_floating(i_pre, "i_pre"), check_floating(f_pre, "f_pre")
     if q.ndim < 3:
@@ -313,6 +323,8 @@ def _run(q, k, v, i_pre, f_pre, dtype, mode, chunk_size, initial_state, seq_leng
         # Under jax.export with a symbolic T (an exported model's any length), the chunk is
         # the chunk size and the padding always applied: its width is only known at run time.
         known = is_known(steps)
+        if chunk_size is None:
+            chunk_size = default_chunk_size(steps, jax.default_backend())
         chunk = steps if mode == "parallel" else min(chunk_size, steps) if known else chunk_size
         padded = -(-steps // chunk) * chunk
         if not known or padded != steps:  # frozen padding steps at the end, as past the end
@@ -429,8 +441,8 @@ def mlstm(
     params: MLSTMParams,
     xs: Array,
     *,
-    mode: str = "chunkwise",
-    chunk_size: int = 64,
+    mode: str | None = None,
+    chunk_size: int | None = None,
     initial_state: MLSTMState | None = None,
     seq_lengths: Array | None = None,
     reverse: bool = False,
@@ -470,8 +482,12 @@ def mlstm(
     Args:
         params: `MLSTMParams` (see `init_mlstm`).
         xs: inputs, (batch..., T, I), or (T, batch..., I) if `time_major`.
-        mode: "chunkwise" (default), "parallel" or "recurrent".
+        mode: "chunkwise", "parallel" or "recurrent"; None (the default): the form that is
+            fastest on the backend JAX runs on (`jaxlstm.family.form`; "chunkwise" on every
+            backend measured so far, see `FAMILY`).
         chunk_size: steps per chunk in "chunkwise" mode; T need not be a multiple of it.
+            None (the default): chosen from T and the backend so that no length pays for
+            padding it does not need (`jaxlstm.xlstm.mlstm_chunkwise.default_chunk_size`).
         initial_state: `MLSTMState`; the empty memory (zeros, m = 0) if None.
         seq_lengths: integer array of the batch shape: valid steps per sequence.
         reverse: run from the last step to the first.
@@ -490,7 +506,7 @@ def mlstm(
         >>> hs2, _ = mlstm(params, jnp.ones((5, 1, 3)), mode="recurrent", initial_state=state)
     """
     input_size, heads, d_k, d_v = _check_params(params)
-    chunk_size = _check_mode(mode, chunk_size)
+    mode, chunk_size = _check_mode(mode, chunk_size)
     xs = check_floating(xs, "xs")
     if xs.ndim < 2:
         layout = "(T, batch..., I)" if time_major else "(batch..., T, I)"
@@ -543,10 +559,13 @@ _VECTORS = 6  # q, k, v, h and the gates (per head, negligible beside them)
 
 
 def _activation_floats(width: int, steps: int, mode: str | None = None, *, num_heads: int = 4,
-                       chunk_size: int = 64, **_: Any) -> float:
+                       chunk_size: int | None = None, **_: Any) -> float:
     """Floats the backward keeps per step and row, roughly: q, k, v, h and the gates, and the
     form's matrices (parallel: each head's row of the T x T decay matrix; chunkwise: a chunk's
-    row and the chunk's state; recurrent: the state at every step)."""
+    row and the chunk's state; recurrent: the state at every step). The chunk, when not
+    given, is the one `mlstm` picks for `steps` on this backend."""
+    if chunk_size is None:
+        chunk_size = min(default_chunk_size(steps, jax.default_backend()), steps)
     head_width = width // max(num_heads, 1)
     matrices = {"parallel": 3 * num_heads * steps, "recurrent": width * head_width,
                 "chunkwise": 3 * num_heads * chunk_size + width * head_width / chunk_size,
