@@ -14,7 +14,8 @@ elementwise part of a step:
 * **Backward.** Autodiff through scan differentiates every matmul inside the loop. The custom
   VJP here runs a reverse loop that carries only the recurrent gradients (dh, dc) and differen-
   tiates just the elementwise step with `jax.vjp`; the one matmul left in the loop is
-  dz_t @ W_h^T. The weight and input gradients are then large matmuls over a segment of steps
+  dz_t @ W_h^T. (W_h may be dense or block-diagonal per head, given as its blocks: see
+  `recurrent_product`.) The weight and input gradients are then large matmuls over a segment of steps
   at a time (a few hundred rows of steps x batch, where XLA:CPU's matmuls run fastest):
 
       dW_x += X^T dZ,   dW_h += H_prev^T dZ,   db += sum(dZ),   dX = dZ W_x^T
@@ -317,6 +318,105 @@ def _recurrent_input(h: Array, rec_mask: Array | None) -> Array:
     return h if rec_mask is None else h * rec_mask
 
 
+# A recurrent weight w_h is either dense, (R, G*H), or block-diagonal per head and given as its
+# blocks, (heads, d, G, d) with H = R = heads * d (the sLSTM's R): block k maps unit d of head
+# k's r_{t-1} to unit e of head k's gate g, i.e. column g * H + k * d + e of the dense
+# embedding. The blocks cost 1/heads of the dense product's FLOPs. The three places the loop
+# touches w_h (the forward's r_{t-1} @ W_h, the reverse loop's dz_h @ W_h^T, dW_h after it) go
+# through the three functions below, which run a dense w_h exactly as before.
+#
+# The per-head products are one dot_general batched over the heads, with the activations as
+# its first operand and the head axis moved back after it, z keeping the gate-major layout
+# (..., G, heads, d) that the elementwise steps split. Measured on the 2-core CPU (a scan of
+# T steps doing only the product and a tanh, min of 45 calls, ms, S2 = (N 32, H 128, T 100),
+# S3 = (64, 256, 200), 4 heads):
+#   forward   dense 2.01 / 40.4, this 0.96 / 12.9, jnp.einsum "nkd,kdge->ngke" 1.37 / 22.5
+#             (it puts the weight first and transposes a (heads, d, N) result), head-major z
+#             without the transpose 1.78 / 21.6 (the consumer then reads strided gates), one
+#             dot per head + stack 1.25 / 24.5;
+#   reverse   dense 3.29 / 47.6, this 2.19 / 28.8, jnp.einsum "ngke,kdge->nkd" 2.28 / 50.9,
+#             one dot per head on pre-transposed blocks 2.20 / 24.3;
+#   dW_h over a gradient segment (16 / 8 steps): dense 0.36 / 1.12, this 0.21 / 0.59, the
+#   dense product's diagonal blocks 0.36 / 0.84.
+
+
+def _per_head(w_h: Array) -> bool:
+    return w_h.ndim == 4
+
+
+def recurrent_product(r: Array, w_h: Array) -> Array:
+    """z_h = r_{t-1} @ W_h for a dense or a per-head block-diagonal W_h.
+
+        dense:     z_h = r @ W_h
+        per head:  z_h[..., g, k, e] = sum_d r[..., k, d] W_h[k, d, g, e]
+
+    Args:
+        r: the recurrent input h_{t-1} (times the dropout mask), (..., R).
+        w_h: (R, G*H), or per-head blocks (heads, d, G, d) with R = H = heads * d.
+
+    Returns:
+        z_h, (..., G*H), gate-major: gate g's H units are columns g*H to (g+1)*H.
+    """
+    if not _per_head(w_h):
+        return gates.recurrent_projection(r, w_h)
+    heads, d, num_gates, _ = w_h.shape
+    batch = r.shape[:-1]
+    r_heads = r.reshape(batch + (heads, d))
+    ndim = r_heads.ndim
+    z = jax.lax.dot_general(r_heads, w_h, (((ndim - 1,), (1,)), ((ndim - 2,), (0,))))
+    # (heads, ..., G, d) -> (..., G, heads, d)
+    return jnp.moveaxis(z, 0, -2).reshape(batch + (num_gates * heads * d,))
+
+
+def recurrent_input_grad(d_zh: Array, w_h: Array, w_h_t: Array | None) -> Array:
+    """dr_{t-1} = dz_h @ W_h^T, the recurrent input's gradient in the reverse loop.
+
+        dense:     dr = dz_h @ W_h^T      (`w_h_t`, W_h^T transposed once outside the loop)
+        per head:  dr[..., k, d] = sum_{g, e} dz_h[..., g, k, e] W_h[k, d, g, e]
+
+    Args:
+        d_zh: (..., G*H), gate-major.
+        w_h: the recurrent weight, dense or per-head blocks (see `recurrent_product`).
+        w_h_t: W_h^T for a dense w_h; unused for blocks.
+
+    Returns:
+        (..., R).
+    """
+    if not _per_head(w_h):
+        return d_zh @ w_h_t
+    heads, d, num_gates, _ = w_h.shape
+    batch = d_zh.shape[:-1]
+    dz = d_zh.reshape(batch + (num_gates, heads, d))
+    ndim = dz.ndim
+    dr = jax.lax.dot_general(dz, w_h, (((ndim - 3, ndim - 1), (2, 3)), ((ndim - 2,), (0,))))
+    return jnp.moveaxis(dr, 0, -2).reshape(batch + (heads * d,))
+
+
+def recurrent_weight_grad(prev_r: Array, d_zh: Array, w_h: Array, acc: Any) -> Array:
+    """dW_h = R_prev^T dZ_h over a segment's steps, in w_h's own shape.
+
+        dense:     dW_h = sum_{t, n} r[t, n]^T dz_h[t, n]                       (R, G*H)
+        per head:  dW_h[k, d, g, e] = sum_{t, n} r[t, n, k, d] dz_h[t, n, g, k, e]
+                   (only the blocks: the zeros between heads get no gradient)
+
+    Args:
+        prev_r: the recurrent inputs h_{t-1} * m, (T, N, R).
+        d_zh: (T, N, G*H), gate-major.
+        w_h: the recurrent weight, dense or per-head blocks (see `recurrent_product`).
+        acc: the accumulation dtype.
+
+    Returns:
+        (R, G*H), or (heads, d, G, d) for blocks.
+    """
+    if not _per_head(w_h):
+        return jnp.einsum("tnh,tng->hg", prev_r, d_zh, preferred_element_type=acc)
+    heads, d, num_gates, _ = w_h.shape
+    r_heads = prev_r.reshape(prev_r.shape[:-1] + (heads, d))
+    dz = d_zh.reshape(d_zh.shape[:-1] + (num_gates, heads, d))
+    return jax.lax.dot_general(r_heads, dz, (((0, 1), (0, 1)), ((2,), (3,))),
+                               preferred_element_type=acc)
+
+
 def _forward(params: LSTMParams, xs, per_step, state0, masks: LoopMasks,
              options: LoopOptions, keep_residuals: bool, reset_state: Any = None):
     """Runs the loop over xs (T, N, I) with per-step `StepInputs` (leading axis T).
@@ -341,7 +441,7 @@ def _forward(params: LSTMParams, xs, per_step, state0, masks: LoopMasks,
             state = _reset(state, None if in_chunk.reset is None else in_chunk.reset[j],
                            reset_state)
             r = _recurrent_input(state.h, masks.rec_mask)
-            zh = gates.recurrent_projection(r, params.w_h)
+            zh = recurrent_product(r, params.w_h)
             z = zx[j] + zh if additive else (zx[j], zh)
             residuals[j] = (z, state)
             state, outs[j] = step(weights, z, state, _at(in_chunk, j))
@@ -388,7 +488,7 @@ def _backward(params: LSTMParams, residuals, d_outs, per_step, carry, masks: Loo
     step = masked_lstm_step(masks.lengths, options)
     weights = step_weights(params, options)
     additive = options.cell.additive
-    w_h_t = params.w_h.T
+    w_h_t = None if _per_head(params.w_h) else params.w_h.T
 
     def chunk_fn(carry, inputs):
         d_state, d_weights, d_reset = carry
@@ -401,7 +501,8 @@ def _backward(params: LSTMParams, residuals, d_outs, per_step, carry, masks: Loo
             d_w, dzs[j], d_prev = step_vjp((d_state, d_out))
             d_weights = jax.tree.map(lambda acc, g: acc + _accumulate(g), d_weights, d_w)
             d_zh = dzs[j] if additive else dzs[j][1]
-            d_r = _recurrent_input(d_zh @ w_h_t, masks.rec_mask)
+            d_r = _recurrent_input(recurrent_input_grad(d_zh, params.w_h, w_h_t),
+                                   masks.rec_mask)
             d_state = d_prev._replace(h=d_prev.h + d_r)
             if step_in.reset is not None:  # a reset step read the initial state, not h_{t-1}
                 keep = step_in.reset[:, None]
@@ -422,16 +523,17 @@ def _accumulate(x: Array) -> Array:
     return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
-def _weight_grads(xs, prev_h, dzs, rec_mask, additive: bool):
+def _weight_grads(xs, prev_h, dzs, rec_mask, additive: bool, w_h: Array):
     """dW_x = X^T dZ_x, dW_h = R^T dZ_h (R the recurrent inputs h_{t-1} * m) and, for an
-    additive variant, db = sum dZ, over the segment's steps; all in at least float32."""
+    additive variant, db = sum dZ, over the segment's steps; all in at least float32. dW_h has
+    w_h's shape (dense or per-head blocks)."""
     d_zx, d_zh = (dzs, dzs) if additive else dzs
     acc = jnp.promote_types(d_zx.dtype, jnp.float32)
     if rec_mask is not None:
         prev_h = prev_h * rec_mask[None]
     return (
         jnp.einsum("tni,tng->ig", xs, d_zx, preferred_element_type=acc),
-        jnp.einsum("tnh,tng->hg", prev_h, d_zh, preferred_element_type=acc),
+        recurrent_weight_grad(prev_h, d_zh, w_h, acc),
         jnp.sum(_accumulate(d_zx), axis=(0, 1)) if additive else None,
     )
 
@@ -442,9 +544,11 @@ def lstm_loop(params: LSTMParams, xs: Array, state0: Any, masks: LoopMasks,
     """The LSTM over a sequence, time-major with one batch axis, with the fast backward.
 
     Args:
-        params: `LSTMParams` in the computation dtype: w_x (I, G*H), w_h (R, G*H), b (G*H,),
-            the variant's weights `cell` and the projection `w_p` (H, R) or None. (A family
-            with a block-diagonal recurrent matrix passes it as a dense w_h.)
+        params: `LSTMParams` in the computation dtype: w_x (I, G*H), w_h (R, G*H) or, for a
+            family with a block-diagonal recurrent matrix, its per-head blocks
+            (heads, d, G, d) with R = H = heads * d (see `recurrent_product`; the gradient
+            comes back in the same shape), b (G*H,), the variant's weights `cell` and the
+            projection `w_p` (H, R) or None.
         xs: inputs, (T, N, I).
         state0: the initial state, `LSTMState` with h (N, R) and c (N, H), or the state of
             the cell in `options.cell` (a NamedTuple with a field h, a field c unless the cell
@@ -519,7 +623,8 @@ def _lstm_loop_bwd(options, residuals, cotangents):
         (d_state, d_weights, d_reset), dzs = _backward(
             params, seg_residuals, d_out_seg, in_seg, (d_state, d_weights, d_reset), masks,
             options)
-        seg_grads = _weight_grads(x_seg, seg_residuals[1].h, dzs, masks.rec_mask, additive)
+        seg_grads = _weight_grads(x_seg, seg_residuals[1].h, dzs, masks.rec_mask, additive,
+                                  params.w_h)
         grads = jax.tree.map(jnp.add, grads, seg_grads)
         d_zx = dzs if additive else dzs[0]
         return (d_state, d_weights, grads, d_reset), (d_zx @ params.w_x.T, None)

@@ -7,9 +7,10 @@ gates, a normaliser n and a stabiliser m. Its recurrent weights R are block-diag
 
 The sequence runs on the LSTM's time loop (`jaxlstm.recurrence`): the sLSTM is one more cell
 whose elementwise step the loop composes, so it gets the chunked input projection, the custom
-VJP whose reverse loop carries only the recurrent gradients, and `remat_chunk`. The loop sees
-R as its dense (H, 4H) block-diagonal embedding (`recurrent_kernel`); the gradient flows back
-to the blocks alone.
+VJP whose reverse loop carries only the recurrent gradients, and `remat_chunk`. The loop takes
+R as its per-head blocks (`jaxlstm.recurrence.recurrent_product`): h_{t-1} @ R, the reverse
+loop's dz @ R^T and dR = H_prev^T dZ are products batched over the heads, 1/num_heads of the
+FLOPs of the dense (H, 4H) embedding (`recurrent_kernel`), and dR comes back in r's shape.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from jaxlstm.recurrence import (
     loop_resets,
     lstm_loop,
     lstm_loop_autodiff,
+    recurrent_product,
 )
 from jaxlstm.scan import from_loop_layout, loop_sizes
 from jaxlstm.validation import (
@@ -156,10 +158,9 @@ def recurrent_kernel(r: Array) -> Array:
     """The dense (H, 4H) matrix of the block-diagonal recurrent map: h @ it = h @ R.
 
     Entry [k * head_dim + d, g * H + k * head_dim + e] is r[k, d, g, e]; entries that connect
-    different heads are zero. The time loop and its fused backward work with one dense w_h
-    (one matmul per step, dW_h = H_prev^T dZ after the loop); the price is num_heads times the
-    block-diagonal FLOPs in h @ R, and autodiff of this embedding returns only the blocks'
-    gradient.
+    different heads are zero. For interop and inspection: `slstm` and `slstm_cell` multiply by
+    the blocks themselves (`jaxlstm.recurrence.recurrent_product`), which takes 1/num_heads of
+    this matrix's FLOPs. Autodiff of this embedding returns only the blocks' gradient.
 
     Args:
         r: (num_heads, head_dim, 4, head_dim).
@@ -370,7 +371,7 @@ def slstm_cell(params: SLSTMParams, state: SLSTMState, x_t: Array) -> tuple[SLST
     check_features(x_t, input_size, "x_t")
     _check_state(state, x_t.shape[:-1], hidden_size, "state")
     z = (gates.input_projection(x_t, params.w_x, params.b)
-         + gates.recurrent_projection(state.h, recurrent_kernel(params.r)))
+         + recurrent_product(state.h, params.r))  # per head, as in `slstm`
     new_state, _ = slstm_pointwise(z, state)
     return new_state, new_state.h
 
@@ -472,8 +473,9 @@ def slstm(
         cell=SLSTM_CELL,
     )
     loop = lstm_loop if fused_backward else lstm_loop_autodiff
-    # To the loop, an sLSTM layer is an LSTM layer with a block-diagonal w_h and another cell.
-    as_lstm = LSTMParams(w_x=params.w_x, w_h=recurrent_kernel(params.r), b=params.b)
+    # To the loop, an sLSTM layer is an LSTM layer with a block-diagonal w_h, given as its
+    # per-head blocks r (the loop's gradient for it has r's shape), and another cell.
+    as_lstm = LSTMParams(w_x=params.w_x, w_h=params.r, b=params.b)
     flat_resets = loop_resets(resets, reverse, flat_lengths)
     final_state, out = loop(as_lstm, flat_xs, flat_state,
                             LoopMasks(lengths=flat_lengths, resets=flat_resets), options)
