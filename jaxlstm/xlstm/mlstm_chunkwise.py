@@ -1,48 +1,130 @@
-"""The mLSTM's chunkwise form (and, with one chunk, its parallel form).
+"""The mLSTM's chunkwise form (and, with one chunk, its parallel form), with its own backward.
 
 Works on (N, heads, T, d) arrays with the key already scaled and T a multiple of the chunk
 (`jaxlstm.xlstm.mlstm._run` pads); see `jaxlstm.xlstm.mlstm` for how the forms relate.
+
+Within a chunk of L steps, with F_t = log f_1 + ... + log f_t (from the chunk's first step)
+and a_s = i~_s - F_s, every log-weight splits into a row and a column part:
+
+        log D[t, s] = F_t - F_s + i~_s = F_t + a_s                    (s <= t)
+        m_t         = max(F_t + m_prev, max_{s<=t} log D[t, s]) = F_t + M_t,
+        M_t         = max(m_prev, max_{s<=t} a_s)                     (a running maximum)
+
+so the stabilised weights are D[t, s] = exp(a_s - M_t) and E_t = exp(m_prev - M_t) (the
+carried state's), the stabiliser of the state handed on is m_L, and
+
+        S   = (q k^T) * D                                               (L, L)
+        h_t = (S v + E q C_prev)_t / (max(|S 1 + E q . n_prev|_t, exp(-m_t)) + eps)
+        C   = E_L C_prev + k^T diag(D[L, :]) v,   n = E_L n_prev + k^T D[L, :]
+
+The work is split in two. The stabilisers (a, M, E's log, m: O(T) numbers and a scan over
+chunks of one number per head) are computed with plain JAX and differentiated by autodiff.
+Given them, everything else is linear in C and n: `_chunks` computes it (a forward scan over
+chunks carries C and n alone) and has a hand-written backward (`jax.custom_vjp`): the
+gradients within a chunk are dense batched matmuls, and a reverse scan carries dC and dn over
+chunks. Autodiff of the same computation was ~3.5x its forward at S3 sizes: it kept the (L, L)
+-inf masks and exps of log D, recomputed through the stabilisers' maxima on (L, L) arrays, and
+differentiated the scan's C update with its m-dependent gates. (Being a custom VJP, the form
+has no forward-mode derivative: jax.jvp / jacfwd of the chunkwise form raise; use the
+recurrent or parallel form for those.)
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import functools
 
 import jax
 import jax.numpy as jnp
 
+from jaxlstm.validation import is_known
 from jaxlstm.xlstm import mlstm_gates as gates
-from jaxlstm.xlstm.mlstm_recurrent import where_reset
 from jaxlstm.xlstm.mlstm_state import MLSTMState
 
 Array = jax.Array
 
 
-class _Segments(NamedTuple):
-    """Where the segments of a chunkwise run lie, per chunk (L steps, t the reader, s the
-    writer), from the steps that start one."""
-
-    same: Array    # (N, 1, NC, L, L): s at or after the start of t's segment (or of the chunk)
-    opened: Array  # (N, 1, NC, L): a segment starts in the chunk at or before t, so t reads
-    #                the initial state, not the one carried into the chunk
-    decay: Array   # (N, H, NC, L): log f summed from that start (or the chunk's first step) to t
+_TARGET_CHUNK = {"cpu": 32}
+"""The chunk a long sequence gets per backend; other backends (GPU, TPU, unmeasured): 64."""
 
 
-def _chunk_segments(starts: Array, log_f_cumsum: Array, log_f: Array) -> _Segments:
-    """`_Segments` from `starts` (N, 1, NC, L) and the chunks' cumulative log forget gates.
+def default_chunk_size(steps, backend: str) -> int:
+    """The chunk `mlstm` uses when none is given: near the backend's target L0 and dividing
+    T, or nearly, so that no length pays for padding it does not need.
 
-    The decay from a segment's start s0 to t is F_t - F_{s0-1}, a difference of the same
-    cumulative sums as log D's F_t - F_s: no log f of -inf enters a sum to cut the memory
-    (which would leave the other entries without precision); the segments are masked."""
-    axis = starts.ndim - 1
-    position = jax.lax.broadcasted_iota(jnp.int32, starts.shape, axis)
-    first = jax.lax.cummax(jnp.where(starts, position, 0), axis=axis)     # the segment's start
-    opened = jax.lax.cummax(starts.astype(jnp.int32), axis=axis) > 0
-    before_first = jnp.take_along_axis(log_f_cumsum - log_f,             # F_{s0-1}
-                                       jnp.broadcast_to(first, log_f.shape), axis=-1)
-    writer = jax.lax.broadcasted_iota(jnp.int32, starts.shape + starts.shape[-1:], axis + 1)
-    return _Segments(same=writer >= first[..., None], opened=opened,
-                     decay=log_f_cumsum - before_first)
+    Of the chunks L = 1..min(T, 2 L0) it takes the one of least
+
+        cost(L) = ceil(T / L) L * (L / L0 + L0 / L) / 2
+
+    (the padded length times a per-step cost that is least, 1, at L0, and grows as the
+    (L, L) work within a chunk or the per-chunk state work and scan steps outgrow the other);
+    ties go to the larger chunk. A T that is not a concrete number (a symbolic T under
+    jax.export) gets L0: the padding is applied at run time.
+
+    Measured on the 2-core CPU (jaxlstm mlstm, 4 heads, B=32, I=32, H=128 (d=32),
+    forward+backward of sum(hs), ms and in brackets the ratio to the best chunk at that T;
+    the host was shared and noisy, so differences under ~15% are noise):
+
+        T=50   16: 15.2 (1.44)  25: 10.6 (1.00)  32: 12.3 (1.16)  40: 15.3 (1.45)  50: 13.9 (1.31)
+        T=64   16: 17.1 (1.00)  25: 20.4 (1.19)  32: 18.0 (1.05)  50: 25.8 (1.51)  64: 22.2 (1.30)
+        T=100  25: 44.1 (1.12)  32: 40.8 (1.04)  40: 39.3 (1.00)  50: 42.9 (1.09)  64: 92.9 (2.36)
+               100: 137.5 (3.50)
+        T=128  16: 34.9 (1.98)  32: 17.6 (1.00)  40: 27.2 (1.54)  64: 31.8 (1.80)
+               128: 49.2 (2.79)
+        T=200  25: 59.0 (1.05)  32: 57.2 (1.02)  40: 55.9 (1.00)  50: 56.9 (1.02)  64: 70.9 (1.27)
+               100: 74.1 (1.32)  200: 112.0 (2.00)
+
+    Chunks of 25-50 are level; 64 and up, and the parallel form (one chunk) lose 1.3-3.5x,
+    padding (64 at T=100 pads to 128) most of all. The rule picks 25 at T=50, 32 at 64, 34 at
+    100 (102 steps), 32 at 128, 29 at 200 (203 steps), 32 at every multiple of 32, and T
+    itself below ~45 (the parallel form). The padding is at most ~6% of T for T >= 50.
+
+    Args:
+        steps: T, an int (or a symbolic dimension).
+        backend: `jax.default_backend()`'s name ("cpu", "gpu", "tpu", ...).
+
+    Returns:
+        The chunk, between 1 and max(T, 1) (L0 for a symbolic T).
+
+    Example:
+        >>> default_chunk_size(100, "cpu")
+        34
+    """
+    target = _TARGET_CHUNK.get(backend, 64)
+    if not is_known(steps):
+        return target
+    steps = max(int(steps), 1)
+
+    def cost(chunk):
+        padded = -(-steps // chunk) * chunk
+        return padded * (chunk / target + target / chunk) / 2, -chunk
+
+    return min(range(1, min(steps, 2 * target) + 1), key=cost)
+
+
+def _mm(x: Array, y: Array) -> Array:
+    """x @ y over the trailing two axes, (.., M, K) x (.., K, N), the leading ones batched.
+
+    Every matmul here is written in this one form, with `_t` where the math has x^T or y^T.
+    (XLA folds such transposes into the dot's dimension numbers; forcing them into copies
+    with an optimisation barrier measured the same at S2 and S3 sizes, within noise.)"""
+    batch = tuple(range(x.ndim - 2))
+    return jax.lax.dot_general(x, y, (((x.ndim - 1,), (y.ndim - 2,)), (batch, batch)))
+
+
+def _t(a: Array) -> Array:
+    """The trailing two axes swapped."""
+    return jnp.swapaxes(a, -1, -2)
+
+
+def _segment_cummax(a: Array, starts: Array) -> Array:
+    """max of a over [start of t's segment, t], along the last axis; `starts` marks the steps
+    that open a segment (broadcast against a). Differentiable (an associative scan)."""
+    def combine(left, right):
+        (value_l, start_l), (value_r, start_r) = left, right
+        return jnp.where(start_r, value_r, jnp.maximum(value_l, value_r)), start_l | start_r
+
+    starts = jnp.broadcast_to(starts, a.shape)
+    return jax.lax.associative_scan(combine, (a, starts), axis=a.ndim - 1)[0]
 
 
 def chunkwise(q, k, v, i_pre, log_f, state, chunk, starts=None):
@@ -50,9 +132,22 @@ def chunkwise(q, k, v, i_pre, log_f, state, chunk, starts=None):
     steps is the parallel form.
 
     With `starts` ((N, 1, T) bool), the memory is `state` again before each step marked there:
-    log D is masked to each segment, a step after a segment start in its chunk reads `state`
-    decayed from that start instead of the carried memory, and a chunk holding a start hands
-    on `state` decayed from its last start plus that segment's writes."""
+    a step after a segment start in its chunk reads `state` decayed from that start instead of
+    the carried memory, its row of D is masked to its segment, and a chunk holding a start
+    hands on `state` decayed from its last start plus that segment's writes. For such a row,
+    m_prev above is state.m - F_{s0-1} (s0 the segment's start) and the maximum runs over the
+    segment.
+
+    Args:
+        q, k, v: (N, heads, T, d_k), (N, heads, T, d_k) (scaled), (N, heads, T, d_v).
+        i_pre, log_f: input gate pre-activations and log forget gates, (N, heads, T).
+        state: the `MLSTMState` before the first step (and after every reset).
+        chunk: steps per chunk, a divisor of T.
+        starts: (N, 1, T) bool or None.
+
+    Returns:
+        hs (N, heads, T, d_v) and the final `MLSTMState`.
+    """
     n_batch, heads, steps = q.shape[:3]
     num_chunks = steps // chunk
 
@@ -61,65 +156,200 @@ def chunkwise(q, k, v, i_pre, log_f, state, chunk, starts=None):
 
     q, k, v, i_pre, log_f = (chunked(a) for a in (q, k, v, i_pre, log_f))
     log_f_cumsum = jnp.cumsum(log_f, axis=-1)                    # F_t within the chunk
-    log_d = gates.log_decay_matrix(log_f_cumsum, i_pre)          # (N, H, NC, L, L)
+    col = i_pre - log_f_cumsum                                   # a_s
+    state_m = state.m[:, :, None, None]
+    if starts is None:
+        running = jax.lax.cummax(col, axis=col.ndim - 1)         # max_{s<=t} a_s
+        opened = None
+    else:
+        starts = chunked(starts)                                 # (N, 1, NC, L)
+        position = jax.lax.broadcasted_iota(jnp.int32, starts.shape, 3)
+        first = jax.lax.cummax(jnp.where(starts, position, 0), axis=3)   # the segment's start
+        opened = jax.lax.cummax(starts.astype(jnp.int32), axis=3) > 0    # reads the initial state
+        # F_{s0-1} from the same cumulative sums as F_t (no -inf enters a sum to cut the
+        # memory): a row after a start reads state.m - F_{s0-1}.
+        before_first = jnp.take_along_axis(log_f_cumsum - log_f,
+                                           jnp.broadcast_to(first, log_f.shape), axis=-1)
+        opened_base = state_m - before_first
+        running = _segment_cummax(col, starts)
+        # s <= t within t's segment (or the chunk): (N, 1, NC, L, L)
+        writer = jax.lax.broadcasted_iota(jnp.int32, starts.shape + (chunk,), 4)
+        reader = position[..., None]
+        mask = (writer <= reader) & (writer >= first[..., None])
+
+    # The stabiliser carried into each chunk: m = F_L + max(m_prev, max_s a_s), one number per
+    # head and chunk (autodiff goes through this scan; it is small).
+    def carry_m(m_prev, last):
+        total, top = last[:2]
+        base = m_prev if starts is None else jnp.where(last[2], last[3], m_prev)
+        m = total + jnp.maximum(base, top)
+        return m, m_prev
+
+    lasts = (log_f_cumsum[..., -1], running[..., -1])
     if starts is not None:
-        segments = _chunk_segments(chunked(starts), log_f_cumsum, log_f)
-        log_d = jnp.where(segments.same, log_d, -jnp.inf)
-    row_max = jnp.max(log_d, axis=-1)                            # (N, H, NC, L)
-
-    # Each chunk's own writes, as one write into the memory at the chunk's end: the weights are
-    # the last row of D, stabilised by its maximum.
-    chunk_max = row_max[..., -1]
-    weights = jnp.exp(log_d[..., -1, :] - chunk_max[..., None])
-    chunk_kv = jnp.einsum("...s,...sk,...sv->...kv", weights, k, v)
-    chunk_k = jnp.einsum("...s,...sk->...k", weights, k)
-
-    def carry_state(prev, chunk_totals):
-        total_log_f, top, kv, ksum = chunk_totals[:4]
-        incoming = prev
-        if starts is not None:  # a segment starts in the chunk: its last one is handed on
-            incoming = where_reset(chunk_totals[4], state, prev)
-        m = gates.stabiliser_update(total_log_f, incoming.m, top)
-        f_act = gates.stabilised_forget_gate(total_log_f, incoming.m, m)
-        i_act = gates.stabilised_input_gate(top, m)
-        new = MLSTMState(gates.memory_update(f_act, incoming.C, i_act, kv),
-                         gates.normaliser_update(f_act, incoming.n, i_act, ksum), m)
-        return new, prev
+        lasts += (opened[..., -1], opened_base[..., -1])
+    final_m, m_prev = jax.lax.scan(carry_m, state.m,
+                                   tuple(jnp.moveaxis(a, 2, 0) for a in lasts))
+    base = jnp.moveaxis(m_prev, 0, 2)[..., None]                 # (N, H, NC, 1)
+    if starts is not None:
+        base = jnp.where(opened, opened_base, base)
+    row = jnp.maximum(base, running)                             # M_t
+    log_inter = base - row                                       # log E_t <= 0
+    m = log_f_cumsum + row                                       # m_t
 
     if starts is None:
-        totals = (log_f_cumsum[..., -1], chunk_max, chunk_kv, chunk_k)
-    else:
-        totals = (segments.decay[..., -1], chunk_max, chunk_kv, chunk_k,
-                  segments.opened[..., -1])
-    final, before = jax.lax.scan(carry_state, state,
-                                 tuple(jnp.moveaxis(a, 2, 0) for a in totals))
-    c_prev, n_prev, m_prev = (jnp.moveaxis(a, 0, 2) for a in before)  # (N, H, NC, ...)
+        mask = jnp.tril(jnp.ones((chunk, chunk), bool))
+        opened = jnp.zeros((1, 1, 1, chunk), bool)
+    hs, c_final, n_final = _chunks(q, k, v, col, row, log_inter, m, state.C, state.n,
+                                   mask, opened, starts is not None)
+    hs = hs.reshape((n_batch, heads, steps, hs.shape[-1]))
+    return hs, MLSTMState(c_final, n_final, final_m)
 
-    def read(memory, initial, spec):
-        """q_t against the memory carried into t's chunk, or, after a segment start in the
-        chunk, against the initial state."""
-        carried = jnp.einsum(f"...tk,...{spec}->...t{spec[1:]}", q, memory)
-        if starts is None:
-            return carried
-        fresh = jnp.einsum(f"nhctk,nh{spec}->nhct{spec[1:]}", q, initial)
-        opened = segments.opened.reshape(segments.opened.shape + (1,) * (len(spec) - 1))
-        return jnp.where(opened, fresh, carried)
 
-    # Outputs: the chunk's own writes (intra) plus the incoming state (inter), both rescaled to
-    # the recurrent stabiliser m_t = max(F_t + m_prev, row max of log D); after a segment
-    # start in the chunk, the incoming state is the initial one, decayed from that start.
-    if starts is None:
-        inter_log = log_f_cumsum + m_prev[..., None]
+# --- the part linear in C and n, with its backward --------------------------------------------
+
+
+def _chunks_forward(q, k, v, col, row, log_inter, m, c_init, n_init, mask, opened, resets):
+    """Outputs and final (C, n) given the stabilisers (col a_s, row M_t, log_inter log E_t and
+    m_t, all (N, H, NC, L)); q, k, v chunked (N, H, NC, L, d); `mask` (.., L, L) the entries
+    of D that count, `opened` (.., L) the rows that read the initial state (`resets`: whether
+    any can). Returns them and the residuals of the backward."""
+    # D[t, s] = exp(a_s - M_t) where it counts; elsewhere the exponent may be positive, so it
+    # is masked before the exp.
+    decay = jnp.exp(jnp.where(mask, col[..., None, :] - row[..., :, None], -jnp.inf))
+    k_t = _t(k)                                                 # (.., d_k, L)
+    scores = _mm(q, k_t) * decay                                # S = (q k^T) * D
+    inter = jnp.exp(log_inter)                                  # E_t
+    last = decay[..., -1, :]                                    # D[L, :]: the chunk's write
+    k_last = k_t * last[..., None, :]
+    write_c = _mm(k_last, v)                                    # k^T diag(D_L) v: (.., d_k, d_v)
+    write_n = jnp.sum(k_last, axis=-1)
+    inter_last = inter[..., -1]
+    opened_last = jnp.broadcast_to(opened[..., -1], inter_last.shape)
+
+    def carry(prev, chunk):
+        c_prev, n_prev = prev
+        w_c, w_n, e_last, o_last = chunk
+        c_from, n_from = c_prev, n_prev
+        if resets:  # a chunk holding a start: decayed from the initial state, not the carried
+            c_from = jnp.where(o_last[..., None, None], c_init, c_prev)
+            n_from = jnp.where(o_last[..., None], n_init, n_prev)
+        return (e_last[..., None, None] * c_from + w_c, e_last[..., None] * n_from + w_n), prev
+
+    (c_final, n_final), (c_prev, n_prev) = jax.lax.scan(
+        carry, (c_init, n_init),
+        tuple(jnp.moveaxis(a, 2, 0) for a in (write_c, write_n, inter_last, opened_last)))
+    c_prev, n_prev = jnp.moveaxis(c_prev, 0, 2), jnp.moveaxis(n_prev, 0, 2)  # (N, H, NC, ..)
+
+    # q_t against the state carried into t's chunk, or after a start, the initial state.
+    read_c = _mm(q, c_prev)                                      # (N, H, NC, L, d_v)
+    read_n = jnp.sum(q * n_prev[..., None, :], axis=-1)
+    if resets:
+        read_c = jnp.where(opened[..., None], jnp.einsum("nhctk,nhkv->nhctv", q, c_init), read_c)
+        read_n = jnp.where(opened, jnp.einsum("nhctk,nhk->nhct", q, n_init), read_n)
+    numerator = _mm(scores, v) + inter[..., None] * read_c
+    denominator = jnp.sum(scores, axis=-1) + inter * read_n
+    floor = jnp.exp(-m)
+    scale = jnp.maximum(jnp.abs(denominator), floor) + gates.EPSILON
+    hs = numerator / scale[..., None]
+    residuals = (q, k, v, scores, decay, inter, read_c, read_n, denominator, floor, scale, hs,
+                 c_prev, n_prev, c_init, n_init, opened)
+    return (hs, c_final, n_final), residuals
+
+
+def _chunks_backward(resets, residuals, cotangents):
+    """The gradients of `_chunks_forward` w.r.t. q, k, v, the stabilisers and the initial
+    (C, n), from those of hs and the final (C, n). With g = dh / scale (dnum) and dden:
+
+        dS = g v^T + dden 1^T,  dv = S^T g,  dq = (dS * D) k,  dk = (dS * D)^T q
+        (inter) dq += E (g C_prev^T + dden n_prev^T),  dC_prev = q^T diag(E) g, ...
+        (writes) dC_c = the next chunk's dC_prev + E_L dC_{c+1}  (a reverse scan), then
+                 dk += D_L (v dC_c^T + dn_c),  dv += D_L (k dC_c)
+        da_s = sum_t (dD * D)[t, s],  dM_t = -sum_s (dD * D)[t, s],  dD * D = dS * S (+ row L)
+    """
+    (q, k, v, scores, decay, inter, read_c, read_n, denominator, floor, scale, hs,
+     c_prev, n_prev, c_init, n_init, opened) = residuals
+    d_hs, d_c_final, d_n_final = cotangents
+
+    # Readout h = num / (max(|den|, floor) + eps); at a tie jnp.maximum splits the gradient.
+    d_num = d_hs / scale[..., None]
+    d_scale = -jnp.sum(d_hs * hs, axis=-1) / scale
+    magnitude = jnp.abs(denominator)
+    to_den = jnp.where(magnitude > floor, 1.0, jnp.where(magnitude == floor, 0.5, 0.0))
+    d_den = d_scale * to_den * jnp.sign(denominator)
+    d_m = -d_scale * (1.0 - to_den) * floor
+
+    # The incoming state's part: E_t (q_t C_in, q_t . n_in).
+    d_inter = jnp.sum(d_num * read_c, axis=-1) + d_den * read_n
+    g_c = inter[..., None] * d_num                               # (.., L, d_v)
+    g_n = inter * d_den                                          # (.., L)
+    d_q = _mm(g_c, _t(c_prev)) + g_n[..., None] * n_prev[..., None, :]
+    if resets:
+        fresh = (jnp.einsum("nhctv,nhkv->nhctk", g_c, c_init)
+                 + g_n[..., None] * n_init[:, :, None, None, :])
+        d_q = jnp.where(opened[..., None], fresh, d_q)
+        g_c_init = jnp.where(opened[..., None], g_c, 0.0)
+        g_n_init = jnp.where(opened, g_n, 0.0)
+        d_c_init = jnp.einsum("nhctk,nhctv->nhkv", q, g_c_init)
+        d_n_init = jnp.einsum("nhctk,nhct->nhk", q, g_n_init)
+        g_c, g_n = g_c - g_c_init, g_n - g_n_init
+    q_t = _t(q)
+    into_c = _mm(q_t, g_c)                                       # dC_prev of each chunk's rows
+    into_n = jnp.sum(q * g_n[..., None], axis=-2)
+
+    # The reverse scan: the cotangent of the state after chunk c from chunk c+1's reads and
+    # its carry C_{c+1} = E_L C_c + ... (not where chunk c+1 holds a start).
+    inter_last = inter[..., -1]
+    opened_last = jnp.broadcast_to(opened[..., -1], inter_last.shape)
+    through = jnp.where(opened_last, 0.0, inter_last)
+
+    def carry(after, chunk):
+        d_c, d_n = after
+        i_c, i_n, e = chunk
+        return (i_c + e[..., None, None] * d_c, i_n + e[..., None] * d_n), after
+
+    (d_c_carried, d_n_carried), (d_c, d_n) = jax.lax.scan(
+        carry, (d_c_final, d_n_final),
+        tuple(jnp.moveaxis(a, 2, 0) for a in (into_c, into_n, through)), reverse=True)
+    d_c, d_n = jnp.moveaxis(d_c, 0, 2), jnp.moveaxis(d_n, 0, 2)  # (N, H, NC, ..)
+    if resets:
+        from_init = jnp.where(opened_last, inter_last, 0.0)
+        d_c_init = (d_c_init + d_c_carried
+                    + jnp.einsum("nhc,nhckv->nhkv", from_init, d_c))
+        d_n_init = d_n_init + d_n_carried + jnp.einsum("nhc,nhck->nhk", from_init, d_n)
+        c_from = jnp.where(opened_last[..., None, None], c_init[:, :, None], c_prev)
+        n_from = jnp.where(opened_last[..., None], n_init[:, :, None], n_prev)
     else:
-        inter_log = segments.decay + jnp.where(segments.opened, state.m[:, :, None, None],
-                                               m_prev[..., None])
-    m = jnp.maximum(inter_log, row_max)
-    decay = jnp.exp(log_d - m[..., None])
-    inter = jnp.exp(inter_log - m)
-    scores = jnp.einsum("...tk,...sk->...ts", q, k) * decay
-    numerator = (jnp.einsum("...ts,...sv->...tv", scores, v)
-                 + inter[..., None] * read(c_prev, state.C, "kv"))
-    denominator = (jnp.sum(scores, axis=-1)
-                   + inter * read(n_prev, state.n, "k"))
-    hs = gates.normalised_readout(numerator, denominator, m)
-    return hs.reshape((n_batch, heads, steps, hs.shape[-1])), final
+        d_c_init, d_n_init = d_c_carried, d_n_carried
+        c_from, n_from = c_prev, n_prev
+    d_inter_last = jnp.sum(d_c * c_from, axis=(-2, -1)) + jnp.sum(d_n * n_from, axis=-1)
+    d_inter = d_inter.at[..., -1].add(d_inter_last)
+
+    # The chunk's write k^T diag(D_L) v (and k^T D_L) into the state after it.
+    last = decay[..., -1, :]
+    k_d_c = _mm(k, d_c)                                          # (.., L, d_v)
+    d_last = jnp.sum(k_d_c * v, axis=-1) + jnp.sum(k * d_n[..., None, :], axis=-1)
+    d_k = last[..., None] * (_mm(v, _t(d_c)) + d_n[..., None, :])
+    d_v = last[..., None] * k_d_c
+
+    # Within the chunk: S = (q k^T) * D, num += S v, den += S 1.
+    d_scores = _mm(d_num, _t(v)) + d_den[..., None]
+    d_v = d_v + _mm(_t(scores), d_num)
+    d_q = d_q + _mm(d_scores * decay, k)
+    d_k = d_k + _mm(_t(d_scores * decay), q)
+    weighted = d_scores * scores                                 # dD * D
+    weighted = weighted.at[..., -1, :].add(d_last * last)
+    d_col = jnp.sum(weighted, axis=-2)
+    d_row = -jnp.sum(weighted, axis=-1)
+    return (d_q, d_k, d_v, d_col, d_row, d_inter * inter, d_m, d_c_init, d_n_init, None, None)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(11,))
+def _chunks(q, k, v, col, row, log_inter, m, c_init, n_init, mask, opened, resets):
+    """`_chunks_forward`'s outputs (hs chunked, final C, final n), with the hand-written
+    backward `_chunks_backward`."""
+    return _chunks_forward(q, k, v, col, row, log_inter, m, c_init, n_init, mask, opened,
+                           resets)[0]
+
+
+_chunks.defvjp(_chunks_forward, _chunks_backward)
