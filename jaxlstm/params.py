@@ -26,6 +26,9 @@ class LSTMParams(NamedTuple):
     Attributes:
         w_x: input kernel, shape (input_size, G * hidden_size); G = 4 (3 for CIFG).
         w_h: recurrent kernel, shape (R, G * hidden_size), R = proj_size or hidden_size.
+            (Inside the time loop, `jaxlstm.recurrence`, w_h may also be a block-diagonal
+            kernel as its per-head blocks, (heads, d, G, d): how the sLSTM hands the loop
+            its recurrence, so that h @ R costs 1/heads of the dense product.)
         b: bias, shape (G * hidden_size,). PyTorch's two biases map to b = b_ih + b_hh.
         cell: None for the standard cell, else `PeepholeWeights`, `CoupledGates()`,
             `LayerNormWeights` or `RetainedReadoutWeights`.
