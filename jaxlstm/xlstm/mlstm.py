@@ -56,7 +56,7 @@ from jaxlstm.validation import (
     shape_str,
 )
 from jaxlstm.xlstm import mlstm_gates as gates
-from jaxlstm.xlstm.mlstm_chunkwise import chunkwise
+from jaxlstm.xlstm.mlstm_chunkwise import chunkwise, default_chunk_size
 from jaxlstm.xlstm.mlstm_recurrent import mlstm_step, recurrent
 from jaxlstm.xlstm.mlstm_state import MLSTMState
 
@@ -146,13 +146,6 @@ def init_mlstm(
 
 
 # --- public functions ---------------------------------------------------------------------------
-
-
-def default_chunk_size(steps: Any, backend: str) -> int:  # interim, until the measured rule
-    if not is_known(steps):
-        return 64
-    divisors = [c for c in range(32, min(steps, 64) + 1) if steps % c == 0]
-    return max(divisors) if divisors else min(steps, 64)
 
 
 def _check_mode(mode: Any, chunk_size: Any) -> tuple[str, int | None]:
