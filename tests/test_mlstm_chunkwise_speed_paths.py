@@ -105,12 +105,13 @@ class DefaultChunkSizeTest(parameterized.TestCase):
                 assert padded <= 1.07 * steps, (steps, chunk)
 
     def test_the_measured_choices_on_cpu(self):
-        chunks = {t: mlstm_chunkwise.default_chunk_size(t, "cpu") for t in (50, 64, 100, 4096)}
-        assert chunks == {50: 25, 64: 32, 100: 34, 4096: 32}
+        chunks = {t: mlstm_chunkwise.default_chunk_size(t, "cpu")
+                  for t in (50, 64, 100, 200, 1000, 4096)}
+        assert chunks == {50: 50, 64: 32, 100: 50, 200: 40, 1000: 40, 4096: 41}
         assert mlstm_chunkwise.default_chunk_size(20, "cpu") == 20      # the parallel form
         assert mlstm_chunkwise.default_chunk_size(100, "gpu") == 50     # L0 = 64 elsewhere
 
     def test_a_symbolic_length_gets_the_fixed_chunk(self):
         steps, = jax.export.symbolic_shape("T")
-        assert mlstm_chunkwise.default_chunk_size(steps, "cpu") == 32
+        assert mlstm_chunkwise.default_chunk_size(steps, "cpu") == 40
         assert mlstm_chunkwise.default_chunk_size(steps, "tpu") == 64

@@ -555,12 +555,13 @@ def _activation_floats(width: int, steps: int, mode: str | None = None, *, num_h
                        chunk_size: int | None = None, **_: Any) -> float:
     """Floats the backward keeps per step and row, roughly: q, k, v, h and the gates, and the
     form's matrices (parallel: each head's row of the T x T decay matrix; chunkwise: a chunk's
-    row and the chunk's state; recurrent: the state at every step). The chunk, when not
+    row and the chunk's state; recurrent: n and m at every step, its backward rebuilding the
+    memory C instead of keeping it, `mlstm_recurrent`). The chunk, when not
     given, is the one `mlstm` picks for `steps` on this backend."""
     if chunk_size is None:
         chunk_size = min(default_chunk_size(steps, jax.default_backend()), steps)
     head_width = width // max(num_heads, 1)
-    matrices = {"parallel": 3 * num_heads * steps, "recurrent": width * head_width,
+    matrices = {"parallel": 3 * num_heads * steps, "recurrent": num_heads * (head_width + 1),
                 "chunkwise": 3 * num_heads * chunk_size + width * head_width / chunk_size,
                 }[mode or "chunkwise"]
     return _VECTORS * width + matrices

@@ -43,7 +43,7 @@ from jaxlstm.xlstm.mlstm_state import MLSTMState
 Array = jax.Array
 
 
-_TARGET_CHUNK = {"cpu": 32}
+_TARGET_CHUNK = {"cpu": 40}
 """The chunk a long sequence gets per backend; other backends (GPU, TPU, unmeasured): 64."""
 
 
@@ -60,23 +60,30 @@ def default_chunk_size(steps, backend: str) -> int:
     ties go to the larger chunk. A T that is not a concrete number (a symbolic T under
     jax.export) gets L0: the padding is applied at run time.
 
-    Measured on the 2-core CPU (jaxlstm mlstm, 4 heads, B=32, I=32, H=128 (d=32),
-    forward+backward of sum(hs), ms and in brackets the ratio to the best chunk at that T;
-    the host was shared and noisy, so differences under ~15% are noise):
+    Measured on the 2-core CPU with nothing else running (`mlstm(..., mode="chunkwise",
+    chunk_size=L)`, 4 heads, forward+backward of sum(hs), compiled calls timed in alternation,
+    medians of 5 rounds; ms and in brackets the ratio to the best chunk at that T), at S2's
+    B=32, I=32, H=128 (d=32):
 
-        T=50   16: 15.2 (1.44)  25: 10.6 (1.00)  32: 12.3 (1.16)  40: 15.3 (1.45)  50: 13.9 (1.31)
-        T=64   16: 17.1 (1.00)  25: 20.4 (1.19)  32: 18.0 (1.05)  50: 25.8 (1.51)  64: 22.2 (1.30)
-        T=100  25: 44.1 (1.12)  32: 40.8 (1.04)  40: 39.3 (1.00)  50: 42.9 (1.09)  64: 92.9 (2.36)
-               100: 137.5 (3.50)
-        T=128  16: 34.9 (1.98)  32: 17.6 (1.00)  40: 27.2 (1.54)  64: 31.8 (1.80)
-               128: 49.2 (2.79)
-        T=200  25: 59.0 (1.05)  32: 57.2 (1.02)  40: 55.9 (1.00)  50: 56.9 (1.02)  64: 70.9 (1.27)
-               100: 74.1 (1.32)  200: 112.0 (2.00)
+        T=100   25: 13.6 (1.06)  32: 17.0 (1.31)  34: 13.7 (1.06)  40: 15.0 (1.16)  48: 35.5 (2.75)
+                50: 12.9 (1.00)  64: 38.0 (2.94)
+        T=200   25: 50.6 (1.20)  29: 53.8 (1.28)  32: 49.9 (1.18)  40: 42.1 (1.00)  48: 52.6 (1.25)
+                50: 49.6 (1.18)  64: 66.0 (1.57)
+        T=1000  25: 232 (1.06)   32: 232 (1.06)   36: 226 (1.03)   40: 219 (1.00)   48: 235 (1.07)
+                50: 253 (1.16)   64: 266 (1.21)
 
-    Chunks of 25-50 are level; 64 and up, and the parallel form (one chunk) lose 1.3-3.5x,
-    padding (64 at T=100 pads to 128) most of all. The rule picks 25 at T=50, 32 at 64, 34 at
-    100 (102 steps), 32 at 128, 29 at 200 (203 steps), 32 at every multiple of 32, and T
-    itself below ~45 (the parallel form). The padding is at most ~6% of T for T >= 50.
+    and at S3's B=64, I=128, H=256 (d=64):
+
+        T=200   25: 270 (1.27)   29: 249 (1.17)   32: 253 (1.19)   40: 213 (1.00)   48: 234 (1.10)
+                50: 228 (1.07)   64: 254 (1.19)
+        T=1000  25: 1513 (1.15)  32: 1363 (1.04)  36: 1376 (1.05)  40: 1323 (1.01)  48: 1310 (1.00)
+                50: 1340 (1.02)  64: 1430 (1.09)
+
+    Chunks near 40 are best at both head sizes; padding costs what it adds (64 at T=100 pads to
+    128: 2.9x; 48 pads to 144). An earlier sweep on a loaded host had put L0 at 32; these
+    quiet runs moved it to 40. The rule picks 50 at T=50 and T=100, 32 at 64, 43 at 128
+    (129 steps), 40 at 200 and 1000, 41 at 1024 to 4096, and T itself below ~55 (the parallel
+    form); the padding is at most 2.2% of T for T from 50 to 4096.
 
     Args:
         steps: T, an int (or a symbolic dimension).
@@ -87,7 +94,7 @@ def default_chunk_size(steps, backend: str) -> int:
 
     Example:
         >>> default_chunk_size(100, "cpu")
-        34
+        50
     """
     target = _TARGET_CHUNK.get(backend, 64)
     if not is_known(steps):
