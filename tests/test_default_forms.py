@@ -128,3 +128,35 @@ def test_flax_modules_run_the_rules_form(backend, monkeypatch):
         plain = _jaxpr(nnx_call(None))
         assert plain == _jaxpr(nnx_call(form)), (name, "nnx", backend)
         assert plain != _jaxpr(nnx_call(other)), (name, "nnx", backend)
+
+
+def _bench_row(impl: str, ms: float, size: str = "S2", pass_name: str = "fwd_bwd") -> dict:
+    return {"impl": impl, "label": f"label {impl}", "size": size, "pass": pass_name,
+            "median_ms": ms}
+
+
+def test_the_report_sets_plain_calls_against_their_fastest_form():
+    from jaxlstm.benchmark import report
+
+    rows = [_bench_row("mlstm", 12.0), _bench_row("mlstm_chunkwise", 10.0),
+            _bench_row("mlstm_recurrent", 8.0), _bench_row("mlstm_parallel", 30.0),
+            _bench_row("min_gru", 5.0, size="S3"), _bench_row("min_gru_sequential", 4.0,
+                                                               size="S2")]
+    (mlstm,) = report.compare_default_forms(rows)  # min_gru: no form at its size
+    assert (mlstm["impl"], mlstm["fastest"], mlstm["vs_fastest"]) == (
+        "mlstm", "label mlstm_recurrent", 1.5)
+    assert "| S2 | f+b | label mlstm | 12 | label mlstm_recurrent | 8 | 1.500 |" in (
+        report._default_forms_table([mlstm]))
+
+
+def test_the_report_sets_xlstm_rows_beside_the_lstm_with_or_without_their_reference():
+    from jaxlstm.benchmark import report
+
+    rows = [_bench_row("jaxlstm", 10.0), _bench_row("slstm", 13.0),
+            _bench_row("mlstm", 6.0), _bench_row("mlstm_kernels_chunkwise", 12.0),
+            _bench_row("slstm", 7.0, size="S3")]   # S3: neither the LSTM nor a reference ran
+    by_impl = {c["impl"]: c for c in report.compare_xlstm(rows)}
+    assert set(by_impl) == {"slstm", "mlstm"}
+    assert by_impl["slstm"]["vs_lstm"] == 1.3 and by_impl["slstm"]["vs_reference"] is None
+    assert by_impl["mlstm"]["vs_reference"] == 0.5 and by_impl["mlstm"]["vs_lstm"] == 0.6
+    assert "(not run)" in report._xlstm_table([by_impl["slstm"]])[-1]
