@@ -422,8 +422,8 @@ def _forward(params: LSTMParams, xs, per_step, state0, masks: LoopMasks,
     """Runs the loop over xs (T, N, I) with per-step `StepInputs` (leading axis T).
 
     Returns `(final_state, outs, residuals)`; residuals (for the backward pass) are the
-    pre-activations z of every step and the states each step starts from (after a reset), or
-    None. A step flagged in `per_step.reset` starts from `reset_state` (default `state0`).
+    pre-activations z of every step (an additive variant's as its G gate blocks, (T, N, H)
+    each) and the states each step starts from (after a reset), or None. A step flagged in `per_step.reset` starts from `reset_state` (default `state0`).
     """
     reset_state = state0 if reset_state is None else reset_state
     step = masked_lstm_step(masks.lengths, options)
@@ -496,8 +496,9 @@ def _backward(params: LSTMParams, residuals, d_outs, per_step, carry, masks: Loo
 
     Carries the recurrent gradients (d_state), the step weights' gradients and the reset
     state's (d_reset: what flagged steps took from the initial state); returns
-    `((d_state0, d_weights, d_reset), dzs)`, dzs the pre-activations' gradients (T, N, G*H)
-    (a pair for z_x and z_h if the variant is not additive). Only the elementwise step is
+    `((d_state0, d_weights, d_reset), dzs)`, dzs the pre-activations' gradients: for an
+    additive variant its G gate blocks (T, N, H) each, as the residuals keep z (the caller
+    joins them), else a pair (T, N, G*H) for z_x and z_h. Only the elementwise step is
     differentiated (with `jax.vjp`); the one matmul left in the loop is dz_h @ W_h^T.
     """
     step = masked_lstm_step(masks.lengths, options)

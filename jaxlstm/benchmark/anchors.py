@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxlstm
+from jaxlstm import family as families
 from jaxlstm.benchmark.sizes import Size
 
 Apply = Callable[[Any, jax.Array], jax.Array]
@@ -451,7 +452,7 @@ def xlstm_implementations() -> list[Impl]:
     modes = [_jax_impl("mlstm", "jaxlstm mlstm (default form)", _mlstm_setup(None),
                        default=False)]
     modes += [_jax_impl(f"mlstm_{mode}", f"jaxlstm mlstm ({mode})", _mlstm_setup(mode),
-                        default=False) for mode in ("chunkwise", "parallel", "recurrent")]
+                        default=False) for mode in families.get("mlstm").modes]
     return [
         _jax_impl("slstm", "jaxlstm slstm", _slstm_setup, default=False),
         _torch_xlstm_impl("xlstm_slstm_vanilla", "xlstm sLSTMCell (vanilla, torch)", "xlstm",
@@ -494,17 +495,15 @@ def min_rnn_implementations() -> list[Impl]:
                               _min_rnn_setup(cell, None), default=False))
         rows += [_jax_impl(f"{cell}_{mode}", f"jaxlstm {cell} ({mode})",
                            _min_rnn_setup(cell, mode), default=False)
-                 for mode in ("parallel", "sequential")]
+                 for mode in families.get(cell).modes]
     return rows
 
 
-DEFAULT_FORMS = {
-    "mlstm": ("mlstm_chunkwise", "mlstm_parallel", "mlstm_recurrent"),
-    "min_lstm": ("min_lstm_parallel", "min_lstm_sequential"),
-    "min_gru": ("min_gru_parallel", "min_gru_sequential"),
-}
-"""Each plain-call row (the function without `mode`, as a user calls it) and the rows of its
-forms: the report sets the plain call against the fastest form measured beside it."""
+DEFAULT_FORMS = {name: tuple(f"{name}_{mode}" for mode in families.get(name).modes)
+                 for name in ("mlstm", "min_lstm", "min_gru")}
+"""Each plain-call row (the function without `mode`, as a user calls it, named after its
+family) and the rows of its forms (`<family>_<mode>`, one per mode the family declares): the
+report sets the plain call against the fastest form measured beside it."""
 
 
 MIN_RNN_KEYS = tuple(impl.key for impl in min_rnn_implementations())

@@ -88,7 +88,7 @@ def mlstm_step(state: MLSTMState, q: Array, k: Array, v: Array, i_pre: Array,
     return MLSTMState(c, n, m), gates.normalised_readout(numerator, denominator, m)
 
 
-def where_reset(reset: Array, initial: MLSTMState, state: MLSTMState) -> MLSTMState:
+def _where_reset(reset: Array, initial: MLSTMState, state: MLSTMState) -> MLSTMState:
     """`initial` where `reset` ((N, 1) bool, per sequence), else `state`, field by field."""
     return MLSTMState(*(jnp.where(reset.reshape(reset.shape + (1,) * (a.ndim - 2)), i, a)
                         for i, a in zip(initial, state)))
@@ -116,7 +116,7 @@ def _forward(q, k, v, i_pre, log_f, state, starts, keep):
     def body(carry, step):
         if starts is not None:
             *step, start = step
-            carry = where_reset(start, state, carry)
+            carry = _where_reset(start, state, carry)
         carry, h = mlstm_step(carry, *step)
         return carry, (h, (carry.n, carry.m) if keep else None)
 
